@@ -1,0 +1,86 @@
+"""Gallery: templates, persistence round trip, per-backend files, default seeding cached once."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from viewdiff.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def unit(*values):
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_add_refine_remove_and_similarities(tmp_path):
+    g = Gallery(tmp_path, "dlib", 3)
+    g.add("Ada", unit(1, 0, 0))
+    g.add("  Bob   Smith ", unit(0, 1, 0))
+    assert g.names == ["Ada", "Bob Smith"]
+    np.testing.assert_allclose(g.similarities(unit(1, 0, 0)), [1, 0], atol=1e-6)
+    entry = g.add("Ada", unit(0, 0, 1))  # a second photo refines the template
+    assert entry["count"] == 2
+    np.testing.assert_allclose(g.templates[0], unit(1, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(g.similarities(np.stack([unit(1, 0, 1), unit(0, 1, 0)])), [[1, 0], [0, 1]], atol=1e-6)
+    g.remove("Ada")
+    assert g.names == ["Bob Smith"] and g.templates.shape == (1, 3)
+
+
+@pytest.mark.parametrize("name, embedding, message", [
+    ("", unit(1, 0, 0), "name"), ("x" * 81, unit(1, 0, 0), "80"), ("Ada", np.ones(5), "5 dimensions")])
+def test_add_rejects_bad_input(tmp_path, name, embedding, message):
+    with pytest.raises(GalleryError, match=message):
+        Gallery(tmp_path, "dlib", 3).add(name, embedding)
+
+
+def test_remove_unknown_name(tmp_path):
+    with pytest.raises(GalleryError, match="not in the gallery"):
+        Gallery(tmp_path, "dlib", 3).remove("nobody")
+
+
+def test_persistence_round_trip_per_backend(tmp_path):
+    g = Gallery(tmp_path, "dlib", 3, {"note": "x"})
+    g.add("Ada", unit(1, 2, 3), source="user")
+    g.save()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dlib.json", "dlib.npz"]
+    loaded = Gallery.load(tmp_path, "dlib", 3)
+    assert loaded.entries == g.entries and loaded.meta == {"note": "x"}
+    np.testing.assert_allclose(loaded.templates, g.templates)
+    assert Gallery.load(tmp_path, "insightface", 512) is None  # other backend: its own files
+    assert Gallery.load(tmp_path, "dlib", 128) is None  # written for another width
+
+
+def test_open_gallery_seeds_once_from_cached_defaults(tmp_path):
+    photos = {"Ada": [Path("a1.jpg"), Path("a2.jpg")], "Bob": [Path("bad.jpg")]}
+    calls = []
+
+    def embed(path):
+        calls.append(path.name)
+        if path.name == "bad.jpg":
+            raise ValueError("no face")
+        return unit(1, 0, 0) if path.name == "a1.jpg" else unit(0, 1, 0)
+
+    user = open_gallery(tmp_path / "user", tmp_path / "defaults", "dlib", 3, photos, embed)
+    assert user.names == ["Ada"] and user.entries[0]["count"] == 2
+    defaults = Gallery.load(tmp_path / "defaults", "dlib", 3)
+    assert "bad.jpg" in next(iter(defaults.meta["skipped"]))
+    user.remove("Ada")
+    user.save()
+    # a second user gallery reuses the cached defaults (no new embeddings); the first keeps its removal
+    other = open_gallery(tmp_path / "other", tmp_path / "defaults", "dlib", 3, photos, embed)
+    assert other.names == ["Ada"] and len(calls) == 3
+    assert open_gallery(tmp_path / "user", tmp_path / "defaults", "dlib", 3, photos, embed).names == []
+
+
+def test_default_identity_photos_finds_assets_and_shared():
+    photos = default_identity_photos(REPO / "assets", SHARED)
+    assert photos["Tom Hanks"][0].name == "Tom_Hanks_54745.png"
+    if not (SHARED / "data" / "cfp").is_dir():
+        pytest.skip("../shared/data/cfp not present")
+    assert len(photos["Tom Hanks"]) == 4  # the asset photo + 3 CFP frontals
+    assert all(p.is_file() for files in photos.values() for p in files)
+    assert "Pointing'04 person 01" in photos and "50 Cent" in photos

@@ -1,0 +1,209 @@
+"""Persistent gallery of named identities for one face backend (``<dir>/<key>.npz`` + ``.json``).
+
+An identity's template is the L2-normalised sum of its photos' L2-normalised embeddings; adding a
+photo under an existing name refines that template. Embeddings are per backend (128-d dlib,
+512-d ArcFace), so each backend key has its own pair of files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class GalleryError(ValueError):
+    """A gallery operation the user asked for cannot be done; the message says why."""
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class Gallery:
+    """Identity templates of dimension ``dim`` stored under ``directory`` as ``<key>.npz/.json``."""
+
+    def __init__(self, directory: str | os.PathLike, key: str, dim: int, meta: dict | None = None):
+        self.directory = Path(directory)
+        self.key = key
+        self.dim = int(dim)
+        self.meta = dict(meta or {})
+        self._sums = np.zeros((0, self.dim), np.float32)
+        self._entries: list[dict] = []
+        self._lock = threading.RLock()
+
+    @property
+    def npz_path(self) -> Path:
+        return self.directory / f"{self.key}.npz"
+
+    @property
+    def json_path(self) -> Path:
+        return self.directory / f"{self.key}.json"
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, key: str, dim: int) -> "Gallery | None":
+        """The stored gallery, or None when there is none (or it was written for another dim)."""
+        gallery = cls(directory, key, dim)
+        if not (gallery.npz_path.is_file() and gallery.json_path.is_file()):
+            return None
+        info = json.loads(gallery.json_path.read_text())
+        with np.load(gallery.npz_path) as data:
+            sums = data["embedding_sum"].astype(np.float32)
+        if info.get("dim") != gallery.dim or sums.shape != (len(info["entries"]), gallery.dim):
+            return None
+        gallery._sums, gallery._entries, gallery.meta = sums, list(info["entries"]), info.get("meta", {})
+        return gallery
+
+    def save(self) -> None:
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            sums = self._sums.copy()
+            info = {"key": self.key, "dim": self.dim, "meta": self.meta, "entries": self._entries}
+
+            def write_npz(tmp: Path) -> None:
+                with open(tmp, "wb") as f:
+                    np.savez(f, embedding_sum=sums)
+
+            _atomic_write(self.npz_path, write_npz)
+            _atomic_write(self.json_path, lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
+
+    def copy_to(self, directory: str | os.PathLike) -> "Gallery":
+        """An independent copy of this gallery that will be saved under ``directory``."""
+        with self._lock:
+            other = Gallery(directory, self.key, self.dim, self.meta)
+            other._sums, other._entries = self._sums.copy(), [dict(e) for e in self._entries]
+        return other
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def names(self) -> list[str]:
+        return [e["name"] for e in self._entries]
+
+    @property
+    def entries(self) -> list[dict]:
+        """One dict per identity: ``name``, ``source``, ``count`` (photos), ``added`` (ISO time)."""
+        with self._lock:
+            return [dict(e) for e in self._entries]
+
+    @property
+    def templates(self) -> np.ndarray:
+        """``[N, dim]`` L2-normalised identity templates."""
+        with self._lock:
+            return _normalise(self._sums)
+
+    def add(self, name: str, embedding: np.ndarray, source: str = "user") -> dict:
+        """Add one photo's embedding under ``name`` (new identity or refine an existing one)."""
+        name = " ".join(str(name or "").split())
+        if not name:
+            raise GalleryError("Type a name for this face first.")
+        if len(name) > 80:
+            raise GalleryError("Names are limited to 80 characters.")
+        emb = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if emb.shape[0] != self.dim:
+            raise GalleryError(
+                f"This embedding has {emb.shape[0]} dimensions but the gallery '{self.key}' "
+                f"holds {self.dim}-d embeddings (another face backend)."
+            )
+        emb = _normalise(emb)
+        with self._lock:
+            if name in self.names:
+                i = self.names.index(name)
+                self._sums[i] += emb
+                self._entries[i]["count"] += 1
+            else:
+                self._sums = np.concatenate([self._sums, emb[None]], axis=0)
+                added = time.strftime("%Y-%m-%dT%H:%M:%S")
+                self._entries.append({"name": name, "source": source, "count": 1, "added": added})
+            return dict(self._entries[self.names.index(name)])
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            if name not in self.names:
+                raise GalleryError(f"'{name}' is not in the gallery.")
+            i = self.names.index(name)
+            self._sums = np.delete(self._sums, i, axis=0)
+            del self._entries[i]
+
+    def similarities(self, embedding: np.ndarray) -> np.ndarray:
+        """Cosine similarity of ``embedding`` ``[D]`` or ``[B, D]`` to every identity: ``[N]`` / ``[B, N]``."""
+        emb = _normalise(embedding)
+        return emb @ self.templates.T
+
+
+# Default identities: the named asset photo, plus (when ../shared is present) a few CFP identities'
+# frontal photos and Pointing'04 people's frontal photos from series 2 (the demo's local examples
+# are series 1, so a query never meets its own photo).
+ASSET_IDENTITIES = {"Tom_Hanks_54745.png": "Tom Hanks"}
+CFP_IDENTITIES = (465, 1, 2, 3, 4)  # 1-based lines of list_name.txt; 465 is Tom Hanks
+CFP_FRONTALS_PER_IDENTITY = 3
+POINTING04_PEOPLE = (1, 2, 3)
+
+
+def default_identity_photos(assets_dir: str | os.PathLike, shared_dir: str | os.PathLike) -> dict[str, list[Path]]:
+    """``{identity name: [photo paths]}`` for the default gallery, from what exists on disk."""
+    assets_dir, shared_dir = Path(assets_dir), Path(shared_dir)
+    photos: dict[str, list[Path]] = {}
+    for file_name, name in ASSET_IDENTITIES.items():
+        if (assets_dir / file_name).is_file():
+            photos.setdefault(name, []).append(assets_dir / file_name)
+    cfp = shared_dir / "data" / "cfp" / "Data"
+    if (cfp / "list_name.txt").is_file():
+        names = (cfp / "list_name.txt").read_text().splitlines()
+        for number in CFP_IDENTITIES:
+            frontal = cfp / "Images" / f"{number:03d}" / "frontal"
+            files = sorted(frontal.glob("*.jpg"))[:CFP_FRONTALS_PER_IDENTITY]
+            if files and number <= len(names):
+                photos.setdefault(names[number - 1].strip(), []).extend(files)
+    pointing = shared_dir / "data" / "pointing04"
+    for person in POINTING04_PEOPLE:
+        file = pointing / f"Person{person:02d}" / f"person{person:02d}246+0+0.jpg"
+        if file.is_file():
+            photos[f"Pointing'04 person {person:02d}"] = [file]
+    return photos
+
+
+def build_gallery(directory, key: str, dim: int, photos: dict[str, list[Path]], embed) -> Gallery:
+    """A gallery of ``photos`` where ``embed(path)`` gives an embedding (or raises to skip a photo)."""
+    gallery = Gallery(directory, key, dim, {"photos": _photo_list(photos), "skipped": {}})
+    for name, files in photos.items():
+        for file in files:
+            try:
+                gallery.add(name, embed(file), source="default")
+            except Exception as exc:  # one unreadable default photo must not stop the demo
+                gallery.meta["skipped"][str(file)] = str(exc)
+    return gallery
+
+
+def _photo_list(photos: dict[str, list[Path]]) -> list[str]:
+    return sorted(f"{name}={f}" for name, files in photos.items() for f in files)
+
+
+def open_gallery(user_dir, defaults_dir, key: str, dim: int, photos: dict[str, list[Path]], embed) -> Gallery:
+    """The user's gallery under ``user_dir``; on first use a copy of the default gallery.
+
+    The default gallery is cached under ``defaults_dir`` and rebuilt only when the list of default
+    photos changes, so embeddings are computed once per backend.
+    """
+    user = Gallery.load(user_dir, key, dim)
+    if user is not None:
+        return user
+    defaults = Gallery.load(defaults_dir, key, dim)
+    if defaults is None or defaults.meta.get("photos") != _photo_list(photos):
+        defaults = build_gallery(defaults_dir, key, dim, photos, embed)
+        defaults.save()
+    user = defaults.copy_to(user_dir)
+    user.save()
+    return user
