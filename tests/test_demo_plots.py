@@ -1,0 +1,77 @@
+"""Plot builders return figures holding the right data."""
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from viewdiff import demo_plots
+
+
+def test_annotate_faces_draws_box_and_keypoints_on_a_copy():
+    image = np.zeros((100, 120), np.uint8)  # grayscale in, RGB out
+    out = demo_plots.annotate_faces(image, [[10, 20, 60, 80]], [[[20, 40], [50, 40], [35, 55], [25, 70], [45, 70]]])
+    assert out.shape == (100, 120, 3) and image.max() == 0
+    assert tuple(out[20, 35]) == (40, 220, 40)  # top edge of the box, green
+    assert out[55, 35].any() and not out[5, 5].any()  # nose keypoint drawn, background untouched
+
+
+def test_attention_figure_labels_every_token():
+    attention = np.random.default_rng(0).random((4, 4))
+    fig = demo_plots.attention_figure(attention, ["pose", "e0", "e1", "3D"], "layer 1, head 1")
+    heatmap = fig.data[0]
+    assert isinstance(heatmap, go.Heatmap)
+    np.testing.assert_allclose(np.asarray(heatmap.z), attention, rtol=1e-6)
+    assert list(heatmap.x) == ["0:pose", "1:e0", "2:e1", "3:3D"] == list(heatmap.y)
+
+
+@pytest.mark.parametrize("axis, expected", [("z", lambda v: v[2]), ("y", lambda v: v[:, 2]), ("x", lambda v: v[:, :, 2])])
+def test_voxel_slice_follows_zyx_indexing(axis, expected):
+    volume = np.arange(4 ** 3, dtype=np.float32).reshape(4, 4, 4)
+    np.testing.assert_array_equal(demo_plots.voxel_slice(volume, axis, 2), expected(volume))
+    fig = demo_plots.voxel_slice_figure(volume, axis, 2, "density")
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), expected(volume))
+    assert f"slice {axis} = 2 of 3" in fig.layout.title.text
+
+
+def test_voxel_slice_figure_clips_the_index():
+    volume = np.ones((4, 4, 4), np.float32)
+    assert "slice z = 3 of 3" in demo_plots.voxel_slice_figure(volume, "z", 99, "density").layout.title.text
+
+
+def test_voxel_volume_figure_is_an_isosurface_of_all_voxels():
+    volume = np.random.default_rng(0).random((5, 5, 5)).astype(np.float32)
+    trace = demo_plots.voxel_volume_figure(volume, "channel norm").data[0]
+    assert isinstance(trace, go.Isosurface) and len(trace.value) == 125
+    assert trace.value[1 * 25 + 2 * 5 + 3] == pytest.approx(volume[1, 2, 3])  # z=1, y=2, x=3
+    assert (trace.z[1 * 25 + 2 * 5 + 3], trace.y[1 * 25 + 2 * 5 + 3], trace.x[1 * 25 + 2 * 5 + 3]) == (1, 2, 3)
+
+
+def test_similarity_figure_sorted_by_transformed_best_highlighted():
+    fig = demo_plots.similarity_figure(["a", "b", "c"], np.array([0.5, 0.2, 0.1]), np.array([0.4, 0.9, 0.3]))
+    raw, transformed = fig.data
+    assert list(transformed.y) == ["b", "a", "c"] == list(raw.y)
+    np.testing.assert_allclose(transformed.x, [0.9, 0.4, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(raw.x, [0.2, 0.5, 0.1], rtol=1e-6)
+    assert transformed.marker.color[0] == demo_plots.BEST and demo_plots.BEST not in raw.marker.color
+    assert "best match: b (0.900)" in fig.layout.title.text
+
+
+def test_similarity_figure_raw_only():
+    fig = demo_plots.similarity_figure(["a", "b"], np.array([0.2, 0.7]), None)
+    assert len(fig.data) == 1 and list(fig.data[0].y) == ["b", "a"]
+    assert fig.data[0].marker.color[0] == demo_plots.BEST
+
+
+def test_pose_sweep_figure():
+    yaws = np.arange(-90, 91, 10)
+    sims = np.linspace(0.3, 0.8, len(yaws))
+    fig = demo_plots.pose_sweep_figure(yaws, sims, 0.42, "Tom Hanks", 30)
+    np.testing.assert_allclose(fig.data[0].x, yaws)
+    np.testing.assert_allclose(fig.data[0].y, sims)
+    assert {s.type for s in fig.layout.shapes} == {"line"} and len(fig.layout.shapes) == 2
+    assert "Tom Hanks" in fig.layout.title.text
+
+
+def test_message_figure_shows_the_text():
+    fig = demo_plots.message_figure("Attention map", "not loaded")
+    assert fig.layout.annotations[0].text == "not loaded" and fig.layout.title.text == "Attention map"
