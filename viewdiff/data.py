@@ -1,0 +1,308 @@
+"""Face-record datasets: CFP and Pointing'04 images -> cached `FaceRecords` -> training pairs.
+
+Builders list the images of a dataset with their labels (identity, view, CFP-FP fold, true pose);
+`extract_records` runs a `FaceAnalyzer` once per image and caches the results in
+`<cache_dir>/<backend>/<dataset>.npz`, keyed per image by the sha1 of the file and the analyzer's
+model description, so a rerun (or a bigger run after a small one) only analyses what is new.
+
+Datasets (see ../shared/README.md):
+- ``cfp``: CFP (Sengupta et al., WACV 2016), 500 identities x 10 frontal + 4 profile photos. The
+  fold of an identity comes from the official ``Protocol/Split/FP/<fold>/same.txt``.
+- ``pointing04``: Pointing'04 (Gourier et al., 2004), 15 people x 2 series x 93 poses; the file
+  ``personNNSII<tilt><pan>.jpg`` gives the true pitch (tilt) and yaw (pan).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+DATASETS = ("cfp", "pointing04")
+P04_NAME = re.compile(r"^person(\d\d)(\d)(\d\d)([+-]\d+)([+-]\d+)\.jpg$")
+CACHE_VERSION = 1
+
+
+@dataclass
+class ImageItem:
+    """One image of a dataset with its labels (before face analysis)."""
+    path: Path
+    identity: str
+    view: str                    # "frontal" | "profile" (CFP) | "pose" (Pointing'04)
+    fold: int                    # CFP-FP fold 1..10, 0 when none
+    true_pose: tuple[float, float, float]   # yaw, pitch, roll in degrees; nan when unknown
+
+
+@dataclass
+class FaceRecords:
+    """Analysed images as parallel arrays (N rows; rows where `found` is False hold zeros).
+
+    embedding [N, D] float32 (unit length), pose [N, 3] estimated yaw/pitch/roll (degrees),
+    true_pose [N, 3] (nan when unknown), keypoints_3d [N, 5, 3], identity [N] str, view [N] str,
+    fold [N] int, path [N] str (relative to the data root), found [N] bool.
+    """
+    embedding: np.ndarray
+    pose: np.ndarray
+    true_pose: np.ndarray
+    keypoints_3d: np.ndarray
+    identity: np.ndarray
+    view: np.ndarray
+    fold: np.ndarray
+    path: np.ndarray
+    found: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+    def subset(self, mask_or_index) -> "FaceRecords":
+        """The rows selected by a boolean mask or an index array."""
+        return FaceRecords(**{f.name: getattr(self, f.name)[mask_or_index] for f in fields(self)})
+
+    @classmethod
+    def concatenate(cls, parts: list["FaceRecords"]) -> "FaceRecords":
+        if not parts:
+            raise ValueError("no record sets to concatenate")
+        dims = {p.embedding.shape[1] for p in parts}
+        if len(dims) > 1:
+            raise ValueError(f"record sets have different embedding widths {sorted(dims)} (mixed backends?)")
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.embedding.shape[1])
+
+
+# ----------------------------------------------------------------------------- dataset listings
+
+def cfp_identity_folds(cfp_root: Path) -> dict[str, int]:
+    """identity ("001".."500") -> CFP-FP fold (1..10), from the official same-identity pairs."""
+    frontal = _pair_list(cfp_root / "Protocol" / "Pair_list_F.txt")
+    folds: dict[str, int] = {}
+    for fold_dir in sorted((cfp_root / "Protocol" / "Split" / "FP").iterdir()):
+        for line in (fold_dir / "same.txt").read_text().split():
+            ident = Path(frontal[int(line.split(",")[0])]).parts[-3]
+            folds.setdefault(ident, int(fold_dir.name))
+    return folds
+
+
+def _pair_list(path: Path) -> dict[int, str]:
+    """Pair_list_{F,P}.txt -> line number -> path relative to the CFP root ("Data/Images/...")."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            num, rel = line.split()
+            out[int(num)] = str(Path(rel.replace("../", "", 1)))
+    return out
+
+
+def list_cfp(data_root: Path, max_identities: int | None = None) -> list[ImageItem]:
+    """CFP images (sorted by identity, view, file), optionally the first `max_identities` identities."""
+    root = Path(data_root) / "cfp"
+    folds = cfp_identity_folds(root)
+    idents = sorted(p.name for p in (root / "Data" / "Images").iterdir() if p.is_dir())[:max_identities]
+    nan3 = (float("nan"),) * 3
+    return [ImageItem(img, f"cfp_{ident}", view, folds.get(ident, 0), nan3)
+            for ident in idents for view in ("frontal", "profile")
+            for img in sorted((root / "Data" / "Images" / ident / view).glob("*.jpg"))]
+
+
+def list_pointing04(data_root: Path, max_identities: int | None = None) -> list[ImageItem]:
+    """Pointing'04 images with true (yaw=pan, pitch=tilt, roll=0) from the file names."""
+    root = Path(data_root) / "pointing04"
+    people = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("Person"))[:max_identities]
+    items = []
+    for person in people:
+        for img in sorted(person.glob("*.jpg")):
+            m = P04_NAME.match(img.name)
+            if m:
+                tilt, pan = float(m.group(4)), float(m.group(5))
+                items.append(ImageItem(img, f"p04_{m.group(1)}", "pose", 0, (pan, tilt, 0.0)))
+    return items
+
+
+LISTERS: dict[str, Callable[..., list[ImageItem]]] = {"cfp": list_cfp, "pointing04": list_pointing04}
+
+
+def cfp_fp_pairs(cfp: FaceRecords, data_root: str | Path) -> dict[str, np.ndarray]:
+    """The official CFP-FP pairs as row indices of `cfp`.
+
+    -> a [P] (frontal rows), b [P] (profile rows), same [P] bool, fold [P] int (1..10). Raises
+    ValueError when `cfp` lacks an image of the protocol (extract the full CFP first).
+    """
+    root = Path(data_root) / "cfp" / "Protocol"
+    frontal, profile = _pair_list(root / "Pair_list_F.txt"), _pair_list(root / "Pair_list_P.txt")
+    row = {str(Path("cfp") / p): i for i, p in enumerate(cfp.path)}
+    a, b, same, fold = [], [], [], []
+    for fold_dir in sorted((root / "Split" / "FP").iterdir()):
+        for kind in ("same", "diff"):
+            for line in (fold_dir / f"{kind}.txt").read_text().split():
+                i, j = (int(v) for v in line.split(","))
+                try:
+                    a.append(row[str(Path("cfp") / frontal[i])])
+                    b.append(row[str(Path("cfp") / profile[j])])
+                except KeyError as err:
+                    raise ValueError(f"CFP-FP pair {line} of fold {fold_dir.name} needs {err}, which is not "
+                                     "in the records: run `python -m viewdiff.extract --datasets cfp` "
+                                     "on the whole dataset") from None
+                same.append(kind == "same")
+                fold.append(int(fold_dir.name))
+    return {"a": np.array(a), "b": np.array(b), "same": np.array(same), "fold": np.array(fold)}
+
+
+# ----------------------------------------------------------------------------- extraction + cache
+
+def cache_path(cache_dir: str | Path, dataset: str, backend: str) -> Path:
+    return Path(cache_dir) / backend / f"{dataset}.npz"
+
+
+def file_sha1(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def _read_cache(path: Path, model_key: str) -> dict[str, dict]:
+    """rel path -> stored row (dict of arrays) for rows analysed by the same models."""
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if meta.get("model_key") != model_key or meta.get("version") != CACHE_VERSION:
+            return {}
+        cols = {k: z[k] for k in z.files if k != "meta"}
+    return {str(p): {k: v[i] for k, v in cols.items()} for i, p in enumerate(cols["path"])}
+
+
+def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: str | Path = "data/cache",
+                    max_identities: int | None = None, progress: bool = True) -> tuple[FaceRecords, dict]:
+    """Analyse the images of `dataset` (cached) -> (records, stats).
+
+    stats: images, analysed (not from the cache), no_face (count), no_face_paths (list), cache (path).
+    The cache keeps rows of images analysed earlier that are outside this selection.
+    """
+    from tqdm import tqdm
+
+    from viewdiff.face_pipeline import FaceAnalysisError
+
+    if dataset not in LISTERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    data_root = Path(data_root)
+    if not (data_root / dataset).is_dir():
+        raise FileNotFoundError(f"{data_root / dataset} not found: pass --data_root, the folder holding "
+                                f"{'/'.join(DATASETS)} (../shared/data on the team machines)")
+    items = LISTERS[dataset](data_root, max_identities)
+    model_key = json.dumps(analyzer.describe(), sort_keys=True, default=str)
+    path = cache_path(cache_dir, dataset, analyzer.backend)
+    cached = _read_cache(path, model_key)
+    rows, analysed, no_face = {}, 0, []
+    dim = analyzer.embedding_dim
+    for item in tqdm(items, desc=f"{dataset} ({analyzer.backend})", disable=not progress, unit="img"):
+        rel = str(item.path.relative_to(data_root))
+        sha1 = file_sha1(item.path)
+        row = cached.get(rel)
+        if row is None or str(row["sha1"]) != sha1:
+            analysed += 1
+            row = {"embedding": np.zeros(dim, np.float32), "pose": np.zeros(3, np.float32),
+                   "keypoints_3d": np.zeros((5, 3), np.float32), "found": False}
+            try:
+                rec = analyzer.analyze(item.path)
+                row.update(embedding=rec.embedding, pose=rec.pose, keypoints_3d=rec.keypoints_3d, found=True)
+            except FaceAnalysisError:
+                pass
+        row.update(path=rel, sha1=sha1, identity=item.identity, view=item.view, fold=item.fold,
+                   true_pose=np.asarray(item.true_pose, np.float32))
+        rows[rel] = row
+        if not row["found"]:
+            no_face.append(rel)
+    merged = {**cached, **rows}
+    cols = {k: np.stack([np.asarray(r[k]) for r in merged.values()]) for k in next(iter(merged.values()))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, meta=json.dumps({"model_key": model_key, "version": CACHE_VERSION}), **cols)
+    tmp.replace(path)
+    records = _to_records({k: np.stack([np.asarray(r[k]) for r in rows.values()]) for k in cols})
+    return records, {"images": len(items), "analysed": analysed, "no_face": len(no_face),
+                     "no_face_paths": no_face, "cache": str(path)}
+
+
+def _to_records(cols: dict[str, np.ndarray]) -> FaceRecords:
+    return FaceRecords(embedding=cols["embedding"].astype(np.float32), pose=cols["pose"].astype(np.float32),
+                       true_pose=cols["true_pose"].astype(np.float32),
+                       keypoints_3d=cols["keypoints_3d"].astype(np.float32), identity=cols["identity"].astype(str),
+                       view=cols["view"].astype(str), fold=cols["fold"].astype(int), path=cols["path"].astype(str),
+                       found=cols["found"].astype(bool))
+
+
+def load_records(cache_dir: str | Path, dataset: str, backend: str) -> FaceRecords:
+    """Every row of the `dataset` cache of `backend` (sorted by path)."""
+    path = cache_path(cache_dir, dataset, backend)
+    if not path.is_file():
+        raise FileNotFoundError(f"no face-record cache at {path}: run `python -m viewdiff.extract "
+                                f"--datasets {dataset} --backend {backend} --cache_dir {cache_dir}` first")
+    with np.load(path, allow_pickle=False) as z:
+        cols = {k: z[k] for k in z.files if k != "meta"}
+    order = np.argsort(cols["path"], kind="stable")
+    return _to_records({k: v[order] for k, v in cols.items()})
+
+
+# ----------------------------------------------------------------------------- training pairs
+
+def fold_split(records: FaceRecords, val_fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train mask, val mask) by identity: CFP identities of `val_fold` validate, all else trains.
+
+    val_fold 0: everything trains and the val mask is empty. Rows without a face are in neither.
+    """
+    val = (records.fold == val_fold) & (val_fold > 0) & records.found
+    return records.found & ~val, val
+
+
+class PosePairDataset:
+    """Training pairs (source face -> the same identity at a target pose) from `FaceRecords`.
+
+    Every found row is a source. CFP (and any set without true poses): target = the normalised mean
+    embedding of the identity's frontal rows, target pose = frontal (0, 0, 0). Pointing'04 (true
+    poses known): target = the mean of the identity's rows at true pose (0, 0), pose (0, 0, 0), and
+    in addition `pose_pairs_per_row` pairs to random rows of the same identity at their true poses
+    (pose -> pose), drawn with a fixed `seed`. Identities without a frontal row give no frontal pair.
+    Item i: dict src [D], angles [3] (estimated source pose), keypoints_3d [5, 3], target [D],
+    pose [3] (target pose), identity (int index into `identities`).
+    """
+
+    def __init__(self, records: FaceRecords, pose_pairs_per_row: int = 1, seed: int = 0):
+        r = records.subset(records.found)
+        self.identities = list(dict.fromkeys(r.identity))
+        ident_index = {name: i for i, name in enumerate(self.identities)}
+        known = ~np.isnan(r.true_pose).any(axis=1)
+        frontal_row = np.where(known, (np.abs(r.true_pose[:, :2]) < 1e-6).all(axis=1), r.view == "frontal")
+        src, tgt_emb, tgt_pose = [], [], []
+        rng = np.random.default_rng(seed)
+        for name in self.identities:
+            rows = np.flatnonzero(r.identity == name)
+            front = rows[frontal_row[rows]]
+            if len(front):
+                mean = r.embedding[front].mean(0)
+                mean /= max(float(np.linalg.norm(mean)), 1e-12)
+                src += list(rows)
+                tgt_emb += [mean] * len(rows)
+                tgt_pose += [np.zeros(3, np.float32)] * len(rows)
+            posed = rows[known[rows]]
+            if len(posed) > 1 and pose_pairs_per_row:
+                for s in np.repeat(posed, pose_pairs_per_row):
+                    t = rng.choice(posed[posed != s])
+                    src.append(s)
+                    tgt_emb.append(r.embedding[t])
+                    tgt_pose.append(r.true_pose[t])
+        src = np.asarray(src, dtype=int)
+        self.src, self.angles, self.keypoints_3d = r.embedding[src], r.pose[src], r.keypoints_3d[src]
+        self.target = np.asarray(tgt_emb, np.float32).reshape(len(src), r.embedding.shape[1])
+        self.pose = np.asarray(tgt_pose, np.float32).reshape(len(src), 3)
+        self.identity = np.array([ident_index[n] for n in r.identity[src]], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"src": self.src[i], "angles": self.angles[i], "keypoints_3d": self.keypoints_3d[i],
+                "target": self.target[i], "pose": self.pose[i], "identity": self.identity[i]}
