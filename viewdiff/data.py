@@ -99,11 +99,36 @@ def _pair_list(path: Path) -> dict[int, str]:
     return out
 
 
+def spread_over_folds(identities, folds, n: int | None) -> list:
+    """The first `n` of `identities` taken round-robin over their folds (1st of each fold, 2nd, ...).
+
+    Small subsets then still cover every CFP-FP fold, so held-out-fold training has data.
+    identities, folds: parallel sequences (one entry per identity, in order); n None: all.
+    """
+    by_fold: dict[int, list] = {}
+    for ident, fold in zip(identities, folds):
+        by_fold.setdefault(int(fold), []).append(ident)
+    order = sorted(((i, fold, ident) for fold, ids in by_fold.items() for i, ident in enumerate(ids)),
+                   key=lambda t: (t[0], t[1]))
+    return [ident for _, _, ident in order][:n]
+
+
+def first_identities(records: FaceRecords, n: int | None) -> FaceRecords:
+    """`records` cut to `n` identities chosen by `spread_over_folds` (in order of appearance)."""
+    if not n:
+        return records
+    idents = list(dict.fromkeys(records.identity))
+    first_fold = {ident: records.fold[np.flatnonzero(records.identity == ident)[0]] for ident in idents}
+    keep = spread_over_folds(idents, [first_fold[i] for i in idents], n)
+    return records.subset(np.isin(records.identity, keep))
+
+
 def list_cfp(data_root: Path, max_identities: int | None = None) -> list[ImageItem]:
-    """CFP images (sorted by identity, view, file), optionally the first `max_identities` identities."""
+    """CFP images (sorted by identity, view, file); `max_identities` spread over the folds."""
     root = Path(data_root) / "cfp"
     folds = cfp_identity_folds(root)
-    idents = sorted(p.name for p in (root / "Data" / "Images").iterdir() if p.is_dir())[:max_identities]
+    idents = sorted(p.name for p in (root / "Data" / "Images").iterdir() if p.is_dir())
+    idents = sorted(spread_over_folds(idents, [folds.get(i, 0) for i in idents], max_identities))
     nan3 = (float("nan"),) * 3
     return [ImageItem(img, f"cfp_{ident}", view, folds.get(ident, 0), nan3)
             for ident in idents for view in ("frontal", "profile")
@@ -127,30 +152,34 @@ def list_pointing04(data_root: Path, max_identities: int | None = None) -> list[
 LISTERS: dict[str, Callable[..., list[ImageItem]]] = {"cfp": list_cfp, "pointing04": list_pointing04}
 
 
-def cfp_fp_pairs(cfp: FaceRecords, data_root: str | Path) -> dict[str, np.ndarray]:
+def cfp_fp_pairs(cfp: FaceRecords, data_root: str | Path, allow_missing: bool = False) -> dict[str, np.ndarray]:
     """The official CFP-FP pairs as row indices of `cfp`.
 
     -> a [P] (frontal rows), b [P] (profile rows), same [P] bool, fold [P] int (1..10). Raises
-    ValueError when `cfp` lacks an image of the protocol (extract the full CFP first).
+    ValueError when `cfp` lacks an image of the protocol (extract the full CFP first), unless
+    `allow_missing` (a subset run), which drops those pairs.
     """
     root = Path(data_root) / "cfp" / "Protocol"
     frontal, profile = _pair_list(root / "Pair_list_F.txt"), _pair_list(root / "Pair_list_P.txt")
-    row = {str(Path("cfp") / p): i for i, p in enumerate(cfp.path)}
+    row = {str(p): i for i, p in enumerate(cfp.path)}
     a, b, same, fold = [], [], [], []
     for fold_dir in sorted((root / "Split" / "FP").iterdir()):
         for kind in ("same", "diff"):
             for line in (fold_dir / f"{kind}.txt").read_text().split():
                 i, j = (int(v) for v in line.split(","))
-                try:
-                    a.append(row[str(Path("cfp") / frontal[i])])
-                    b.append(row[str(Path("cfp") / profile[j])])
-                except KeyError as err:
-                    raise ValueError(f"CFP-FP pair {line} of fold {fold_dir.name} needs {err}, which is not "
-                                     "in the records: run `python -m viewdiff.extract --datasets cfp` "
-                                     "on the whole dataset") from None
+                fa, pb = str(Path("cfp") / frontal[i]), str(Path("cfp") / profile[j])
+                if fa not in row or pb not in row:
+                    if allow_missing:
+                        continue
+                    raise ValueError(f"CFP-FP pair {line} of fold {fold_dir.name} needs {fa} and {pb}, which are "
+                                     "not all in the records: run `python -m viewdiff.extract --datasets cfp` "
+                                     "on the whole dataset")
+                a.append(row[fa])
+                b.append(row[pb])
                 same.append(kind == "same")
                 fold.append(int(fold_dir.name))
-    return {"a": np.array(a), "b": np.array(b), "same": np.array(same), "fold": np.array(fold)}
+    return {"a": np.array(a, dtype=int), "b": np.array(b, dtype=int), "same": np.array(same, dtype=bool),
+            "fold": np.array(fold, dtype=int)}
 
 
 # ----------------------------------------------------------------------------- extraction + cache
