@@ -1,0 +1,34 @@
+"""Shared fixtures: the team data beside the repo and a small real face-record cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from viewdiff.face_pipeline import shared_dir
+
+DATA_ROOT = shared_dir() / "data"
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not (DATA_ROOT / "cfp").is_dir() or not (DATA_ROOT / "pointing04").is_dir():
+        pytest.skip(f"team data not found at {DATA_ROOT} (clone the project beside ../shared)")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    """One dlib-backend FaceAnalyzer for the session (loading the models takes seconds)."""
+    from viewdiff.face_pipeline import FaceAnalyzer
+    return FaceAnalyzer(backend="dlib")
+
+
+@pytest.fixture(scope="session")
+def small_cache(tmp_path_factory, data_root, analyzer) -> Path:
+    """Real records: 10 CFP identities (one per CFP-FP fold) and one Pointing'04 person (dlib)."""
+    from viewdiff.data import extract_records
+    cache = tmp_path_factory.mktemp("cache")
+    extract_records("cfp", data_root, analyzer, cache, max_identities=10, progress=False)
+    extract_records("pointing04", data_root, analyzer, cache, max_identities=1, progress=False)
+    return cache

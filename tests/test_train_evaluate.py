@@ -1,0 +1,121 @@
+"""Training and evaluation end to end on a small real subset (10 CFP identities, 1 Pointing'04 person)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from viewdiff.checkpoint import load_pretrained
+from viewdiff.data import PosePairDataset, load_records
+from viewdiff.train_enhanced import build_parser, evaluate_pairs, stack_pairs, train
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["--voxel_resolution", "8", "--threads", "1", "--quiet"]
+
+
+def run_train(cache: Path, save_dir: Path, *extra: str):
+    args = build_parser().parse_args(["--data_dir", str(cache), "--save_dir", str(save_dir), *FAST, *extra])
+    return args, train(args)
+
+
+def test_training_fits_the_frontal_regression_on_real_faces(small_cache, tmp_path):
+    args, result = run_train(small_cache, tmp_path / "run", "--epochs", "30", "--batch_size", "32",
+                             "--dropout", "0", "--identity_weight", "0")
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < 0.9 * losses[0]
+    cfp = load_records(small_cache, "cfp", "dlib")
+    pairs = stack_pairs(PosePairDataset(cfp))
+    profile = pairs["angles"][:, 0].abs() > 45
+    scores = evaluate_pairs(result.model, {k: v[profile] for k, v in pairs.items()}, args)
+    # profiles end up closer to their identity's frontal mean than the raw embeddings are
+    assert scores["val_cosine"] > scores["val_cosine_raw"] + 0.01
+
+
+def test_identity_term_separates_training_identities(small_cache, tmp_path):
+    from viewdiff.evaluate import profile_rank1, transform
+    from viewdiff.metrics import l2_normalize
+
+    _, result = run_train(small_cache, tmp_path / "run", "--epochs", "20", "--batch_size", "32")
+    cfp = load_records(small_cache, "cfp", "dlib")
+    raw = np.mean([profile_rank1(l2_normalize(cfp.embedding), cfp, k) for k in range(1, 11)])
+    trained = np.mean([profile_rank1(transform(result.model, cfp), cfp, k) for k in range(1, 11)])
+    assert trained > raw + 0.05, (raw, trained)
+
+
+def test_checkpoints_tensorboard_and_exported_weights(small_cache, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    export = tmp_path / "weights"
+    _, result = run_train(small_cache, tmp_path / "run", "--epochs", "2", "--val_fold", "1",
+                          "--checkpoint_every", "1", "--export_dir", str(export))
+    for epoch in (1, 2):
+        state = torch.load(tmp_path / "run" / f"checkpoint_epoch_{epoch}_enhanced.pth", weights_only=True)
+        assert state["epoch"] == epoch and "optimizer" in state and "scheduler" in state
+    assert (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
+    model, meta = load_pretrained(export, embedding_dim=128)
+    assert meta["val_fold"] == 1 and meta["backend"] == "dlib" and meta["epoch"] == 2
+    x, angles = torch.randn(3, 128), torch.tensor([[60.0, 0, 0], [-30, 10, 0], [0, 0, 0]])
+    result.model.eval()
+    assert torch.allclose(model(x, angles), result.model(x, angles), atol=1e-6)
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    assert {"Train/Loss", "Epoch/ValLoss", "Epoch/ValCosineSim"} <= set(events.Tags()["scalars"])
+
+
+def test_resume_continues_exactly(small_cache, tmp_path):
+    common = ["--epochs", "3", "--checkpoint_every", "1", "--seed", "3"]
+    _, straight = run_train(small_cache, tmp_path / "a", *common)
+    _, resumed = run_train(small_cache, tmp_path / "b", *common,
+                           "--resume", str(tmp_path / "a" / "checkpoint_epoch_1_enhanced.pth"))
+    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+
+
+def test_prior_preservation_fine_tuning_caches_prior_samples(small_cache, tmp_path, capsys):
+    base = tmp_path / "base"
+    run_train(small_cache, tmp_path / "pre", "--epochs", "1", "--export_dir", str(base))
+    flags = ["--epochs", "1", "--use_prior_preservation", "--base_model_path", str(base), "--lambda_prior", "0.5"]
+    run_train(small_cache, tmp_path / "ft", *flags)
+    assert "prior samples" in capsys.readouterr().out
+    assert (tmp_path / "ft" / "prior_samples.safetensors").is_file()
+    run_train(small_cache, tmp_path / "ft", *flags)
+    assert "cache hit" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", [["--model", "dream"], ["--use_cross_view", "--n_views", "4"],
+                                   ["--no-use_lora_attention", "--no-use_projection_layer"]])
+def test_variants_train(small_cache, tmp_path, flags):
+    _, result = run_train(small_cache, tmp_path / "run", "--epochs", "1", *flags)
+    assert np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_missing_cache_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m viewdiff.extract"):
+        run_train(tmp_path, tmp_path / "run", "--epochs", "1")
+
+
+def test_train_script_runs_as_a_file():
+    out = subprocess.run([sys.executable, "viewdiff/train_enhanced.py", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--use_prior_preservation" in out.stdout
+
+
+def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
+    from viewdiff.evaluate import main
+
+    out = tmp_path / "results"
+    results = main(["--data_dir", str(small_cache), "--data_root", str(data_root), "--max_identities", "10",
+                    "--folds", "1,2", "--epochs", "2", "--work_dir", str(tmp_path / "work"), "--out", str(out),
+                    "--train_args", " ".join(FAST)])
+    assert set(results["cfp_fp"]) == {"raw", "dream_l2", "dream", "enhanced"}
+    for method in results["cfp_fp"].values():
+        assert len(method["accuracy"]) == 2 and all(0.0 <= a <= 1.0 for a in method["accuracy"])
+    assert results["cfp_fp"]["raw"]["accuracy"][0] > 0.6  # real embeddings verify real pairs
+    assert json.loads((out / "results.json").read_text())["folds"] == [1, 2]
+    assert (out / "pointing04_similarity.html").is_file() and "| raw |" in (out / "tables.md").read_text()

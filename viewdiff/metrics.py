@@ -1,0 +1,47 @@
+"""Face-verification and identification metrics on L2-normalised embeddings (NumPy)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """x / ||x|| along `axis` (zero rows stay zero)."""
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+    """The similarity threshold (score >= t means "same") with the highest accuracy on these pairs."""
+    order = np.sort(np.unique(scores))
+    candidates = np.concatenate([[order[0] - 1e-6], (order[:-1] + order[1:]) / 2, [order[-1] + 1e-6]])
+    acc = [np.mean((scores >= t) == same) for t in candidates]
+    return float(candidates[int(np.argmax(acc))])
+
+
+def verification_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Per-fold accuracy of the standard 10-fold protocol (LFW / CFP).
+
+    scores, same, folds: [P] pair similarity, ground truth (bool) and fold id. The threshold of each
+    fold is chosen on the pairs of all the other folds. Returns [n_folds] accuracies (sorted fold ids).
+    """
+    accs = []
+    for f in np.unique(folds):
+        test = folds == f
+        t = best_threshold(scores[~test], same[~test])
+        accs.append(np.mean((scores[test] >= t) == same[test]))
+    return np.asarray(accs)
+
+
+def rank1_accuracy(probes: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray,
+                   gallery_ids: np.ndarray) -> float:
+    """Fraction of probes [P, D] whose most similar gallery entry [G, D] has the probe's identity."""
+    sims = l2_normalize(probes) @ l2_normalize(gallery).T
+    return float(np.mean(gallery_ids[np.argmax(sims, axis=1)] == probe_ids))
+
+
+def identity_means(embeddings: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-identity mean of L2-normalised embeddings [N, D], re-normalised -> ([G, D], [G] ids)."""
+    unique = np.unique(ids)
+    unit = l2_normalize(embeddings)
+    means = np.stack([unit[ids == u].mean(0) for u in unique])
+    return l2_normalize(means), unique
