@@ -205,9 +205,11 @@ def _read_cache(path: Path, model_key: str) -> dict[str, dict]:
 
 
 def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: str | Path = "data/cache",
-                    max_identities: int | None = None, progress: bool = True) -> tuple[FaceRecords, dict]:
+                    max_identities: int | None = None, progress: bool = True, *,
+                    select: Callable[[ImageItem], bool] | None = None) -> tuple[FaceRecords, dict]:
     """Analyse the images of `dataset` (cached) -> (records, stats).
 
+    select: keep only the listed images for which it returns True (e.g. a few poses in tests).
     stats: images, analysed (not from the cache), no_face (count), no_face_paths (list), cache (path).
     The cache keeps rows of images analysed earlier that are outside this selection.
     """
@@ -222,6 +224,11 @@ def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: st
         raise FileNotFoundError(f"{data_root / dataset} not found: pass --data_root, the folder holding "
                                 f"{'/'.join(DATASETS)} (../shared/data on the team machines)")
     items = LISTERS[dataset](data_root, max_identities)
+    if select is not None:
+        items = [item for item in items if select(item)]
+    if not items:
+        raise ValueError(f"no {dataset} images selected under {data_root / dataset} (check --max_identities "
+                         "and the dataset layout in ../shared/README.md)")
     model_key = json.dumps(analyzer.describe(), sort_keys=True, default=str)
     path = cache_path(cache_dir, dataset, analyzer.backend)
     cached = _read_cache(path, model_key)

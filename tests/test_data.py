@@ -1,0 +1,315 @@
+"""Datasets on the real CFP / Pointing'04 files: labels, official folds, cached extraction, pairs.
+
+Extraction runs the offline dlib backend on a tiny real subset (2 CFP identities, 10 Pointing'04
+photos) into a temporary cache; the whole file takes well under two minutes of CPU.
+"""
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from viewdiff.data import (P04_NAME, FaceRecords, PosePairDataset, cfp_fp_pairs, cfp_identity_folds,
+                           extract_records, fold_split, list_cfp, list_pointing04, load_records)
+from viewdiff.face_pipeline import FaceAnalyzer, shared_dir
+
+DATA = shared_dir() / "data"
+HAVE_DATA = (DATA / "cfp").is_dir() and (DATA / "pointing04").is_dir()
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"team data not found at {DATA} (clone beside ../shared)")
+
+P04_PANS = (-90, -45, 0, 45, 90)
+
+
+def p04_subset(item) -> bool:
+    """Pointing'04: tilt 0, pan in P04_PANS (both series): 10 photos of a person."""
+    yaw, pitch, _ = item.true_pose
+    return pitch == 0 and yaw in P04_PANS
+
+
+class CountingAnalyzer:
+    """Wraps a FaceAnalyzer: counts calls and can pretend to be another model (describe)."""
+
+    def __init__(self, inner: FaceAnalyzer, **extra):
+        self.inner, self.extra, self.calls = inner, extra, 0
+        self.backend, self.embedding_dim = inner.backend, inner.embedding_dim
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), **self.extra}
+
+    def analyze(self, image):
+        self.calls += 1
+        return self.inner.analyze(image)
+
+
+@pytest.fixture(scope="module")
+def fa() -> FaceAnalyzer:
+    return FaceAnalyzer(backend="dlib")
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory, fa):
+    """(cache_dir, cfp records, cfp stats, p04 records, p04 stats, calls used) on the tiny subset."""
+    if not HAVE_DATA:
+        pytest.skip(f"team data not found at {DATA}")
+    cache = tmp_path_factory.mktemp("cache")
+    before = fa.calls
+    cfp, cfp_stats = extract_records("cfp", DATA, fa, cache, max_identities=2, progress=False)
+    p04, p04_stats = extract_records("pointing04", DATA, fa, cache, max_identities=1, progress=False,
+                                     select=p04_subset)
+    return cache, cfp, cfp_stats, p04, p04_stats, fa.calls - before
+
+
+# ----------------------------------------------------------------------------- listings
+
+def test_pointing04_names_parse_to_true_pose(tmp_path):
+    person = tmp_path / "pointing04" / "Person07"
+    person.mkdir(parents=True)
+    names = {"person07100-90+0.jpg": (0, -90), "person07146+0+0.jpg": (0, 0), "person07140+0-90.jpg": (-90, 0),
+             "person07252+0+90.jpg": (90, 0), "person07201-60-75.jpg": (-75, -60), "person07185+60+15.jpg": (15, 60)}
+    for name in names:
+        (person / name).write_bytes(b"")
+        (person / name.replace(".jpg", ".txt")).write_text("face box")
+    (person / "notes.jpg").write_bytes(b"")   # not a Pointing'04 name: ignored
+    items = list_pointing04(tmp_path)
+    assert sorted(i.path.name for i in items) == sorted(names)
+    for item in items:
+        yaw, pitch = names[item.path.name]
+        assert item.true_pose == (yaw, pitch, 0.0)   # yaw = pan, pitch = tilt (degrees)
+        assert (item.identity, item.view, item.fold) == ("p04_07", "pose", 0)
+    series = {P04_NAME.match(i.path.name).group(2) for i in items}
+    assert series == {"1", "2"}
+
+
+@needs_data
+def test_pointing04_listing_covers_the_pose_grid():
+    items = list_pointing04(DATA, max_identities=2)
+    assert len(items) == 2 * 2 * 93 and {i.identity for i in items} == {"p04_01", "p04_02"}
+    poses = {(i.true_pose[0], i.true_pose[1]) for i in items}
+    pans, tilts = range(-90, 91, 15), (-60, -30, -15, 0, 15, 30, 60)
+    assert poses == {(float(p), float(t)) for p in pans for t in tilts} | {(0.0, -90.0), (0.0, 90.0)}
+    # the annotation beside each photo agrees that it is that file
+    item = next(i for i in items if i.path.name == "person01146+0+0.jpg")
+    assert item.true_pose == (0.0, 0.0, 0.0)
+    assert item.path.with_suffix(".txt").read_text().split()[0] == item.path.name
+
+
+@needs_data
+def test_cfp_folds_follow_the_official_protocol():
+    root = DATA / "cfp"
+    folds = cfp_identity_folds(root)
+    assert len(folds) == 500 and set(folds.values()) == set(range(1, 11))
+    by_fold = {k: {i for i, f in folds.items() if f == k} for k in range(1, 11)}
+    assert all(len(ids) == 50 for ids in by_fold.values())
+    assert all(not (a & b) for a, b in itertools.combinations(by_fold.values(), 2))
+    # every official pair of fold k (same and diff) involves only identities of fold k
+    frontal = [line.split()[1] for line in (root / "Protocol" / "Pair_list_F.txt").read_text().splitlines() if line.strip()]
+    profile = [line.split()[1] for line in (root / "Protocol" / "Pair_list_P.txt").read_text().splitlines() if line.strip()]
+    for k in range(1, 11):
+        for kind in ("same", "diff"):
+            for pair in (root / "Protocol" / "Split" / "FP" / f"{k:02d}" / f"{kind}.txt").read_text().split():
+                i, j = (int(v) for v in pair.split(","))
+                a, b = Path(frontal[i - 1]).parts[-3], Path(profile[j - 1]).parts[-3]
+                assert folds[a] == k and folds[b] == k
+                assert (a == b) == (kind == "same")
+
+
+@needs_data
+def test_cfp_listing_subset_spreads_over_folds():
+    items = list_cfp(DATA, max_identities=10)
+    assert len(items) == 10 * 14
+    assert sorted({i.fold for i in items}) == list(range(1, 11))   # one identity per fold
+    for ident in {i.identity for i in items}:
+        views = [i.view for i in items if i.identity == ident]
+        assert views.count("frontal") == 10 and views.count("profile") == 4
+    assert all(np.isnan(i.true_pose).all() for i in items)
+
+
+# ----------------------------------------------------------------------------- extraction + cache
+
+@needs_data
+def test_extraction_counts_and_records(extracted, fa):
+    cache, cfp, cfp_stats, p04, p04_stats, calls = extracted
+    assert cfp_stats["images"] == cfp_stats["analysed"] == len(cfp) == 28
+    assert p04_stats["images"] == p04_stats["analysed"] == len(p04) == 10
+    assert calls == 38
+    for recs, stats in ((cfp, cfp_stats), (p04, p04_stats)):
+        assert stats["no_face"] == int((~recs.found).sum()) == len(stats["no_face_paths"])
+        assert set(stats["no_face_paths"]) == set(recs.path[~recs.found])
+        assert recs.found.mean() >= 0.8
+        norms = np.linalg.norm(recs.embedding, axis=1)
+        np.testing.assert_allclose(norms[recs.found], 1, atol=1e-5)
+        assert (norms[~recs.found] == 0).all()
+        assert recs.embedding.shape[1] == fa.embedding_dim == 128 and recs.keypoints_3d.shape[1:] == (5, 3)
+        assert all((DATA / p).is_file() for p in recs.path)   # paths are relative to the data root
+    assert Path(cfp_stats["cache"]) == cache / "dlib" / "cfp.npz" and Path(cfp_stats["cache"]).is_file()
+    assert len(set(cfp.identity)) == 2 and len(set(cfp.fold)) == 2 and set(cfp.view) == {"frontal", "profile"}
+    assert np.isnan(cfp.true_pose).all()
+    assert set(p04.identity) == {"p04_01"} and (p04.fold == 0).all() and set(p04.view) == {"pose"}
+    assert sorted(set(p04.true_pose[:, 0].tolist())) == list(P04_PANS) and (p04.true_pose[:, 1:] == 0).all()
+    # the estimated yaw has the sign of the true pan for the turned heads that were found
+    turned = p04.found & (np.abs(p04.true_pose[:, 0]) >= 45)
+    assert (np.sign(p04.pose[turned, 0]) == np.sign(p04.true_pose[turned, 0])).all()
+
+
+@needs_data
+def test_rerun_hits_the_cache(extracted, fa):
+    cache, cfp, _, p04, _, _ = extracted
+    before = fa.calls
+    cfp2, stats = extract_records("cfp", DATA, fa, cache, max_identities=2, progress=False)
+    p04_2, stats2 = extract_records("pointing04", DATA, fa, cache, max_identities=1, progress=False,
+                                    select=p04_subset)
+    assert fa.calls == before and stats["analysed"] == 0 and stats2["analysed"] == 0
+    for a, b in ((cfp, cfp2), (p04, p04_2)):
+        np.testing.assert_array_equal(a.embedding, b.embedding)
+        np.testing.assert_array_equal(a.path, b.path)
+        np.testing.assert_array_equal(a.found, b.found)
+    # a smaller selection is served from the cache and keeps the other rows in it
+    front, stats3 = extract_records("pointing04", DATA, fa, cache, max_identities=1, progress=False,
+                                    select=lambda item: p04_subset(item) and item.true_pose[0] == 0)
+    assert fa.calls == before and stats3["analysed"] == 0 and len(front) == 2
+    assert len(load_records(cache, "pointing04", "dlib")) == 10
+    full = load_records(cache, "cfp", "dlib")
+    assert list(full.path) == sorted(cfp.path)
+
+
+@needs_data
+def test_cache_is_invalidated_by_another_model(extracted, fa, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(extracted[0], cache)
+    other = CountingAnalyzer(fa, recognition="another model")
+    _, stats = extract_records("pointing04", DATA, other, cache, max_identities=1, progress=False,
+                               select=p04_subset)
+    assert other.calls == 10 and stats["analysed"] == 10
+    same = CountingAnalyzer(fa)   # the original description: its rows were replaced, so analysed again
+    extract_records("pointing04", DATA, same, cache, max_identities=1, progress=False, select=p04_subset)
+    assert same.calls == 10
+    extract_records("pointing04", DATA, same, cache, max_identities=1, progress=False, select=p04_subset)
+    assert same.calls == 10
+
+
+@needs_data
+def test_cache_is_keyed_by_file_content(fa, tmp_path):
+    person = tmp_path / "data" / "pointing04" / "Person01"
+    person.mkdir(parents=True)
+    names = ["person01146+0+0.jpg", "person01148+0+30.jpg", "person01144+0-30.jpg"]
+    for name in names:
+        shutil.copyfile(DATA / "pointing04" / "Person01" / name, person / name)
+    counting = CountingAnalyzer(fa)
+    first, _ = extract_records("pointing04", tmp_path / "data", counting, tmp_path / "cache", progress=False)
+    assert counting.calls == 3
+    shutil.copyfile(DATA / "pointing04" / "Person01" / "person01150+0+60.jpg", person / names[1])   # new content
+    second, stats = extract_records("pointing04", tmp_path / "data", counting, tmp_path / "cache", progress=False)
+    assert counting.calls == 4 and stats["analysed"] == 1
+    changed = list(second.path).index(f"pointing04/Person01/{names[1]}")
+    assert not np.allclose(first.embedding[changed], second.embedding[changed])
+
+
+def test_extraction_errors(fa, tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        extract_records("lfw", tmp_path, fa, tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="data_root"):
+        extract_records("cfp", tmp_path, fa, tmp_path / "cache")
+    (tmp_path / "pointing04").mkdir()
+    with pytest.raises(ValueError, match="no pointing04 images"):
+        extract_records("pointing04", tmp_path, fa, tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="python -m viewdiff.extract"):
+        load_records(tmp_path / "cache", "cfp", "dlib")
+
+
+# ----------------------------------------------------------------------------- pairs and folds
+
+@needs_data
+def test_pose_pair_targets(extracted):
+    _, cfp, _, p04, _, _ = extracted
+    records = FaceRecords.concatenate([cfp, p04])
+    ds = PosePairDataset(records, pose_pairs_per_row=1, seed=0)
+    found = records.subset(records.found)
+    n_cfp, n_p04 = int(cfp.found.sum()), int(p04.found.sum())
+    assert len(ds) == n_cfp + n_p04 + n_p04   # every found row -> frontal, plus one pose pair per P04 row
+    np.testing.assert_allclose(np.linalg.norm(ds.target[: n_cfp + n_p04], axis=1), 1, atol=1e-5)
+    for ident in sorted(set(cfp.identity)):
+        rows = (found.identity == ident)
+        mean = found.embedding[rows & (found.view == "frontal")].mean(0)
+        mean /= np.linalg.norm(mean)
+        k = ds.identities.index(ident)
+        profile = [i for i in range(len(ds)) if ds.identity[i] == k and
+                   any((ds.src[i] == e).all() for e in found.embedding[rows & (found.view == "profile")])]
+        assert profile, f"no profile pair for {ident}"
+        for i in profile:
+            item = ds[i]
+            np.testing.assert_allclose(item["target"], mean, atol=1e-6)
+            assert (item["pose"] == 0).all()
+            src_row = np.flatnonzero((found.embedding == item["src"]).all(1))[0]
+            np.testing.assert_array_equal(item["angles"], found.pose[src_row])
+            np.testing.assert_array_equal(item["keypoints_3d"], found.keypoints_3d[src_row])
+            assert abs(float(item["angles"][0])) > 30   # profiles: a large estimated yaw
+    # Pointing'04: frontal target = mean of the (0, 0) rows; pose pairs target a real row at its true pose
+    k = ds.identities.index("p04_01")
+    p_rows = found.identity == "p04_01"
+    front = found.embedding[p_rows & (np.abs(found.true_pose[:, :2]) < 1e-6).all(1)]
+    front_mean = front.mean(0) / np.linalg.norm(front.mean(0))
+    p_items = [ds[i] for i in range(len(ds)) if ds.identity[i] == k]
+    frontal_items = [it for it in p_items if np.allclose(it["target"], front_mean, atol=1e-6) and not it["pose"].any()]
+    assert len(frontal_items) >= n_p04
+    pose_items = [it for it in p_items if it["pose"].any()]
+    assert pose_items
+    for it in pose_items:
+        t = np.flatnonzero((found.embedding == it["target"]).all(1) & p_rows)
+        assert len(t) == 1 and (found.true_pose[t[0]] == it["pose"]).all()
+        assert not np.array_equal(it["src"], it["target"])
+    again = PosePairDataset(records, pose_pairs_per_row=1, seed=0)
+    np.testing.assert_array_equal(ds.target, again.target)   # seeded
+
+
+@needs_data
+def test_fold_split_is_by_identity(extracted):
+    _, cfp, _, p04, _, _ = extracted
+    records = FaceRecords.concatenate([cfp, p04])
+    folds = sorted(set(cfp.fold.tolist()))
+    assert len(folds) == 2
+    train, val = fold_split(records, folds[0])
+    assert not (train & val).any()
+    assert (records.fold[val] == folds[0]).all() and val.sum() == (cfp.found & (cfp.fold == folds[0])).sum()
+    assert not set(records.identity[train]) & set(records.identity[val])
+    assert "p04_01" in set(records.identity[train])   # no CFP-FP fold: always trains
+    assert not (train | val)[~records.found].any()     # rows without a face are in neither
+    train0, val0 = fold_split(records, 0)
+    assert not val0.any() and (train0 == records.found).all()
+
+
+@needs_data
+def test_cfp_fp_pairs_on_a_partial_cache(extracted):
+    _, cfp, _, _, _, _ = extracted
+    with pytest.raises(ValueError, match="python -m viewdiff.extract --datasets cfp"):
+        cfp_fp_pairs(cfp, DATA)
+    pairs = cfp_fp_pairs(cfp, DATA, allow_missing=True)
+    assert len(pairs["a"]) > 0
+    assert (cfp.view[pairs["a"]] == "frontal").all() and (cfp.view[pairs["b"]] == "profile").all()
+    same_ident = cfp.identity[pairs["a"]] == cfp.identity[pairs["b"]]
+    np.testing.assert_array_equal(same_ident, pairs["same"])
+    np.testing.assert_array_equal(pairs["fold"], cfp.fold[pairs["a"]])
+
+
+@needs_data
+def test_cfp_fp_pairs_on_the_whole_protocol():
+    """All 7000 official pairs against records that hold every CFP image (labels only, no analysis)."""
+    items = list_cfp(DATA)
+    n = len(items)
+    assert n == 7000
+    records = FaceRecords(
+        embedding=np.zeros((n, 4), np.float32), pose=np.zeros((n, 3), np.float32),
+        true_pose=np.full((n, 3), np.nan, np.float32), keypoints_3d=np.zeros((n, 5, 3), np.float32),
+        identity=np.array([i.identity for i in items]), view=np.array([i.view for i in items]),
+        fold=np.array([i.fold for i in items]), path=np.array([str(i.path.relative_to(DATA)) for i in items]),
+        found=np.ones(n, bool))
+    pairs = cfp_fp_pairs(records, DATA)
+    assert len(pairs["a"]) == 7000 and pairs["same"].sum() == 3500
+    for k in range(1, 11):
+        in_fold = pairs["fold"] == k
+        assert in_fold.sum() == 700 and pairs["same"][in_fold].sum() == 350
+    np.testing.assert_array_equal(records.fold[pairs["a"]], pairs["fold"])
+    np.testing.assert_array_equal(records.fold[pairs["b"]], pairs["fold"])
+    np.testing.assert_array_equal(records.identity[pairs["a"]] == records.identity[pairs["b"]], pairs["same"])
