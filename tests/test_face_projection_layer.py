@@ -1,0 +1,159 @@
+"""3D projection layer: rotation matrices, grid rotation (identity, inverse, direction), voxels, rendering."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from viewdiff import face_projection_layer as fpl
+from viewdiff.face_projection_layer import LightweightFaceProjectionLayer, rotate_volume, rotation_matrix
+
+
+def elementary(axis: str, deg: float) -> torch.Tensor:
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return {"y": torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+            "x": torch.tensor([[1, 0, 0], [0, c, -s], [0, s, c]]),
+            "z": torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+
+
+def blob(r: int, centre: tuple[float, float, float], sigma: float = 0.3) -> torch.Tensor:
+    """A smooth Gaussian blob [1, 1, R, R, R] at centre (x, y, z) in [-1, 1]^3."""
+    axis = torch.linspace(-1, 1, r)
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    d2 = (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2
+    return torch.exp(-d2 / (2 * sigma ** 2))[None, None]
+
+
+def centroid(volume: torch.Tensor) -> torch.Tensor:
+    """(x, y, z) centre of mass of volume [1, 1, R, R, R]."""
+    r = volume.shape[-1]
+    axis = torch.linspace(-1, 1, r)
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    w = volume[0, 0] / volume.sum()
+    return torch.stack([(w * x).sum(), (w * y).sum(), (w * z).sum()])
+
+
+def test_rotation_matrix_is_rz_rx_ry_and_orthonormal():
+    angles = torch.tensor([[30.0, -20.0, 10.0], [0.0, 0.0, 0.0], [-90.0, 45.0, 170.0]])
+    rot = rotation_matrix(angles)
+    assert rot.shape == (3, 3, 3)
+    for i, (yaw, pitch, roll) in enumerate(angles.tolist()):
+        expected = elementary("z", roll) @ elementary("x", pitch) @ elementary("y", yaw)
+        torch.testing.assert_close(rot[i], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rot @ rot.transpose(1, 2), torch.eye(3).expand(3, 3, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(rot), torch.ones(3))
+    assert torch.equal(rot[1], torch.eye(3))
+
+
+def test_rotation_by_zero_is_the_identity():
+    torch.manual_seed(0)
+    volume = torch.randn(2, 3, 8, 8, 8)
+    out = rotate_volume(volume, rotation_matrix(torch.zeros(2, 3)))
+    torch.testing.assert_close(out, volume, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_rotation_by_90_then_minus_90_returns_to_the_start(axis):
+    torch.manual_seed(0)
+    volume = torch.randn(1, 2, 9, 9, 9)
+    angles = torch.zeros(1, 3)
+    angles[0, axis] = 90.0
+    there = rotate_volume(volume, rotation_matrix(angles))
+    assert (there - volume).abs().max() > 0.5  # it did move
+    back = rotate_volume(there, rotation_matrix(-angles))
+    torch.testing.assert_close(back, volume, atol=1e-4, rtol=0)
+
+
+def test_rotation_moves_content_where_the_matrix_says():
+    # content at p moves to R @ p: positive yaw turns +x towards the camera (-z, depth index 0)
+    volume = blob(17, (0.5, 0.0, 0.0))
+    rot = rotation_matrix(torch.tensor([[90.0, 0.0, 0.0]]))
+    torch.testing.assert_close(rot[0] @ torch.tensor([0.5, 0.0, 0.0]), torch.tensor([0.0, 0.0, -0.5]),
+                               atol=1e-6, rtol=0)
+    start = centroid(volume)  # about (0.5, 0, 0); the grid edge trims the tail a little
+    assert start[0] > 0.4
+    moved = rotate_volume(volume, rot)
+    torch.testing.assert_close(centroid(moved), start[[2, 1, 0]] * torch.tensor([1.0, 1.0, -1.0]),
+                               atol=1e-4, rtol=0)
+    # pitch: +y (down) goes to +z; roll: +x goes to +y
+    pitched = rotate_volume(volume.transpose(-1, -2), rotation_matrix(torch.tensor([[0.0, 90.0, 0.0]])))
+    torch.testing.assert_close(centroid(pitched), start[[1, 2, 0]], atol=1e-4, rtol=0)
+    rolled = rotate_volume(volume, rotation_matrix(torch.tensor([[0.0, 0.0, 90.0]])))
+    torch.testing.assert_close(centroid(rolled), start[[1, 0, 2]], atol=1e-4, rtol=0)
+    # a smooth blob survives an off-grid rotation and its inverse up to interpolation blur
+    start = blob(17, (0.3, -0.2, 0.1))
+    spun = rotation_matrix(torch.tensor([[37.0, -21.0, 12.0]]))
+    back = rotate_volume(rotate_volume(start, spun), spun.transpose(1, 2))
+    twice = rotate_volume(rotate_volume(start, spun), spun)
+    assert (back - start).norm() < 0.1 * start.norm() < (twice - start).norm()
+
+
+def make_inputs(b=3, d=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, d, generator=g), torch.randn(b, 5, 3, generator=g) * 0.4,
+            torch.randn(b, 3, generator=g) * 30)
+
+
+def test_forward_shapes_and_exposed_voxels():
+    torch.manual_seed(0)
+    layer = LightweightFaceProjectionLayer(64, voxel_resolution=12, voxel_channels=6)
+    feats, kp, angles = make_inputs()
+    out = layer(feats, kp, angles, torch.zeros(3, 3))
+    assert out.shape == (3, 64) and torch.isfinite(out).all()
+    assert layer.last_voxels.shape == (3, 6, 12, 12, 12) and layer.last_density.shape == (3, 1, 12, 12, 12)
+    assert (layer.last_density >= 0).all() and not layer.last_voxels.requires_grad
+    assert torch.equal(layer(feats, kp, angles), out)  # target None = frontal
+    out.sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+def test_same_source_and_target_pose_leaves_the_grid_unrotated():
+    torch.manual_seed(0)
+    layer = LightweightFaceProjectionLayer(64, voxel_resolution=8)
+    feats, kp, angles = make_inputs()
+    layer(feats, kp, angles, angles)
+    voxels, density = layer.voxelize(feats, kp)
+    torch.testing.assert_close(layer.last_voxels, voxels, atol=1e-5, rtol=0)
+    torch.testing.assert_close(layer.last_density, density, atol=1e-5, rtol=0)
+    layer(feats, kp, angles, angles + torch.tensor([40.0, 0, 0]))
+    assert (layer.last_voxels - voxels).abs().max() > 1e-3
+
+
+def test_voxels_follow_the_keypoints_and_features():
+    torch.manual_seed(0)
+    layer = LightweightFaceProjectionLayer(64, voxel_resolution=8)
+    feats, kp, _ = make_inputs()
+    voxels, _ = layer.voxelize(feats, kp)
+    assert (layer.voxelize(feats, kp + 0.3)[0] - voxels).abs().max() > 1e-4
+    assert (layer.voxelize(feats + 1, kp)[0] - voxels).abs().max() > 1e-4
+
+
+def test_render_is_front_to_back_alpha_compositing():
+    layer = LightweightFaceProjectionLayer(8, voxel_resolution=4)
+    voxels = torch.zeros(1, 1, 4, 1, 1)
+    voxels[0, 0, :, 0, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    opaque_front = torch.zeros(1, 1, 4, 1, 1)
+    opaque_front[0, 0, 0] = 1e4  # the front slice hides the rest
+    assert layer.render(voxels, opaque_front).item() == pytest.approx(1.0)
+    empty = torch.zeros(1, 1, 4, 1, 1)
+    assert layer.render(voxels, empty).item() == 0.0
+    density = torch.full((1, 1, 4, 1, 1), 0.7)
+    alpha = 1 - math.exp(-0.7 * 2 / 3)
+    expected = sum(v * alpha * (1 - alpha) ** i for i, v in enumerate([1.0, 2.0, 3.0, 4.0]))
+    assert layer.render(voxels, density).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_rows_without_valid_keypoints_give_zero():
+    layer = LightweightFaceProjectionLayer(64, voxel_resolution=8)
+    feats, kp, angles = make_inputs()
+    kp[1, 2, 0] = float("nan")
+    out = layer(feats, kp, angles)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[1], torch.zeros(64)) and out[0].abs().sum() > 0
+    with pytest.raises(ValueError, match=r"keypoints must be \[B, 5, 3\]"):
+        layer(feats, kp[:, :4], angles)
+
+
+def test_docstring_states_the_r_cubed_memory_cost():
+    assert "R^3" in fpl.__doc__ and "R^3" in LightweightFaceProjectionLayer.__doc__

@@ -1,0 +1,123 @@
+"""Lightweight 3D face projection: keypoints + embedding -> voxel grid -> rotate -> volume render.
+
+Coordinates: the grid spans [-1, 1]^3 with voxel centres at `linspace(-1, 1, R)` on each axis;
+a volume `[B, C, R, R, R]` is indexed `[z, y, x]` (depth, down, right), the layout of
+`F.grid_sample`. The camera looks along +z, so index 0 of the depth axis is the front.
+Angles are degrees `(yaw, pitch, roll)`: yaw about y, pitch about x, roll about z, applied in that
+order (`R = Rz(roll) @ Rx(pitch) @ Ry(yaw)`); positive yaw turns +x towards the camera (-z).
+
+Memory and compute grow with R^3. At its peak a forward holds about 44 float32 values per voxel and
+sample (keypoint splats, hidden activations, the feature + density grid before and after rotation,
+the sampling grid; K=5, hidden=16, C=8). Measured with the torch profiler (benchmarks/bench_model.py):
+0.09 / 0.69 / 5.5 MiB per sample for R = 8 / 16 / 32 (x8 per doubling of R: R=64 ~ 44 MiB); training
+keeps about twice that for autograd, so R=32 at batch 128 needs ~1.5 GB.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rotation_matrix(angles_deg: torch.Tensor) -> torch.Tensor:
+    """angles [B, 3] (yaw, pitch, roll; degrees) -> rotation matrices [B, 3, 3] = Rz @ Rx @ Ry.
+
+    Ry = [[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]], Rx = [[1, 0, 0], [0, cp, -sp], [0, sp, cp]],
+    Rz = [[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]]; the product is written out (one stack, few ops).
+    """
+    rad = torch.deg2rad(angles_deg.float())
+    (cy, cp, cr), (sy, sp, sr) = rad.cos().unbind(-1), rad.sin().unbind(-1)
+    sp_sy, sp_cy = sp * sy, sp * cy
+    return torch.stack([cr * cy - sr * sp_sy, -sr * cp, cr * sy + sr * sp_cy,
+                        sr * cy + cr * sp_sy, cr * cp, sr * sy - cr * sp_cy,
+                        -cp * sy, sp, cp * cy], dim=-1).view(*angles_deg.shape[:-1], 3, 3)
+
+
+def rotate_volume(volume: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate the content of volume [B, C, R, R, R] by rotation [B, 3, 3] about the grid centre.
+
+    Content at point p moves to `rotation @ p` (trilinear resampling, zeros outside the grid).
+    """
+    theta = torch.cat([rotation.transpose(1, 2), rotation.new_zeros(rotation.shape[0], 3, 1)], dim=2)
+    grid = F.affine_grid(theta.to(volume.dtype), list(volume.shape), align_corners=True)
+    return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+class LightweightFaceProjectionLayer(nn.Module):
+    """Lift (keypoints, embedding) to a voxel grid, rotate it from source to target pose, render it.
+
+    forward(features [B, feature_dim], keypoints [B, K, 3] (canonical face frame, about [-1, 1]),
+    source_angles [B, 3], target_angles [B, 3] or None = frontal) -> [B, feature_dim].
+    Per voxel, an MLP reads its coordinates and the Gaussian splats of the K keypoints, modulated by
+    a code of the features, and outputs C feature channels plus a density. Both grids are rotated by
+    `R(target) @ R(source)^T`, composited front to back along depth (alpha = 1 - exp(-density * step))
+    to [B, C, R, R], pooled to at most `render_pool`^2 cells and projected to feature_dim.
+    Rows whose keypoints are not all finite give a zero output (no geometry for that sample).
+    Memory and time grow with R^3 (`voxel_resolution`; numbers in the module docstring).
+    After each forward, `last_voxels` [B, C, R, R, R] and `last_density` [B, 1, R, R, R] (rotated,
+    detached) hold the grids for visualisation.
+    """
+
+    def __init__(self, feature_dim: int, num_keypoints: int = 5, voxel_resolution: int = 16,
+                 voxel_channels: int = 8, hidden: int = 16, sigma: float = 0.25, render_pool: int = 8):
+        super().__init__()
+        self.num_keypoints, self.resolution, self.channels = num_keypoints, voxel_resolution, voxel_channels
+        axis = torch.linspace(-1.0, 1.0, voxel_resolution)
+        z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+        coords_t = torch.stack([x, y, z]).reshape(3, -1)  # [3, R^3], voxel centres (x, y, z)
+        self.register_buffer("coords_t", coords_t, persistent=False)
+        self.register_buffer("coords_sq", coords_t.pow(2).sum(0), persistent=False)  # [R^3]
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
+        self.coord_proj = nn.Linear(3, hidden)
+        self.splat_proj = nn.Linear(num_keypoints, hidden, bias=False)
+        self.feature_code = nn.Linear(feature_dim, hidden)
+        self.voxel_out = nn.Linear(hidden, voxel_channels + 1)
+        self.pool = min(render_pool, voxel_resolution)
+        self.project = nn.Linear(voxel_channels * self.pool ** 2, feature_dim)
+        self.last_voxels: torch.Tensor | None = None
+        self.last_density: torch.Tensor | None = None
+
+    def voxelize(self, features: torch.Tensor, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (voxels [B, C, R, R, R], density [B, 1, R, R, R] >= 0), in the canonical frame.
+
+        Computed channels-first ([B, channels, R^3]) so the result reshapes to a volume without a copy.
+        """
+        b, r, coords_t = features.shape[0], self.resolution, self.coords_t
+        # squared keypoint-voxel distances |k|^2 - 2 k.c + |c|^2: [B, K, R^3]
+        dist2 = torch.baddbmm(keypoints.pow(2).sum(-1, keepdim=True) + self.coords_sq, keypoints,
+                              coords_t.expand(b, -1, -1), alpha=-2)
+        splats = torch.exp(dist2 * (-0.5 * torch.exp(-2 * self.log_sigma)))
+        # hidden = SiLU(W_coord @ coords + W_splat @ splats + b_coord + code(features)): [B, hidden, R^3]
+        per_voxel = torch.cat([coords_t.expand(b, -1, -1), splats], dim=1)  # [B, 3 + K, R^3]
+        weight = torch.cat([self.coord_proj.weight, self.splat_proj.weight], dim=1)  # [hidden, 3 + K]
+        bias = (self.coord_proj.bias + self.feature_code(features)).unsqueeze(-1)  # [B, hidden, 1]
+        h = F.silu(torch.baddbmm(bias, weight.expand(b, -1, -1), per_voxel), inplace=True)
+        out = torch.baddbmm(self.voxel_out.bias.view(1, -1, 1), self.voxel_out.weight.expand(b, -1, -1), h)
+        out = out.view(b, self.channels + 1, r, r, r)
+        return out[:, :-1], F.softplus(out[:, -1:])
+
+    def render(self, voxels: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
+        """Front-to-back alpha compositing along depth: [B, C, R, R, R] -> [B, C, R, R]."""
+        alpha = 1.0 - torch.exp(-density * (2.0 / (self.resolution - 1)))
+        transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1.0 - alpha[:, :, :-1]], dim=2),
+                                      dim=2)
+        return (transmittance * alpha * voxels).sum(dim=2)
+
+    def forward(self, features: torch.Tensor, keypoints: torch.Tensor, source_angles: torch.Tensor,
+                target_angles: torch.Tensor | None = None) -> torch.Tensor:
+        if keypoints.shape[1:] != (self.num_keypoints, 3):
+            raise ValueError(f"keypoints must be [B, {self.num_keypoints}, 3], got {tuple(keypoints.shape)}")
+        if target_angles is None:
+            target_angles = torch.zeros_like(source_angles)
+        valid = torch.isfinite(keypoints).all(dim=-1).all(dim=-1)  # [B]
+        keypoints = torch.where(valid[:, None, None], keypoints, torch.zeros_like(keypoints)).to(features.dtype)
+        voxels, density = self.voxelize(features, keypoints)
+        target_rot, source_rot = rotation_matrix(torch.cat([target_angles, source_angles])).chunk(2)
+        rotation = target_rot @ source_rot.transpose(1, 2)
+        rotated = rotate_volume(torch.cat([voxels, density], dim=1), rotation)
+        voxels, density = rotated[:, :-1], rotated[:, -1:]
+        self.last_voxels, self.last_density = voxels.detach(), density.detach()
+        image = F.adaptive_avg_pool2d(self.render(voxels, density), self.pool)
+        return self.project(image.flatten(1)) * valid[:, None].to(features.dtype)
