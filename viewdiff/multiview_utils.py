@@ -1,0 +1,62 @@
+"""Multi-view helpers: attention across the views of one identity, and multi-view batch building.
+
+A multi-view batch is `[B * n_views, ...]` with the `n_views` views of group g at rows
+`g * n_views : (g + 1) * n_views` (one identity per group).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class CrossViewAttention(nn.Module):
+    """Views of the same identity attend to each other.
+
+    x [B * n_views, D] -> [B * n_views, D] (the attention output, to be added as a residual by the
+    caller); raises ValueError when the batch is not a multiple of `n_views`.
+    """
+
+    def __init__(self, feature_dim: int, num_heads: int = 8, n_views: int = 5):
+        super().__init__()
+        self.n_views = n_views
+        self.norm = nn.LayerNorm(feature_dim)
+        self.attention = nn.MultiheadAttention(feature_dim, num_heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if n % self.n_views:
+            raise ValueError(f"CrossViewAttention got a batch of {n} rows with n_views={self.n_views}: "
+                             f"the batch size must be a multiple of n_views (groups of views of one identity)")
+        views = self.norm(x).reshape(n // self.n_views, self.n_views, -1)
+        out, _ = self.attention(views, views, views, need_weights=False)
+        return out.reshape(n, -1)
+
+
+def build_multiview_batches(identities: np.ndarray, yaws: np.ndarray, n_views: int,
+                            rng: np.random.Generator) -> list[np.ndarray]:
+    """Groups of `n_views` row indices, each of one identity, spread over its poses.
+
+    identities: [N] labels (any dtype), yaws: [N] degrees. An identity with c >= n_views rows gives
+    c // n_views groups: its rows sorted by yaw are cut into n_views contiguous pose bins and each
+    group takes one (shuffled) row from every bin, so rows are never reused, views within a group are
+    distinct and span the identity's yaw range. An identity with c < n_views rows gives one group: all its rows plus
+    rows drawn with replacement. Each group is sorted by yaw; the list of groups is shuffled.
+    Returns a list of int arrays of length n_views (concatenate them for a `[G * n_views]` batch).
+    """
+    identities, yaws = np.asarray(identities), np.asarray(yaws, dtype=float)
+    if identities.shape != yaws.shape or identities.ndim != 1:
+        raise ValueError(f"identities {identities.shape} and yaws {yaws.shape} must be matching 1-D arrays")
+    if n_views < 1:
+        raise ValueError(f"n_views must be >= 1, got {n_views}")
+    groups = []
+    for ident in np.unique(identities):
+        rows = np.flatnonzero(identities == ident)
+        rows = rows[np.argsort(yaws[rows], kind="stable")]
+        if len(rows) < n_views:
+            group = np.concatenate([rows, rng.choice(rows, n_views - len(rows), replace=True)])
+            groups.append(group[np.argsort(yaws[group], kind="stable")])
+            continue
+        bins = [rng.permutation(b) for b in np.array_split(rows, n_views)]
+        groups += [np.array([b[g] for b in bins]) for g in range(len(rows) // n_views)]
+    return [groups[i] for i in rng.permutation(len(groups))]
