@@ -1,10 +1,19 @@
-"""Plot builders return figures holding the right data."""
+"""Plot builders return valid plotly figures holding the right data."""
+
+import json
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
 from viewdiff import demo_plots
+
+
+def figure(spec: demo_plots.PlotSpec) -> go.Figure:
+    """The spec as gr.Plot sends it (JSON), validated by plotly (unknown properties raise)."""
+    assert isinstance(spec, demo_plots.PlotSpec)
+    json.loads(spec.to_json())  # strict JSON: no NaN, everything serialisable
+    return spec.to_figure()
 
 
 def test_annotate_faces_draws_box_and_keypoints_on_a_copy():
@@ -17,61 +26,77 @@ def test_annotate_faces_draws_box_and_keypoints_on_a_copy():
 
 def test_attention_figure_labels_every_token():
     attention = np.random.default_rng(0).random((4, 4))
-    fig = demo_plots.attention_figure(attention, ["pose", "e0", "e1", "3D"], "layer 1, head 1")
+    fig = figure(demo_plots.attention_figure(attention, ["pose", "e0", "e1", "3D"], "layer 1, head 1"))
     heatmap = fig.data[0]
     assert isinstance(heatmap, go.Heatmap)
-    np.testing.assert_allclose(np.asarray(heatmap.z), attention, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(heatmap.z), attention, rtol=1e-4)
     assert list(heatmap.x) == ["0:pose", "1:e0", "2:e1", "3:3D"] == list(heatmap.y)
+    assert fig.layout.title.text == "layer 1, head 1"
 
 
 @pytest.mark.parametrize("axis, expected", [("z", lambda v: v[2]), ("y", lambda v: v[:, 2]), ("x", lambda v: v[:, :, 2])])
 def test_voxel_slice_follows_zyx_indexing(axis, expected):
     volume = np.arange(4 ** 3, dtype=np.float32).reshape(4, 4, 4)
     np.testing.assert_array_equal(demo_plots.voxel_slice(volume, axis, 2), expected(volume))
-    fig = demo_plots.voxel_slice_figure(volume, axis, 2, "density")
+    fig = figure(demo_plots.voxel_slice_figure(volume, axis, 2, "density"))
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), expected(volume))
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (0, 63)  # colour range of the whole volume
     assert f"slice {axis} = 2 of 3" in fig.layout.title.text
 
 
 def test_voxel_slice_figure_clips_the_index():
     volume = np.ones((4, 4, 4), np.float32)
-    assert "slice z = 3 of 3" in demo_plots.voxel_slice_figure(volume, "z", 99, "density").layout.title.text
+    assert "slice z = 3 of 3" in demo_plots.voxel_slice_figure(volume, "z", 99, "density").layout["title"]["text"]
 
 
 def test_voxel_volume_figure_is_an_isosurface_of_all_voxels():
     volume = np.random.default_rng(0).random((5, 5, 5)).astype(np.float32)
-    trace = demo_plots.voxel_volume_figure(volume, "channel norm").data[0]
+    trace = figure(demo_plots.voxel_volume_figure(volume, "channel norm")).data[0]
     assert isinstance(trace, go.Isosurface) and len(trace.value) == 125
-    assert trace.value[1 * 25 + 2 * 5 + 3] == pytest.approx(volume[1, 2, 3])  # z=1, y=2, x=3
+    assert trace.value[1 * 25 + 2 * 5 + 3] == pytest.approx(volume[1, 2, 3], rel=1e-4)  # z=1, y=2, x=3
     assert (trace.z[1 * 25 + 2 * 5 + 3], trace.y[1 * 25 + 2 * 5 + 3], trace.x[1 * 25 + 2 * 5 + 3]) == (1, 2, 3)
 
 
 def test_similarity_figure_sorted_by_transformed_best_highlighted():
-    fig = demo_plots.similarity_figure(["a", "b", "c"], np.array([0.5, 0.2, 0.1]), np.array([0.4, 0.9, 0.3]))
+    fig = figure(demo_plots.similarity_figure(["a", "b", "c"], np.array([0.5, 0.2, 0.1]), np.array([0.4, 0.9, 0.3])))
     raw, transformed = fig.data
     assert list(transformed.y) == ["b", "a", "c"] == list(raw.y)
-    np.testing.assert_allclose(transformed.x, [0.9, 0.4, 0.3], rtol=1e-6)
-    np.testing.assert_allclose(raw.x, [0.2, 0.5, 0.1], rtol=1e-6)
-    assert transformed.marker.color[0] == demo_plots.BEST and demo_plots.BEST not in raw.marker.color
+    np.testing.assert_allclose(transformed.x, [0.9, 0.4, 0.3], rtol=1e-4)
+    np.testing.assert_allclose(raw.x, [0.2, 0.5, 0.1], rtol=1e-4)
+    band = fig.layout.shapes[0]  # the best match's row (category 0 after sorting) is shaded
+    assert (band.y0, band.y1, band.line.color) == (-0.5, 0.5, demo_plots.BEST)
     assert "best match: b (0.900)" in fig.layout.title.text
 
 
 def test_similarity_figure_raw_only():
-    fig = demo_plots.similarity_figure(["a", "b"], np.array([0.2, 0.7]), None)
+    fig = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.2, 0.7]), None))
     assert len(fig.data) == 1 and list(fig.data[0].y) == ["b", "a"]
-    assert fig.data[0].marker.color[0] == demo_plots.BEST
+    assert len(fig.layout.shapes) == 1
+    assert "best match: b (0.700)" in fig.layout.title.text
+
+
+def test_similarity_figure_empty_gallery():
+    fig = figure(demo_plots.similarity_figure([], np.zeros(0), np.zeros(0)))
+    assert "gallery is empty" in fig.layout.title.text and not fig.layout.shapes
 
 
 def test_pose_sweep_figure():
     yaws = np.arange(-90, 91, 10)
     sims = np.linspace(0.3, 0.8, len(yaws))
-    fig = demo_plots.pose_sweep_figure(yaws, sims, 0.42, "Tom Hanks", 30)
+    fig = figure(demo_plots.pose_sweep_figure(yaws, sims, 0.42, "Tom Hanks", 30))
     np.testing.assert_allclose(fig.data[0].x, yaws)
-    np.testing.assert_allclose(fig.data[0].y, sims)
+    np.testing.assert_allclose(fig.data[0].y, sims, rtol=1e-4)
     assert {s.type for s in fig.layout.shapes} == {"line"} and len(fig.layout.shapes) == 2
+    assert fig.layout.shapes[1].x0 == 30 and fig.layout.shapes[0].y0 == pytest.approx(0.42)
     assert "Tom Hanks" in fig.layout.title.text
 
 
 def test_message_figure_shows_the_text():
-    fig = demo_plots.message_figure("Attention map", "not loaded")
+    fig = figure(demo_plots.message_figure("Attention map", "not loaded"))
     assert fig.layout.annotations[0].text == "not loaded" and fig.layout.title.text == "Attention map"
+
+
+def test_non_finite_values_become_gaps():
+    spec = demo_plots.attention_figure(np.array([[np.nan, 1.0], [0.5, np.inf]]), ["a", "b"], "t")
+    assert json.loads(spec.to_json())["data"][0]["z"] == [[None, 1.0], [0.5, None]]
+
