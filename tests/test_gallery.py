@@ -74,6 +74,10 @@ def test_open_gallery_seeds_once_from_cached_defaults(tmp_path):
     other = open_gallery(tmp_path / "other", tmp_path / "defaults", "dlib", 3, photos, embed)
     assert other.names == ["Ada"] and len(calls) == 3
     assert open_gallery(tmp_path / "user", tmp_path / "defaults", "dlib", 3, photos, embed).names == []
+    # other face models (fingerprint): the cached defaults are rebuilt
+    open_gallery(tmp_path / "third", tmp_path / "defaults", "dlib", 3, photos, embed, fingerprint="detector v2")
+    assert len(calls) == 6
+    assert Gallery.load(tmp_path / "defaults", "dlib", 3).meta["fingerprint"] == "detector v2"
 
 
 def test_default_identity_photos_finds_assets_and_shared():
@@ -84,3 +88,4 @@ def test_default_identity_photos_finds_assets_and_shared():
     assert len(photos["Tom Hanks"]) == 4  # the asset photo + 3 CFP frontals
     assert all(p.is_file() for files in photos.values() for p in files)
     assert "Pointing'04 person 01" in photos and "50 Cent" in photos
+    assert photos["Eileen Collins"] == [REPO / "assets" / "astronaut.jpg"]

@@ -143,10 +143,10 @@ class Gallery:
         return emb @ self.templates.T
 
 
-# Default identities: the named asset photo, plus (when ../shared is present) a few CFP identities'
+# Default identities: the named asset photos, plus (when ../shared is present) a few CFP identities'
 # frontal photos and Pointing'04 people's frontal photos from series 2 (the demo's local examples
 # are series 1, so a query never meets its own photo).
-ASSET_IDENTITIES = {"Tom_Hanks_54745.png": "Tom Hanks"}
+ASSET_IDENTITIES = {"Tom_Hanks_54745.png": "Tom Hanks", "astronaut.jpg": "Eileen Collins"}
 CFP_IDENTITIES = (465, 1, 2, 3, 4)  # 1-based lines of list_name.txt; 465 is Tom Hanks
 CFP_FRONTALS_PER_IDENTITY = 3
 POINTING04_PEOPLE = (1, 2, 3)
@@ -175,9 +175,9 @@ def default_identity_photos(assets_dir: str | os.PathLike, shared_dir: str | os.
     return photos
 
 
-def build_gallery(directory, key: str, dim: int, photos: dict[str, list[Path]], embed) -> Gallery:
+def build_gallery(directory, key: str, dim: int, photos: dict[str, list[Path]], embed, fingerprint: str = "") -> Gallery:
     """A gallery of ``photos`` where ``embed(path)`` gives an embedding (or raises to skip a photo)."""
-    gallery = Gallery(directory, key, dim, {"photos": _photo_list(photos), "skipped": {}})
+    gallery = Gallery(directory, key, dim, {"photos": _photo_list(photos), "fingerprint": fingerprint, "skipped": {}})
     for name, files in photos.items():
         for file in files:
             try:
@@ -191,18 +191,21 @@ def _photo_list(photos: dict[str, list[Path]]) -> list[str]:
     return sorted(f"{name}={f}" for name, files in photos.items() for f in files)
 
 
-def open_gallery(user_dir, defaults_dir, key: str, dim: int, photos: dict[str, list[Path]], embed) -> Gallery:
+def open_gallery(user_dir, defaults_dir, key: str, dim: int, photos: dict[str, list[Path]], embed,
+                 fingerprint: str = "") -> Gallery:
     """The user's gallery under ``user_dir``; on first use a copy of the default gallery.
 
     The default gallery is cached under ``defaults_dir`` and rebuilt only when the list of default
-    photos changes, so embeddings are computed once per backend.
+    photos or ``fingerprint`` (what computed the embeddings, e.g. the face models) changes, so
+    embeddings are computed once per backend.
     """
     user = Gallery.load(user_dir, key, dim)
     if user is not None:
         return user
     defaults = Gallery.load(defaults_dir, key, dim)
-    if defaults is None or defaults.meta.get("photos") != _photo_list(photos):
-        defaults = build_gallery(defaults_dir, key, dim, photos, embed)
+    if (defaults is None or defaults.meta.get("photos") != _photo_list(photos)
+            or defaults.meta.get("fingerprint", "") != fingerprint):
+        defaults = build_gallery(defaults_dir, key, dim, photos, embed, fingerprint)
         defaults.save()
     user = defaults.copy_to(user_dir)
     user.save()
