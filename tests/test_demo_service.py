@@ -1,0 +1,369 @@
+"""Demo callbacks on real photos: analysis cached per photo, slider moves rerun only the model, bad
+inputs become messages, the gallery persists, the model card says what is loaded or how to fix it."""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from viewdiff import demo_service
+from viewdiff.checkpoint import save_pretrained
+from viewdiff.demo_plots import PlotSpec
+from viewdiff.demo_service import SWEEP_YAWS, DemoService, Reply, ViewOptions
+from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
+from viewdiff.face_pipeline import shared_dir
+from viewdiff.gallery import Gallery
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "assets"
+CFP = shared_dir() / "data" / "cfp" / "Data" / "Images"
+REAL_WEIGHTS = REPO / "weights" / "dlib" / "enhanced"
+PLOTS = ("attention", "voxels", "similarity", "sweep")
+needs_cfp = pytest.mark.skipif(not CFP.is_dir(), reason=f"CFP photos not found at {CFP}")
+
+
+def small_gallery_photos() -> dict[str, list[Path]]:
+    """A few default identities (the asset photos and, when present, two CFP identities' frontals)."""
+    photos = {"Tom Hanks": [ASSETS / "Tom_Hanks_54745.png"], "Eileen Collins": [ASSETS / "astronaut.jpg"]}
+    if CFP.is_dir():
+        photos["50 Cent"] = [CFP / "001" / "frontal" / "01.jpg", CFP / "001" / "frontal" / "02.jpg"]
+        photos["Aaron Hernandez"] = [CFP / "002" / "frontal" / "01.jpg"]
+    return photos
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A fresh (untrained, seeded) 128-d model saved like the shipped weights."""
+    torch.manual_seed(0)
+    return save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=128).eval(),
+                           tmp_path_factory.mktemp("weights") / "enhanced", {"note": "test model"})
+
+
+@pytest.fixture(scope="module")
+def service(weights, tmp_path_factory) -> DemoService:
+    threads = torch.get_num_threads()
+    tmp = tmp_path_factory.mktemp("demo")
+    svc = DemoService.load("dlib", weights, tmp / "gallery", tmp / "defaults", small_gallery_photos())
+    yield svc
+    torch.set_num_threads(threads)  # DemoService.load sets 1 thread for the demo process
+
+
+@pytest.fixture()
+def fresh_gallery(service, tmp_path):
+    """The service with its own copy of the gallery under tmp_path (tests that change the gallery)."""
+    shared = service.gallery
+    service.gallery = shared.copy_to(tmp_path / "gallery")
+    yield service.gallery
+    service.gallery = shared
+
+
+def photo(service, path, target=(0, 0, 0), view=None) -> Reply:
+    reply = service.on_photo(str(path), target, view or ViewOptions(), None)
+    assert isinstance(reply, Reply)
+    return reply
+
+
+# ----------------------------------------------------------------------------- real photos
+
+def test_new_photo_gives_face_panel_and_all_plots(service):
+    reply = photo(service, ASSETS / "astronaut.jpg")
+    assert reply.warnings == []
+    session = reply.values["session"]
+    assert session.record.embedding.shape == (128,) and session.photo_name == "astronaut.jpg"
+    assert reply.values["face_image"].shape == (512, 512, 3)  # the annotated photo
+    assert "estimated source pose" in reply.values["face_info"] and "pnp5" in reply.values["face_info"]
+    assert all(isinstance(reply.values[p], PlotSpec) for p in PLOTS)
+    assert "20 target poses" in reply.values["status"]  # the target pose + the 19-pose yaw sweep
+    result = session.result
+    assert result.names == service.gallery.names and result.names[result.best] == "Eileen Collins"
+    assert result.attention.shape[:2] == service.attention_shape and result.token_labels[0] == "pose"
+    assert result.attention.shape[2:] == (len(result.token_labels),) * 2 == (18, 18)
+    assert set(result.volumes) == {"channel norm", "density"} and result.volumes["density"].shape == (16, 16, 16)
+    np.testing.assert_allclose(result.attention.sum(-1), 1, atol=1e-4)  # rows of softmax weights
+    assert result.sweep.shape == SWEEP_YAWS.shape
+    sim = reply.values["similarity"]
+    assert sim.data[0]["y"][0] == "Eileen Collins" and "best match: Eileen Collins" in sim.layout["title"]["text"]
+
+
+def test_slider_moves_rerun_only_the_pose_transformer(service, capsys):
+    """A photo is analysed once; slider moves reuse the cached analysis (counted, not timed)."""
+    calls = service.analyzer.calls
+    reply = photo(service, ASSETS / "t1_face_yaw55.jpg")
+    assert service.analyzer.calls == calls + 1
+    session = reply.values["session"]
+    record = session.record
+    timings = []
+    for target in [(30, 0, 0), (-60, 0, 0), (0, 20, 0), (45, 20, -10), (90, 0, 0)]:
+        start = time.perf_counter()
+        moved = service.on_target(target, ViewOptions(), session)
+        timings.append((time.perf_counter() - start) * 1000)
+        assert moved.warnings == [] and set(PLOTS) <= set(moved.values)
+        assert "face_image" not in moved.values and "face_info" not in moved.values  # the face panel stays
+        np.testing.assert_array_equal(session.result.target, target)
+        assert session.record is record
+        sweep = moved.values["sweep"]
+        assert sweep.layout["shapes"][1]["x0"] == target[0]  # the target-yaw marker follows the slider
+    assert service.analyzer.calls == calls + 1  # no new face analysis for slider moves
+    # the yaw sweep depends on the target pitch/roll only: cached per (pitch, roll)
+    assert set(session.sweeps) == {(0.0, 0.0), (20.0, 0.0), (20.0, -10.0)}
+    assert "1 target pose," in service.on_target((10, 0, 0), ViewOptions(), session).values["status"]
+    with capsys.disabled():
+        print(f"\nslider callback (model + plots): median {np.median(timings):.1f} ms, max {max(timings):.1f} ms")
+
+
+def test_transform_matches_a_direct_model_call(service):
+    record = photo(service, ASSETS / "cameraman_gray.png").values["session"].record
+    target = np.array([20, -10, 5], np.float32)
+    result = service.transform(record, target)
+    with torch.inference_mode():
+        out = service.model(torch.from_numpy(record.embedding)[None], torch.from_numpy(record.pose)[None],
+                            torch.from_numpy(record.keypoints_3d)[None], torch.from_numpy(target)[None])
+    np.testing.assert_allclose(result.transformed, service.gallery.similarities(out[0].numpy()), atol=1e-5)
+    np.testing.assert_allclose(result.raw, service.gallery.similarities(record.embedding), atol=1e-6)
+
+
+@needs_cfp
+@pytest.mark.parametrize("view, path", [("frontal", "001/frontal/04.jpg"), ("profile", "001/profile/01.jpg"),
+                                        ("profile", "002/profile/02.jpg")])
+def test_cfp_frontal_and_profile_photos(service, view, path):
+    reply = photo(service, CFP / path)
+    assert not [w for w in reply.warnings if "no face" in w.lower()]
+    record = reply.values["session"].record
+    yaw = abs(float(record.pose[0]))
+    assert yaw < 25 if view == "frontal" else yaw > 35
+    result = reply.values["session"].result
+    assert np.isfinite(result.raw).all() and np.isfinite(result.transformed).all() and np.isfinite(result.sweep).all()
+    if view == "frontal":  # frontal-to-frontal matching is easy for the backend itself
+        assert result.names[int(np.argmax(result.raw))] == "50 Cent"
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height (an image bomb): only its header and one empty row."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 7)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("empty.jpg", lambda: b"", "empty"),
+    ("corrupt.jpg", lambda: b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10, "corrupt"),
+    ("truncated.jpg", lambda: (ASSETS / "astronaut.jpg").read_bytes()[:5000], "truncated"),
+    ("notes.txt.png", lambda: b"hello, I am a text file", "not a readable image"),
+    ("bomb.png", lambda: png_header_only(30000, 30000), "megapixels"),
+    ("cat_no_face.jpg", lambda: (ASSETS / "cat_no_face.jpg").read_bytes(), "no face found"),
+])
+def test_unusable_photo_is_a_message_not_an_exception(service, tmp_path, name, make, message):
+    path = tmp_path / name
+    path.write_bytes(make())
+    reply = photo(service, path)
+    assert len(reply.warnings) == 1 and message in reply.warnings[0].lower(), reply.warnings
+    assert reply.warnings[0][0].isupper() and "Traceback" not in reply.warnings[0]
+    # the results of a previous photo are cleared: they would not belong to this one
+    assert reply.values["session"] is None and reply.values["face_image"] is None
+    assert reply.values["face_info"].startswith("**Cannot use this photo.**")
+    assert "Drop in a face photo" in str(reply.values["attention"].layout["annotations"][0]["text"])
+
+
+def test_several_faces_use_the_largest_and_say_so(service):
+    reply = photo(service, ASSETS / "t1.jpg")
+    assert reply.warnings == ["6 faces found; the largest is used"]
+    record = reply.values["session"].record
+    assert record.num_faces == 6 and "6 faces in the photo" in reply.values["face_info"]
+    assert reply.values["face_image"].shape == (709, 1024, 3)  # shown at most 1024 px wide
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "I;16"])
+def test_grayscale_rgba_and_other_modes_work(service, tmp_path, mode):
+    image = Image.open(ASSETS / "astronaut.jpg")
+    if mode == "RGBA":  # transparent border around the face
+        image = image.convert("RGBA")
+        alpha = np.zeros(image.size[::-1], np.uint8)
+        alpha[30:220, 150:300] = 255
+        image.putalpha(Image.fromarray(alpha))
+    elif mode == "I;16":  # a 16-bit grayscale scan
+        image = Image.fromarray(np.asarray(image.convert("L"), np.uint16) * 257)
+    else:
+        image = image.convert(mode)
+    path = tmp_path / f"photo_{mode.replace(';', '')}.png"
+    image.save(path)
+    reply = photo(service, path)
+    assert reply.warnings == [] and reply.values["session"] is not None
+    assert reply.values["face_image"].shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize("side", [190, 48])
+def test_tiny_face_is_used_with_a_warning(service, tmp_path, side):
+    # the astronaut photo downscaled so that her face is ~34 px (or ~8 px) wide: below the 40 px limit
+    path = tmp_path / "small.png"
+    Image.open(ASSETS / "astronaut.jpg").resize((side, side)).save(path)
+    reply = photo(service, path)
+    if reply.values.get("session") is None:  # the detector may also miss a face this small
+        assert "no face found" in reply.warnings[0].lower()
+    else:
+        assert any("unreliable below 40 px" in w for w in reply.warnings)
+
+
+def test_numpy_input_and_no_photo(service):
+    rgb = np.asarray(Image.open(ASSETS / "astronaut.jpg"))
+    reply = service.on_photo(rgb, (0, 0, 0), ViewOptions(), None)
+    assert reply.values["session"].photo_name == "photo"
+    assert service.on_photo(None, (0, 0, 0), ViewOptions(), None) == Reply()  # cleared input: nothing changes
+
+
+def test_unexpected_errors_are_logged_and_summarised(service, monkeypatch):
+    session = photo(service, ASSETS / "astronaut.jpg").values["session"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(service, "transform", broken)
+    reply = service.on_target((10, 0, 0), ViewOptions(), session)
+    assert reply.values == {} and reply.warnings[0].startswith("Something went wrong (RuntimeError)")
+
+
+def test_slider_values_are_clipped_and_none_is_zero(service):
+    np.testing.assert_array_equal(demo_service.target_pose((120, None, -99)), [90, 0, -45])
+    session = photo(service, ASSETS / "astronaut.jpg").values["session"]
+    assert service.on_target((None, None, None), ViewOptions(), session).warnings == []
+    assert service.on_target((0, 0, 0), ViewOptions(), None) == Reply()  # no photo yet: nothing to do
+    bad = service.on_target((float("nan"), 0, 0), ViewOptions(), session)
+    assert bad.warnings and bad.warnings[0].startswith("Something went wrong")
+
+
+# ----------------------------------------------------------------------------- view controls
+
+def test_view_controls_redraw_without_running_anything(service, monkeypatch):
+    session = photo(service, ASSETS / "astronaut.jpg").values["session"]
+    calls = service.analyzer.calls
+    monkeypatch.setattr(service, "transform", lambda *a, **k: pytest.fail("the model must not run"))
+    reply = service.on_view(ViewOptions(layer=2, head=5, quantity="density", axis="x", index=3), session)
+    assert set(reply.values) == {"attention", "voxels"} and service.analyzer.calls == calls
+    assert reply.values["attention"].layout["title"]["text"].startswith("Attention: layer 3, head 6")
+    np.testing.assert_allclose(reply.values["attention"].data[0]["z"], session.result.attention[2, 5])
+    voxels = reply.values["voxels"]
+    assert "density, slice x = 3 of 15" in voxels.layout["title"]["text"]
+    np.testing.assert_allclose(voxels.data[0]["z"], session.result.volumes["density"][:, :, 3])
+    iso = service.on_view(ViewOptions(quantity="channel norm", as_3d=True), session).values["voxels"]
+    assert iso.data[0]["type"] == "isosurface" and len(iso.data[0]["value"]) == 16 ** 3
+    clipped = service.on_view(ViewOptions(layer=99, head=None, index=None), session).values["attention"]
+    assert clipped.layout["title"]["text"].startswith(f"Attention: layer {service.attention_shape[0]}, head 1")
+    assert set(service.on_view(ViewOptions(), None).values) == {"attention", "voxels"}  # no photo: messages
+
+
+# ----------------------------------------------------------------------------- gallery
+
+def test_add_and_remove_persist(service, fresh_gallery):
+    reply = photo(service, ASSETS / "cameraman_gray.png")
+    session = reply.values["session"]
+    added = service.on_add("  The   Cameraman ", (0, 0, 0), ViewOptions(), session)
+    assert added.infos == ["Added this face to 'The Cameraman' (1 photo)."] and added.warnings == []
+    assert added.values["gallery_choice"] == {"choices": fresh_gallery.names, "value": "The Cameraman"}
+    assert ["The Cameraman", "user", 1] in added.values["gallery_table"]
+    result = added.values["session"].result  # similarities were recomputed with the new identity
+    assert result.names[result.best] == "The Cameraman" and result.raw[result.best] == pytest.approx(1, abs=1e-5)
+    again = service.on_add("The Cameraman", (0, 0, 0), ViewOptions(), session)
+    assert again.infos == ["Added this face to 'The Cameraman' (2 photos)."]
+    stored = Gallery.load(fresh_gallery.directory, fresh_gallery.key, 128)  # what a restart would read
+    assert "The Cameraman" in stored.names and stored.entries[-1]["count"] == 2
+
+    removed = service.on_remove("Tom Hanks", (0, 0, 0), ViewOptions(), session)
+    assert removed.infos == ["Removed 'Tom Hanks' from the gallery."]
+    assert "Tom Hanks" not in removed.values["gallery_choice"]["choices"]
+    assert "Tom Hanks" not in removed.values["session"].result.names
+    assert "Tom Hanks" not in Gallery.load(fresh_gallery.directory, fresh_gallery.key, 128).names
+
+
+def test_gallery_mistakes_are_messages(service, fresh_gallery):
+    session = photo(service, ASSETS / "astronaut.jpg").values["session"]
+    assert service.on_add("   ", (0, 0, 0), ViewOptions(), session).warnings == ["Type a name for this face first."]
+    assert service.on_add("Ada", (0, 0, 0), ViewOptions(), None).warnings[0].startswith("Drop in a face photo first")
+    assert service.on_remove(None, (0, 0, 0), ViewOptions(), session).warnings == ["Choose a gallery entry to remove."]
+    assert service.on_remove("Nobody", (0, 0, 0), ViewOptions(), session).warnings == ["'Nobody' is not in the gallery."]
+    for name in list(fresh_gallery.names):  # an empty gallery: the plots say so
+        service.on_remove(name, (0, 0, 0), ViewOptions(), None)
+    reply = service.on_target((0, 0, 0), ViewOptions(), session)
+    assert "gallery is empty" in reply.values["similarity"].layout["annotations"][0]["text"]
+    assert "gallery is empty" in reply.values["sweep"].layout["annotations"][0]["text"]
+
+
+def test_gallery_survives_a_restart(weights, tmp_path):
+    photos = {"Tom Hanks": [ASSETS / "Tom_Hanks_54745.png"]}
+    first = DemoService.load("dlib", weights, tmp_path / "gallery", tmp_path / "defaults", photos, torch_threads=None)
+    first.gallery.remove("Tom Hanks")
+    first.gallery.add("Ada", np.ones(128, np.float32))
+    first.gallery.save()
+    calls = first.analyzer.calls
+    second = DemoService.load("dlib", weights, tmp_path / "gallery", tmp_path / "defaults", photos, torch_threads=None)
+    assert second.gallery.names == ["Ada"] and first.analyzer.calls == calls  # the user's gallery, not the defaults
+    assert second.gallery.meta["skipped"] == {} and len(second.gallery.meta["photos"]) == 1
+
+
+# ----------------------------------------------------------------------------- model card, examples
+
+def test_model_card_names_the_loaded_models(service, weights):
+    card = service.model_card()
+    assert "backend: `dlib`" in card and "embedding_dim: `128`" in card
+    assert f"`EnhancedTransformerDecoderOnly3D` from `{weights}`" in card and "d_model=128" in card
+    assert "note: `test model`" in card and "not loaded" not in card
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda tmp: tmp / "missing", "does not exist"),
+    (lambda tmp: save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=64, num_layers=1), tmp / "w64"),
+     "64-d embeddings, but the face backend gives 128-d"),
+])
+def test_missing_or_mismatched_weights_explain_the_fix(service, tmp_path, make, expected):
+    weights_dir = make(tmp_path)
+    svc = DemoService.load("dlib", weights_dir, tmp_path / "gallery", tmp_path / "defaults",
+                           {"Tom Hanks": [ASSETS / "Tom_Hanks_54745.png"]}, torch_threads=None)
+    assert svc.model is None and svc.attention_shape == (0, 0)
+    card = svc.model_card()
+    assert "Pose transformer: not loaded" in card and expected in card
+    assert "python -m viewdiff.train_enhanced --backend dlib --export_dir weights/dlib/enhanced" in card
+    reply = svc.on_photo(str(ASSETS / "astronaut.jpg"), (0, 0, 0), ViewOptions(), None)
+    assert reply.warnings == [] and "not loaded" in reply.values["status"]
+    assert len(reply.values["similarity"].data) == 1  # raw similarity still works
+    assert "not loaded" in reply.values["attention"].layout["annotations"][0]["text"]
+    assert "not loaded" in reply.values["sweep"].layout["annotations"][0]["text"]
+
+
+def test_example_photos_are_the_committed_assets():
+    examples = [Path(p) for p in demo_service.example_photos()]
+    committed = [p for p in examples if p.parent == ASSETS]
+    assert [p.name for p in committed] == list(demo_service.EXAMPLE_LABELS)
+    assert all(p.is_file() for p in examples)
+    assert demo_service.example_label(str(ASSETS / "t1.jpg")) == "6 faces: the largest is used"
+    assert demo_service.example_label("assets/local/pointing04_person01_yaw60.jpg") == "Pointing'04, yaw 60° (local)"
+
+
+def test_populate_assets_from_shared(tmp_path):
+    if not (shared_dir() / "data" / "pointing04").is_dir():
+        pytest.skip("../shared/data/pointing04 not present")
+    copied = demo_service.populate_assets_from_shared(target=tmp_path)
+    assert sorted(p.name for p in copied) == sorted(demo_service.POINTING04_EXAMPLES)
+    assert all(p.stat().st_size > 1000 for p in copied)
+
+
+# ----------------------------------------------------------------------------- shipped weights
+
+@pytest.mark.skipif(not (REAL_WEIGHTS / "model.safetensors").is_file(), reason=f"no trained weights in {REAL_WEIGHTS}")
+def test_shipped_weights_load_and_transform(tmp_path):
+    svc = DemoService.load("dlib", None, tmp_path / "gallery", tmp_path / "defaults", small_gallery_photos(),
+                           torch_threads=None)
+    assert svc.model is not None and svc.weights_dir == REAL_WEIGHTS, svc.weights_error
+    assert "Pose transformer: not loaded" not in svc.model_card()
+    reply = photo(svc, ASSETS / "t1_face_yaw55.jpg")
+    result = reply.values["session"].result
+    assert np.isfinite(result.transformed).all() and np.isfinite(result.sweep).all()
+    assert not np.allclose(result.transformed, result.raw, atol=1e-4)  # a trained model moves the embedding
+    assert result.attention.shape[:2] == svc.attention_shape
