@@ -1,0 +1,232 @@
+"""The pose-normalising transformer: contract, optional inputs, visualisation, LoRA freezing, prior wrapper,
+and a small end-to-end fit of a pose-dependent mapping."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from viewdiff.adaptive_norm import AdaptiveLayerNorm
+from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D, EnhancedTransformerWithPrior
+from viewdiff.prior_preservation import BASE_OUT
+
+SMALL = dict(d_model=32, nhead=4, num_layers=2, token_dim=32, voxel_resolution=8)
+
+
+def batch(b: int = 4, d: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"src": F.normalize(torch.randn(b, d, generator=g), dim=-1),
+            "angles": torch.randn(b, 3, generator=g) * 30,
+            "keypoints_3d": torch.randn(b, 5, 3, generator=g) * 0.4,
+            "pose": torch.randn(b, 3, generator=g) * 10}
+
+
+def trained_like(model: EnhancedTransformerDecoderOnly3D, seed: int = 0) -> EnhancedTransformerDecoderOnly3D:
+    """Perturb every parameter so that zero-initialised parts (head, LoRA up, adaLN) are active."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize("lora,projection,cross_view", [(True, True, False), (False, True, False),
+                                                         (True, False, True), (False, False, False)])
+def test_fresh_model_is_the_identity_map(lora, projection, cross_view):
+    torch.manual_seed(0)
+    model = EnhancedTransformerDecoderOnly3D(**SMALL, use_lora_attention=lora, use_projection_layer=projection,
+                                             use_cross_view=cross_view, n_views=2)
+    x = batch()
+    out, residual = model(**x, return_residual=True, multiview_input=cross_view)
+    assert out.shape == (4, 32) and residual.shape == (4, 32)
+    assert torch.equal(out, x["src"]) and torch.equal(residual, torch.zeros(4, 32))
+
+
+def test_default_model_maps_512_d_embeddings():
+    model = EnhancedTransformerDecoderOnly3D().eval()
+    assert model.config["d_model"] == 512 and model.config["voxel_resolution"] == 16
+    out = model(**batch(2, 512))
+    assert out.shape == (2, 512)
+    viz = model.last_visualization
+    assert len(viz["attention"]) == 4 and viz["attention"][0].shape == (2, 8, 18, 18)
+    assert viz["voxels"].shape == (2, 8, 16, 16, 16)
+
+
+def test_output_is_src_plus_residual_and_depends_on_the_target_pose():
+    model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL, dropout=0.0)).eval()
+    x = batch()
+    out, residual = model(**x, return_residual=True)
+    torch.testing.assert_close(out, x["src"] + residual)
+    assert (model(**{**x, "pose": x["pose"] + 30}) - out).abs().max() > 1e-3
+    assert (model(**{**x, "angles": x["angles"] + 30}) - out).abs().max() > 1e-3
+    assert (model(**{**x, "keypoints_3d": x["keypoints_3d"] + 0.2}) - out).abs().max() > 1e-4
+
+
+def test_missing_inputs_follow_the_documented_rule():
+    model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL)).eval()
+    x = batch()
+    frontal = {**x, "pose": torch.zeros(4, 3)}
+    assert torch.equal(model(**{**x, "pose": None}), model(**frontal))
+    no_kp = model(x["src"], x["angles"], pose=x["pose"])  # no keypoints: no 3D token, no voxels
+    assert torch.isfinite(no_kp).all()
+    viz = model.last_visualization
+    assert viz["voxels"] is None and viz["density"] is None and "3D" not in viz["token_labels"]
+    assert viz["attention"][0].shape == (4, 4, 17, 17)
+    without_projection = EnhancedTransformerDecoderOnly3D(**SMALL, use_projection_layer=False)
+    without_projection.load_state_dict({k: v for k, v in model.state_dict().items()
+                                        if not k.startswith("projection")})
+    torch.testing.assert_close(without_projection.eval()(**x), no_kp)  # keypoints ignored without the layer
+    x["keypoints_3d"][1] = float("nan")  # a face without 3D keypoints in a batch
+    assert torch.isfinite(model(**x)).all()
+
+
+def test_last_visualization_contract():
+    model = EnhancedTransformerDecoderOnly3D(**SMALL)
+    assert model.last_visualization == {}
+    model(**batch(3))
+    viz = model.last_visualization
+    assert viz["token_labels"] == ["pose"] + [f"e{i}" for i in range(16)] + ["3D"]
+    assert len(viz["attention"]) == 2
+    for weights in viz["attention"]:
+        assert weights.shape == (3, 4, 18, 18) and weights.device.type == "cpu" and not weights.requires_grad
+        torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4, 18))
+    assert viz["voxels"].shape == (3, 8, 8, 8, 8) and viz["density"].shape == (3, 1, 8, 8, 8)
+    assert not viz["voxels"].requires_grad
+    plain = EnhancedTransformerDecoderOnly3D(**SMALL, use_lora_attention=False)
+    plain(**batch(3))
+    torch.testing.assert_close(plain.last_visualization["attention"][0].sum(-1), torch.ones(3, 4, 18))
+
+
+def test_pose_changes_the_attention_maps():
+    model = EnhancedTransformerDecoderOnly3D(**SMALL).eval()
+    x = batch()
+    model(**x)
+    before = model.last_visualization["attention"][0]
+    model(**{**x, "pose": x["pose"] + 45})
+    assert (model.last_visualization["attention"][0] - before).abs().max() > 1e-4
+
+
+def test_adaptive_norm_starts_as_layer_norm_and_is_modulated_by_the_condition():
+    norm = AdaptiveLayerNorm(16, 8)
+    x, cond = torch.randn(2, 5, 16), torch.randn(2, 8)
+    torch.testing.assert_close(norm(x, cond), F.layer_norm(x, (16,)))
+    with torch.no_grad():
+        norm.modulation.weight.normal_()
+    shift, scale = norm.modulation(cond).chunk(2, dim=-1)
+    torch.testing.assert_close(norm(x, cond), F.layer_norm(x, (16,)) * (1 + scale[:, None]) + shift[:, None])
+    torch.testing.assert_close(norm(x[:, 0], cond), F.layer_norm(x[:, 0], (16,)) * (1 + scale) + shift)
+
+
+def test_config_round_trip():
+    model = EnhancedTransformerDecoderOnly3D(**SMALL, rank=8, use_cross_view=True, n_views=3)
+    config = json.loads(json.dumps(model.config))
+    clone = EnhancedTransformerDecoderOnly3D.from_config(config)
+    assert clone.config == model.config
+    clone.load_state_dict(model.state_dict())
+    model.eval(), clone.eval()
+    assert torch.equal(clone(**batch(3), multiview_input=True), model(**batch(3), multiview_input=True))
+
+
+def test_freeze_base_leaves_only_lora_trainable():
+    model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL))
+    lora = model.get_lora_parameters()
+    assert len(lora) == 2 * 3 * 2  # (down, up) x (q, k, v) x layers
+    assert len(model.get_trainable_parameters()) == len(list(model.parameters()))  # full training by default
+    model.freeze_base()
+    assert {id(p) for p in model.get_trainable_parameters()} == {id(p) for p in lora}
+    model(**batch()).pow(2).sum().backward()
+    lora_ids = {id(p) for p in lora}
+    for name, p in model.named_parameters():
+        if id(p) in lora_ids:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    with pytest.raises(ValueError, match="no LoRA layers"):
+        EnhancedTransformerDecoderOnly3D(**SMALL, use_lora_attention=False).freeze_base()
+
+
+def test_cross_view_needs_whole_groups():
+    model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL, use_cross_view=True, n_views=2)).eval()
+    x = batch(4)
+    mixed = model(**x, multiview_input=True)
+    assert not torch.allclose(mixed, model(**x))  # the views of one identity are mixed
+    with pytest.raises(ValueError, match="multiple of n_views"):
+        model(**batch(3), multiview_input=True)
+    no_cross_view = EnhancedTransformerDecoderOnly3D(**SMALL)
+    assert no_cross_view(**batch(3), multiview_input=True).shape == (3, 32)  # ignored without the layer
+
+
+def test_runs_under_cpu_autocast():
+    model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**batch())
+    assert out.shape == (4, 32) and torch.isfinite(out.float()).all()
+    out.float().sum().backward()
+
+
+def test_prior_wrapper_freezes_the_base_and_reports_float_losses():
+    torch.manual_seed(0)
+    base = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL, dropout=0.0))
+    model = copy.deepcopy(base)
+    wrapper = EnhancedTransformerWithPrior(model, base, lambda_prior=0.5).train()
+    assert not base.training and model.training
+    assert not any(p.requires_grad for p in base.parameters())
+    x, target = batch(), batch(seed=1)["src"]
+    loss, parts = wrapper.compute_loss(x, None, target, F.mse_loss)
+    assert set(parts) >= {"original_loss", "prior_loss", "total_loss"}
+    assert all(isinstance(v, float) for v in parts.values())
+    assert parts["prior_loss"] == pytest.approx(0.0, abs=1e-6)  # student == base so far
+    assert parts["total_loss"] == pytest.approx(parts["original_loss"] + parts["prior_loss"])
+    loss.backward()
+    assert all(p.grad is None for p in base.parameters())
+    assert any(p.grad is not None for p in model.parameters())
+
+    prior = batch(seed=2)
+    with torch.no_grad():
+        prior_out = base(**prior)
+    with_cache = wrapper.compute_loss(x, {**prior, BASE_OUT: prior_out}, target, F.mse_loss)[1]
+    without = wrapper.compute_loss(x, prior, target, F.mse_loss)[1]
+    assert with_cache["prior_loss"] == pytest.approx(without["prior_loss"], abs=1e-7)
+    shifted = wrapper.compute_loss(x, {**prior, BASE_OUT: prior_out + 1}, target, F.mse_loss)[1]
+    assert shifted["prior_loss"] > 0.1  # the cached base outputs are what the student is pulled to
+    with pytest.raises(ValueError, match="separate"):
+        EnhancedTransformerWithPrior(model, model)
+
+
+def pose_task(n: int, d: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Synthetic pose-dependent mapping: the embedding at yaw y is the frontal one with each pair of
+    coordinates rotated by y, so mapping back to frontal needs both the embedding and the pose."""
+    g = torch.Generator().manual_seed(seed)
+    frontal = F.normalize(torch.randn(n, d, generator=g), dim=-1)
+    yaw = (torch.rand(n, generator=g) * 2 - 1) * 90
+    c, s = torch.cos(torch.deg2rad(yaw))[:, None], torch.sin(torch.deg2rad(yaw))[:, None]
+    x, y = frontal[:, 0::2], frontal[:, 1::2]
+    src = torch.stack([c * x - s * y, s * x + c * y], dim=-1).flatten(1)
+    angles = torch.stack([yaw, torch.zeros(n), torch.zeros(n)], dim=1)
+    return {"src": src, "angles": angles, "keypoints_3d": torch.randn(n, 5, 3, generator=g) * 0.3}, frontal
+
+
+def test_learns_a_pose_dependent_mapping_quickly():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        inputs, target = pose_task(128, 32, seed=0)
+        model = EnhancedTransformerDecoderOnly3D(**{**SMALL, "num_layers": 1}, dropout=0.0)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        identity_loss = F.mse_loss(inputs["src"], target).item()
+        start = time.thread_time()
+        for _ in range(100):
+            loss = F.mse_loss(model(**inputs), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds = time.thread_time() - start
+    finally:
+        torch.set_num_threads(threads)
+    assert loss.item() < 0.1 * identity_loss, (loss.item(), identity_loss)
+    assert seconds < 20, f"{seconds:.1f} s of CPU time"
