@@ -1,0 +1,252 @@
+"""The real demo in a browser: `python app.py` on a free port, driven by headless Chromium.
+
+Uses Debian's chromium + chromium-driver through selenium (scripts/test.sh installs them when it
+runs as root). Uploads a photo, drags the yaw slider and checks that the plots render (plotly's DOM)
+and follow the slider; a bad file gives a warning, not a traceback. Screenshots go to test-output/;
+with VIEWDIFF_DOCS_SCREENSHOT=docs/screenshot.png the full page is also saved there (1400 px wide).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "assets"
+OUTPUT = REPO / "test-output"
+REAL_WEIGHTS = REPO / "weights" / "dlib" / "enhanced"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1400,1000")
+START_TIMEOUT_S = 180  # importing torch + gradio and loading the face models on a busy 2-core machine
+STEP_TIMEOUT_S = 60
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="Chromium or chromedriver not installed: apt-get install chromium chromium-driver "
+           "(scripts/test.sh does this when run as root)")
+
+# Plotly keeps a figure's data and layout on its graph div: read them to check what was drawn.
+JS_FIGURE = """const g = document.querySelector(arguments[0] + ' .js-plotly-plot');
+return g && g.layout ? {data: g.data.map(t => ({type: t.type, n: (t.y || t.z || []).length, x: t.x})),
+                        title: g.layout.title && g.layout.title.text, shapes: g.layout.shapes || []} : null;"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """`python app.py` in a subprocess, with a throw-away gallery; the shipped weights when present."""
+    tmp = tmp_path_factory.mktemp("app")
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+           "VIEWDIFF_GALLERY_DIR": str(tmp / "gallery"), "VIEWDIFF_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("VIEWDIFF_WEIGHTS", None)
+    if not (REAL_WEIGHTS / "model.safetensors").is_file():  # no trained weights: a fresh model of the same kind
+        import torch
+
+        from viewdiff.checkpoint import save_pretrained
+        from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
+        torch.manual_seed(0)
+        env["VIEWDIFF_WEIGHTS"] = str(save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=128), tmp / "weights"))
+    log_path = tmp / "app.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--backend", "dlib"], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"app.py did not answer on {url} within {START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log_text = log_path.read_text()
+    assert "Traceback" not in log_text, log_text[-4000:]
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(STEP_TIMEOUT_S)
+    yield driver
+    driver.quit()
+
+
+def wait(driver, condition, message: str, timeout: float = STEP_TIMEOUT_S):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+
+
+def figure(driver, element_id: str) -> dict | None:
+    return driver.execute_script(JS_FIGURE, f"#{element_id}")
+
+
+def title(driver, element_id: str) -> str:
+    return (figure(driver, element_id) or {}).get("title") or ""
+
+
+def target_yaw_marker(driver) -> float | None:
+    """x of the pose sweep's target-yaw line (None while the plot is being redrawn)."""
+    shapes = (figure(driver, "sweep-plot") or {}).get("shapes") or []
+    return shapes[1]["x0"] if len(shapes) > 1 else None
+
+
+def upload(driver, path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    remove = driver.find_elements(By.CSS_SELECTOR, "#photo button[aria-label='Remove Image']")
+    if remove:
+        remove[0].click()
+    file_input = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#photo input[type=file]"),
+                      "no file input in the photo component")
+    file_input.send_keys(str(path))
+
+
+def text(driver, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+    return driver.find_element(By.ID, element_id).text
+
+
+def screenshot(driver, path: Path, down_to: str | None = None) -> None:
+    """Save the window; with ``down_to`` (a CSS selector), first make the window 1400 px wide and as
+    tall as the page down to that element, so that one capture holds every panel above it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if down_to:
+        bottom = driver.execute_script("return (document.querySelector(arguments[0]) || document.body)"
+                                       ".getBoundingClientRect().bottom + window.scrollY", down_to)
+        inner = driver.execute_script("return [window.outerHeight - window.innerHeight, window.innerWidth]")
+        driver.set_window_size(1400 + 1400 - inner[1], int(bottom) + 24 + inner[0])
+        driver.execute_script("window.scrollTo(0, 0)")
+        time.sleep(1.5)  # plotly relayouts to the new size
+    driver.save_screenshot(str(path))
+
+
+def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    browser.get(app_url)
+    upload(browser, ASSETS / "cameraman_gray.png")
+    wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")
+    assert "cameraman_gray.png" in text(browser, "face-info")
+
+    # the three plots of the issue (attention, voxel slice, gallery similarity) and the pose sweep render
+    rendered = {
+        "attention-plot": "#attention-plot .heatmaplayer image",
+        "voxel-plot": "#voxel-plot .heatmaplayer image",
+        "similarity-plot": "#similarity-plot .barlayer .point",
+        "sweep-plot": "#sweep-plot .scatterlayer .trace",
+    }
+    for element_id, selector in rendered.items():
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, selector), f"{element_id} did not render")
+    attention = figure(browser, "attention-plot")
+    assert attention["data"][0]["type"] == "heatmap" and attention["title"].startswith("Attention: layer")
+    assert attention["data"][0]["x"][0] == "0:pose" and attention["data"][0]["n"] == len(attention["data"][0]["x"])
+    assert figure(browser, "voxel-plot")["title"].startswith("Voxel grid: channel norm, slice z =")
+    similarity = figure(browser, "similarity-plot")
+    assert [t["type"] for t in similarity["data"]] == ["bar", "bar"]  # raw and transformed
+    assert similarity["title"].startswith("Gallery similarity (best match:")
+    assert target_yaw_marker(browser) == 0  # target yaw marker at frontal
+    screenshot(browser, OUTPUT / "app_browser_uploaded.png")
+
+    # drag the yaw slider to the left: on release only the pose transformer reruns
+    yaw_range = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", yaw_range)
+    ActionChains(browser).move_to_element(yaw_range).click_and_hold() \
+        .move_by_offset(-yaw_range.size["width"] // 3, 0).release().perform()
+    yaw = float(browser.find_element(By.CSS_SELECTOR, "#yaw input[type=number]").get_attribute("value"))
+    assert yaw < -30
+    wait(browser, lambda d: target_yaw_marker(d) == yaw, "the plots did not follow the slider")
+    status = text(browser, "status")
+    assert "1 target pose," in status, status  # the yaw sweep was cached: one pose through the model
+    assert "estimated source pose" in text(browser, "face-info")  # the face panel is unchanged
+
+    # a typed pitch (released on blur) reruns the sweep too; "reset to frontal" goes back to 0
+    pitch = browser.find_element(By.CSS_SELECTOR, "#pitch input[type=number]")
+    pitch.clear()
+    pitch.send_keys("15\t")
+    wait(browser, lambda d: "20 target poses" in text(d, "status"), "the pitch change did not rerun the sweep")
+    browser.find_element(By.ID, "reset").click()
+    wait(browser, lambda d: target_yaw_marker(d) == 0, "reset to frontal did not rerun")
+    yaw_range = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
+    ActionChains(browser).move_to_element(yaw_range).click_and_hold() \
+        .move_by_offset(-yaw_range.size["width"] // 6, 0).release().perform()
+    yaw = float(browser.find_element(By.CSS_SELECTOR, "#yaw input[type=number]").get_attribute("value"))
+    wait(browser, lambda d: target_yaw_marker(d) == yaw, "the plots did not follow the slider")
+
+    # the voxel axis selector redraws the slice
+    browser.find_element(By.CSS_SELECTOR, "#axis input[value='x']").click()
+    wait(browser, lambda d: "slice x =" in title(d, "voxel-plot"), "the axis selector did nothing")
+    screenshot(browser, OUTPUT / "app_browser.png", down_to="footer")
+    if docs := os.environ.get("VIEWDIFF_DOCS_SCREENSHOT"):  # the README's picture: the page down to the plots
+        screenshot(browser, REPO / docs, down_to="#voxel-plot")
+
+    # the 3D toggle draws isosurfaces (WebGL, software-rendered in headless Chromium)
+    toggle = browser.find_element(By.CSS_SELECTOR, "#as-3d input[type=checkbox]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", toggle)
+    toggle.click()
+    wait(browser, lambda d: ((figure(d, "voxel-plot") or {}).get("data") or [{}])[0].get("type") == "isosurface",
+         "the 3D toggle did nothing")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#voxel-plot .gl-container canvas"), "no 3D canvas")
+
+    assert "Pose transformer" in text(browser, "model-card") and "not loaded" not in text(browser, "model-card")
+
+
+def test_bad_photos_give_a_warning_not_a_traceback(app_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(app_url)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 20)
+    for path, message in [(broken, "corrupt"), (ASSETS / "cat_no_face.jpg", "no face found")]:
+        upload(browser, path)
+        wait(browser, lambda d: "Cannot use this photo" in text(d, "face-info")
+             and message in text(d, "face-info").lower(), f"no message for {path.name}")
+        toasts = wait(browser, lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, ".toast-body")
+                                          if message in t.text.lower()], f"no warning toast for {path.name}")
+        assert toasts
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert "Traceback" not in page and "Error" not in page.split("Cannot use this photo")[0][-200:]
+        for close in browser.find_elements(By.CSS_SELECTOR, ".toast-close"):
+            close.click()
+    screenshot(browser, OUTPUT / "app_browser_bad_photo.png")
+    # a good photo afterwards works again
+    upload(browser, ASSETS / "astronaut.jpg")
+    wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")
