@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,6 +207,17 @@ def test_prior_wrapper_freezes_the_base_and_reports_float_losses():
     assert shifted["prior_loss"] > 0.1  # the cached base outputs are what the student is pulled to
     with pytest.raises(ValueError, match="separate"):
         EnhancedTransformerWithPrior(model, model)
+
+
+def test_package_exports_every_model_name_lazily():
+    import viewdiff
+    for name in viewdiff.__all__:
+        assert getattr(viewdiff, name).__module__.startswith("viewdiff."), name
+    assert viewdiff.EnhancedTransformerDecoderOnly3D is EnhancedTransformerDecoderOnly3D
+    with pytest.raises(AttributeError):
+        viewdiff.NoSuchThing
+    code = "import sys, viewdiff; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def pose_task(n: int, d: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
