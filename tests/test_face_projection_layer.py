@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from viewdiff import face_projection_layer as fpl
-from viewdiff.face_projection_layer import LightweightFaceProjectionLayer, rotate_volume, rotation_matrix
+from viewdiff.face_projection_layer import LightweightFaceProjectionLayer, rotate_volume, rotation_matrix, voxel_centres
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -53,6 +53,18 @@ def test_rotation_matrix_is_rz_rx_ry_and_orthonormal():
     torch.testing.assert_close(rot @ rot.transpose(1, 2), torch.eye(3).expand(3, 3, 3), atol=1e-6, rtol=0)
     torch.testing.assert_close(torch.linalg.det(rot), torch.ones(3))
     assert torch.equal(rot[1], torch.eye(3))
+
+
+def test_rotation_matches_affine_grid_and_grid_sample():
+    torch.manual_seed(0)
+    volume = torch.randn(3, 2, 5, 6, 7)  # D, H, W all different: catches a swapped axis
+    rot = rotation_matrix(torch.randn(3, 3) * 40)
+    theta = torch.cat([rot.transpose(1, 2), torch.zeros(3, 3, 1)], dim=2)
+    grid = torch.nn.functional.affine_grid(theta, list(volume.shape), align_corners=True)
+    expected = torch.nn.functional.grid_sample(volume, grid, align_corners=True)
+    torch.testing.assert_close(rotate_volume(volume, rot), expected, atol=1e-5, rtol=0)
+    identity = torch.nn.functional.affine_grid(torch.eye(3, 4)[None], [1, 1, 5, 6, 7], align_corners=True)
+    torch.testing.assert_close(voxel_centres(5, 6, 7), identity.reshape(-1, 3))
 
 
 def test_rotation_by_zero_is_the_identity():
