@@ -16,7 +16,7 @@ from PIL import Image
 from viewdiff import demo_service
 from viewdiff.checkpoint import save_pretrained
 from viewdiff.demo_plots import PlotSpec
-from viewdiff.demo_service import SWEEP_YAWS, DemoService, Reply, ViewOptions
+from viewdiff.demo_service import FRONTAL_KEYPOINTS_3D, SWEEP_YAWS, DemoService, Reply, ViewOptions
 from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
 from viewdiff.face_pipeline import shared_dir
 from viewdiff.gallery import Gallery
@@ -118,14 +118,29 @@ def test_slider_moves_rerun_only_the_pose_transformer(service, capsys):
         print(f"\nslider callback (model + plots): median {np.median(timings):.1f} ms, max {max(timings):.1f} ms")
 
 
-def test_transform_matches_a_direct_model_call(service):
+def test_transform_matches_a_direct_model_call(service, monkeypatch):
     record = photo(service, ASSETS / "cameraman_gray.png").values["session"].record
     target = np.array([20, -10, 5], np.float32)
-    result = service.transform(record, target)
-    with torch.inference_mode():
-        out = service.model(torch.from_numpy(record.embedding)[None], torch.from_numpy(record.pose)[None],
-                            torch.from_numpy(record.keypoints_3d)[None], torch.from_numpy(target)[None])
-    np.testing.assert_allclose(result.transformed, service.gallery.similarities(out[0].numpy()), atol=1e-5)
+    head = service.model.head.weight
+    saved = head.detach().clone()
+    monkeypatch.setattr(service, "_gallery_cache", {})
+    try:
+        with torch.no_grad():  # a fresh model is the identity: give it a non-zero residual
+            head.copy_(torch.randn_like(head) * 0.05)
+        result = service.transform(record, target)
+        with torch.inference_mode():
+            out = service.model(torch.from_numpy(record.embedding)[None], torch.from_numpy(record.pose)[None],
+                                torch.from_numpy(record.keypoints_3d)[None], torch.from_numpy(target)[None])
+            n = len(service.gallery.names)  # the gallery is moved to the same target pose (frontal source)
+            moved = service.model(torch.from_numpy(service.gallery.templates.astype(np.float32)),
+                                  torch.zeros(n, 3), torch.from_numpy(FRONTAL_KEYPOINTS_3D).expand(n, -1, -1),
+                                  torch.from_numpy(target).expand(n, -1))
+    finally:
+        with torch.no_grad():
+            head.copy_(saved)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(result.transformed, unit(moved.numpy()) @ unit(out[0].numpy()), atol=1e-5)
+    assert not np.allclose(result.transformed, service.gallery.similarities(out[0].numpy()), atol=1e-3)
     np.testing.assert_allclose(result.raw, service.gallery.similarities(record.embedding), atol=1e-6)
 
 

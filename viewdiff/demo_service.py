@@ -33,7 +33,7 @@ import torch
 
 from viewdiff import demo_plots
 from viewdiff.checkpoint import WeightsError, load_pretrained
-from viewdiff.face_pipeline import FaceAnalysisError, FaceAnalyzer, FaceRecord, shared_dir
+from viewdiff.face_pipeline import FaceAnalysisError, FaceAnalyzer, FaceRecord, keypoints_3d_from_pose, shared_dir
 from viewdiff.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
 
 log = logging.getLogger("viewdiff.demo")
@@ -55,7 +55,9 @@ SWEEP_YAWS = np.arange(-90, 91, 10, dtype=np.float32)
 VOXEL_QUANTITIES = ("channel norm", "density")
 POSE_LIMITS = ((-90.0, 90.0), (-60.0, 60.0), (-45.0, 45.0))  # target yaw, pitch, roll (degrees)
 DISPLAY_MAX_SIDE = 1024  # the annotated photo is shown at most this big
-SWEEP_CACHE_SIZE = 64  # (pitch, roll) sweeps kept per session
+FRONTAL_KEYPOINTS_3D = keypoints_3d_from_pose((0.0, 0.0, 0.0))  # [5, 3] of the gallery templates
+SWEEP_CACHE_SIZE = 64
+GALLERY_CACHE_SIZE = 256  # (target poses, templates) -> gallery moved to those poses  # (pitch, roll) sweeps kept per session
 
 
 @dataclass
@@ -116,6 +118,15 @@ class Reply:
     values: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a [M, D], b [N, D] -> [M, N] cosine similarities."""
+    return _unit(a) @ _unit(b).T
 
 
 def _sentence(text: str) -> str:
@@ -191,6 +202,7 @@ class DemoService:
                  weights_dir: Path, weights_info: dict | None = None, weights_error: str | None = None):
         self.analyzer, self.gallery, self.model = analyzer, gallery, model
         self.weights_dir, self.weights_info, self.weights_error = weights_dir, weights_info or {}, weights_error
+        self._gallery_cache: dict[tuple[bytes, bytes], np.ndarray] = {}
         self._model_lock = threading.Lock()  # last_visualization belongs to the forward that wrote it
 
     @classmethod
@@ -311,11 +323,37 @@ class DemoService:
         if viz.get("density") is not None:
             volumes["density"] = viz["density"][0, 0].float().numpy()
         attention = np.stack([a[0].float().numpy() for a in viz["attention"]]) if viz.get("attention") else None
-        result = PoseResult(target, names, raw, self.gallery.similarities(out[0]) if names else None, None,
+        transformed = None
+        if names:  # the gallery moved to the same target pose(s): both sides live in the model's space
+            transformed = _cosine(out[0][None], self._gallery_at(target[None])[0])[0]
+        result = PoseResult(target, names, raw, transformed, None,
                             attention, list(viz.get("token_labels", [])), volumes, model_ms, batch)
         if names:
-            result.sweep = self.gallery.similarities(sweeps[key])[:, result.best]
+            best = self._gallery_at(np.stack([SWEEP_YAWS, np.full_like(SWEEP_YAWS, key[0]),
+                                              np.full_like(SWEEP_YAWS, key[1])], 1), rows=[result.best])[:, 0]
+            result.sweep = np.sum(_unit(sweeps[key]) * _unit(best), axis=1)
         return result
+
+    @torch.inference_mode()
+    def _gallery_at(self, poses: np.ndarray, rows: list[int] | None = None) -> np.ndarray:
+        """Gallery templates (frontal) moved to each target pose: poses [P, 3] -> [P, N, D] (cached).
+
+        rows: only these gallery entries (N = len(rows)); default all.
+        """
+        templates = self.gallery.templates.astype(np.float32)
+        templates = templates if rows is None else templates[rows]
+        poses = np.ascontiguousarray(poses, dtype=np.float32)
+        key = (poses.tobytes(), templates.tobytes())
+        if key not in self._gallery_cache:
+            p, n = len(poses), len(templates)
+            with self._model_lock:
+                out = self.model(src=torch.from_numpy(np.tile(templates, (p, 1))), angles=torch.zeros(p * n, 3),
+                                 keypoints_3d=torch.from_numpy(FRONTAL_KEYPOINTS_3D).expand(p * n, -1, -1),
+                                 pose=torch.from_numpy(np.repeat(poses, n, axis=0)))
+            while len(self._gallery_cache) >= GALLERY_CACHE_SIZE:
+                self._gallery_cache.pop(next(iter(self._gallery_cache)))
+            self._gallery_cache[key] = out.float().numpy().reshape(p, n, -1)
+        return self._gallery_cache[key]
 
     # ----- figures -----
     def attention_plot(self, result: PoseResult | None, view: ViewOptions):
