@@ -10,6 +10,16 @@ from viewdiff.face_pipeline import shared_dir
 DATA_ROOT = shared_dir() / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Small tensors on a shared 2-core machine: one torch thread (two were up to 50x slower)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not (DATA_ROOT / "cfp").is_dir() or not (DATA_ROOT / "pointing04").is_dir():

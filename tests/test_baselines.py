@@ -10,15 +10,6 @@ import torch.nn.functional as F
 from viewdiff.baselines import DreamResidual
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread, so OpenMP workers do not fight other processes for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_fresh_model_is_the_identity():
     src, angles = torch.randn(4, 128), torch.randn(4, 3) * 60
     out, residual = DreamResidual(d_model=128)(src, angles, return_residual=True)

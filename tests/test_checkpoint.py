@@ -15,15 +15,6 @@ from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
 SMALL = dict(d_model=32, nhead=4, num_layers=1, token_dim=32, voxel_resolution=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread, so OpenMP workers do not fight other processes for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def perturbed(model: torch.nn.Module) -> torch.nn.Module:
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():

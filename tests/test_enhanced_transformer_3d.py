@@ -20,15 +20,6 @@ from viewdiff.prior_preservation import BASE_OUT
 SMALL = dict(d_model=32, nhead=4, num_layers=2, token_dim=32, voxel_resolution=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread, so OpenMP workers do not fight other processes for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def batch(b: int = 4, d: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {"src": F.normalize(torch.randn(b, d, generator=g), dim=-1),

@@ -10,15 +10,6 @@ from viewdiff import face_projection_layer as fpl
 from viewdiff.face_projection_layer import LightweightFaceProjectionLayer, rotate_volume, rotation_matrix, voxel_centres
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread, so OpenMP workers do not fight other processes for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def elementary(axis: str, deg: float) -> torch.Tensor:
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
     return {"y": torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]]),

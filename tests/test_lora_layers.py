@@ -10,15 +10,6 @@ from viewdiff.lora_layers import (LoRALinearLayer, inject_lora, load_lora_weight
                                   mark_only_lora_trainable, save_lora_weights)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread, so OpenMP workers do not fight other processes for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize_up(module: nn.Module, seed: int = 0) -> None:
     """Give every LoRA `up` a non-zero weight (a fresh adapter is an exact no-op)."""
     g = torch.Generator().manual_seed(seed)

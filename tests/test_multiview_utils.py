@@ -8,15 +8,6 @@ import torch
 from viewdiff.multiview_utils import CrossViewAttention, build_multiview_batches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread, so OpenMP workers do not fight other processes for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_cross_view_attention_keeps_the_shape_and_mixes_only_within_a_group():
     torch.manual_seed(0)
     attn = CrossViewAttention(32, num_heads=4, n_views=3).eval()

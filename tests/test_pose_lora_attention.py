@@ -8,15 +8,6 @@ from viewdiff.lora_layers import lora_layers
 from viewdiff.pose_lora_attention import EmbeddingTokenizer, PoseConditionedLoRAAttention, PoseEmbedding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread, so OpenMP workers do not fight other processes for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize_up(module, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -10,15 +10,6 @@ from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
 from viewdiff.prior_preservation import BASE_OUT, PriorPreservationDataset, PriorPreservationLoss, tensors_sha256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread, so OpenMP workers do not fight other processes for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_loss_is_zero_for_identical_outputs_and_matches_its_definition():
     torch.manual_seed(0)
     base = torch.randn(6, 16)
