@@ -11,6 +11,7 @@ from torch import nn
 
 from viewdiff.baselines import DreamResidual
 from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
+from viewdiff.lora_layers import tensor_mismatches
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -86,15 +87,7 @@ def load_pretrained(directory: str | Path, embedding_dim: int | None = None,
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"{directory / WEIGHTS_FILE} is not a readable safetensors file ({e}); "
                            f"re-export the model or {TRAIN_HINT}") from e
-    expected = model.state_dict()
-    problems = []
-    if missing := sorted(expected.keys() - state.keys()):
-        problems.append(f"missing tensors: {missing}")
-    if unexpected := sorted(state.keys() - expected.keys()):
-        problems.append(f"unexpected tensors: {unexpected}")
-    problems += [f"{k}: file shape {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                 for k in sorted(expected.keys() & state.keys()) if state[k].shape != expected[k].shape]
-    if problems:
+    if problems := tensor_mismatches(model.state_dict(), state):
         raise WeightsMismatchError(f"{directory / WEIGHTS_FILE} does not match its config ({name}): "
                                    + "; ".join(problems) + f". Re-export the model or {TRAIN_HINT}")
     model.load_state_dict(state)

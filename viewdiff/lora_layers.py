@@ -153,6 +153,20 @@ def save_lora_weights(module: nn.Module, path: str | Path) -> None:
     save_file(tensors, str(path), metadata={"format": ADAPTER_FORMAT, "layers": json.dumps(meta)})
 
 
+def tensor_mismatches(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor],
+                      missing: str = "missing tensors", unexpected: str = "unexpected tensors",
+                      shape_note: str = "") -> list[str]:
+    """Readable differences between a model's tensors and a file's (names and shapes); [] when they fit."""
+    problems = []
+    if names := sorted(expected.keys() - found.keys()):
+        problems.append(f"{missing}: {names}")
+    if names := sorted(found.keys() - expected.keys()):
+        problems.append(f"{unexpected}: {names}")
+    problems += [f"{k}: file shape {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}{shape_note}"
+                 for k in sorted(expected.keys() & found.keys()) if found[k].shape != expected[k].shape]
+    return problems
+
+
 def load_lora_weights(module: nn.Module, path: str | Path) -> None:
     """Load an adapter written by `save_lora_weights` into the LoRA layers of `module`.
 
@@ -169,13 +183,8 @@ def load_lora_weights(module: nn.Module, path: str | Path) -> None:
         raise ValueError(f"{path} is not a viewdiff LoRA adapter (format {meta.get('format')!r})")
     expected = {f"{n}.{part}.weight": getattr(layer, part).weight
                 for n, layer in layers.items() for part in ("down", "up")}
-    problems = []
-    if missing := sorted(expected.keys() - tensors.keys()):
-        problems.append(f"missing in file: {missing}")
-    if unexpected := sorted(tensors.keys() - expected.keys()):
-        problems.append(f"not LoRA tensors of this model: {unexpected}")
-    problems += [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)} (rank differs?)"
-                 for k in sorted(expected.keys() & tensors.keys()) if tensors[k].shape != expected[k].shape]
+    problems = tensor_mismatches(expected, tensors, missing="missing in file",
+                                 unexpected="not LoRA tensors of this model", shape_note=" (rank differs?)")
     if problems:
         raise ValueError(f"LoRA adapter {path} does not fit this model: " + "; ".join(problems))
     with torch.no_grad():
