@@ -9,13 +9,7 @@ from torch import nn
 from viewdiff.lora_layers import (LoRALinearLayer, inject_lora, load_lora_weights, lora_layers, lora_parameters,
                                   mark_only_lora_trainable, save_lora_weights)
 
-
-def randomize_up(module: nn.Module, seed: int = 0) -> None:
-    """Give every LoRA `up` a non-zero weight (a fresh adapter is an exact no-op)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in lora_layers(module).values():
-            layer.up.weight.copy_(torch.randn(layer.up.weight.shape, generator=g) * 0.1)
+from lora_test_utils import randomize_lora_up
 
 
 def test_fresh_layer_equals_its_base_exactly():
@@ -34,7 +28,7 @@ def test_fresh_layer_equals_its_base_exactly():
 def test_output_is_base_plus_scaled_low_rank_update():
     torch.manual_seed(0)
     layer = LoRALinearLayer(16, 8, rank=4, alpha=2.0)
-    randomize_up(layer)
+    randomize_lora_up(layer, 0.1)
     x = torch.randn(7, 16)
     expected = layer.base(x) + (2.0 / 4) * x @ layer.down.weight.T @ layer.up.weight.T
     torch.testing.assert_close(layer(x), expected)
@@ -45,7 +39,7 @@ def test_output_is_base_plus_scaled_low_rank_update():
 def test_merge_and_unmerge_keep_the_outputs():
     torch.manual_seed(0)
     layer = LoRALinearLayer(32, 24, rank=8, alpha=4.0)
-    randomize_up(layer)
+    randomize_lora_up(layer, 0.1)
     x = torch.randn(10, 32)
     before, base_weight = layer(x), layer.base.weight.clone()
     layer.merge()
@@ -63,7 +57,7 @@ def test_merge_and_unmerge_keep_the_outputs():
 def test_conditioned_layer_feeds_the_condition_to_down_only():
     torch.manual_seed(0)
     layer = LoRALinearLayer(16, 8, rank=4, cond_features=3)
-    randomize_up(layer)
+    randomize_lora_up(layer, 0.1)
     x, cond = torch.randn(2, 5, 16), torch.randn(2, 3)
     # down(cat(x, cond)) with cond broadcast over the tokens
     down_in = torch.cat([x, cond[:, None].expand(-1, 5, -1)], dim=-1)
@@ -135,7 +129,7 @@ def test_adapter_file_holds_only_lora_weights_and_round_trips(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512))
     inject_lora(model, rank=8, alpha=4.0)
-    randomize_up(model)
+    randomize_lora_up(model, 0.1)
     path = tmp_path / "adapter.safetensors"
     save_lora_weights(model, path)
     full = sum(p.numel() for p in model.parameters()) * 4

@@ -7,12 +7,7 @@ import torch
 from viewdiff.lora_layers import lora_layers
 from viewdiff.pose_lora_attention import EmbeddingTokenizer, PoseConditionedLoRAAttention, PoseEmbedding
 
-
-def randomize_up(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in lora_layers(module).values():
-            layer.up.weight.copy_(torch.randn(layer.up.weight.shape, generator=g) * 0.2)
+from lora_test_utils import randomize_lora_up
 
 
 def test_token_sequence_shapes_and_weights_sum_to_one():
@@ -52,7 +47,7 @@ def test_pose_changes_the_attention():
     _, t0 = attn(tokens, frontal, return_attention=True)
     _, t1 = attn(tokens, profile, return_attention=True)
     assert torch.allclose(t0, t1)  # token input: pose acts through LoRA only, a no-op while up = 0
-    randomize_up(attn)
+    randomize_lora_up(attn, 0.2)
     _, t0 = attn(tokens, frontal, return_attention=True)
     _, t1 = attn(tokens, profile, return_attention=True)
     assert (t0 - t1).abs().max() > 1e-4
@@ -61,7 +56,7 @@ def test_pose_changes_the_attention():
 def test_missing_pose_means_frontal():
     torch.manual_seed(0)
     attn = PoseConditionedLoRAAttention(64, num_heads=4)
-    randomize_up(attn)
+    randomize_lora_up(attn, 0.2)
     x = torch.randn(2, 5, 64)
     assert torch.equal(attn(x), attn(x, torch.zeros(2, 3)))
     assert torch.equal(attn(x[:, 0]), attn(x[:, 0], torch.zeros(2, 3)))
@@ -70,7 +65,7 @@ def test_missing_pose_means_frontal():
 def test_stacked_qkv_equals_the_three_lora_layers():
     torch.manual_seed(0)
     attn = PoseConditionedLoRAAttention(64, num_heads=4, rank=3, alpha=2.0)
-    randomize_up(attn)
+    randomize_lora_up(attn, 0.2)
     x, emb = torch.randn(2, 7, 64), attn.pose_embedding(torch.randn(2, 3) * 20)
     expected = torch.stack([attn.q(x, emb), attn.k(x, emb), attn.v(x, emb)])
     torch.testing.assert_close(attn.qkv(x, emb), expected)
