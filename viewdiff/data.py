@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from viewdiff.embeddings import l2_normalize
+
 DATASETS = ("cfp", "pointing04")
 P04_NAME = re.compile(r"^person(\d\d)(\d)(\d\d)([+-]\d+)([+-]\d+)\.jpg$")
 CACHE_VERSION = 1
@@ -318,8 +320,7 @@ class PosePairDataset:
             rows = np.flatnonzero(r.identity == name)
             front = rows[frontal_row[rows]]
             if len(front):
-                mean = r.embedding[front].mean(0)
-                mean /= max(float(np.linalg.norm(mean)), 1e-12)
+                mean = l2_normalize(r.embedding[front].mean(0))
                 src += list(rows)
                 tgt_emb += [mean] * len(rows)
                 tgt_pose += [np.zeros(3, np.float32)] * len(rows)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from viewdiff import demo_plots
+from viewdiff.embeddings import cosine_matrix, l2_normalize
 from viewdiff.checkpoint import WeightsError, load_pretrained
 from viewdiff.face_pipeline import FaceAnalysisError, FaceAnalyzer, FaceRecord, keypoints_3d_from_pose, shared_dir
 from viewdiff.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
@@ -118,15 +119,6 @@ class Reply:
     values: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a [M, D], b [N, D] -> [M, N] cosine similarities."""
-    return _unit(a) @ _unit(b).T
 
 
 def _sentence(text: str) -> str:
@@ -325,13 +317,13 @@ class DemoService:
         attention = np.stack([a[0].float().numpy() for a in viz["attention"]]) if viz.get("attention") else None
         transformed = None
         if names:  # the gallery moved to the same target pose(s): both sides live in the model's space
-            transformed = _cosine(out[0][None], self._gallery_at(target[None])[0])[0]
+            transformed = cosine_matrix(out[0][None], self._gallery_at(target[None])[0])[0]
         result = PoseResult(target, names, raw, transformed, None,
                             attention, list(viz.get("token_labels", [])), volumes, model_ms, batch)
         if names:
             best = self._gallery_at(np.stack([SWEEP_YAWS, np.full_like(SWEEP_YAWS, key[0]),
                                               np.full_like(SWEEP_YAWS, key[1])], 1), rows=[result.best])[:, 0]
-            result.sweep = np.sum(_unit(sweeps[key]) * _unit(best), axis=1)
+            result.sweep = np.sum(l2_normalize(sweeps[key]) * l2_normalize(best), axis=1)
         return result
 
     @torch.inference_mode()

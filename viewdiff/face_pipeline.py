@@ -63,6 +63,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from viewdiff.embeddings import l2_normalize
+
 MAX_PIXELS = 100_000_000         # refuse larger images, from the header (decompression-bomb guard)
 WORK_MAX_SIDE = 1280             # bigger images are downscaled for detection, coordinates mapped back
 DESCRIBE_MAX_FACE = 512          # faces of huge images are described at most this big (pixels)
@@ -771,7 +773,7 @@ class FaceAnalyzer:
         if side < TINY_FACE_PX:
             msg = f"the face is only {side:.0f} px: results are unreliable below {TINY_FACE_PX} px"
             warning = f"{warning}; {msg}" if warning else msg
-        emb = face.embedding / max(float(np.linalg.norm(face.embedding)), 1e-12)
+        emb = l2_normalize(face.embedding)
         return FaceRecord(
             bbox=bbox, det_score=face.det_score, keypoints=orig(face.keypoints),
             embedding=emb.astype(np.float32), pose=np.asarray(pose, np.float32), pose_source=source,

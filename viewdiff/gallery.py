@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from viewdiff.embeddings import l2_normalize
+
 
 class GalleryError(ValueError):
     """A gallery operation the user asked for cannot be done; the message says why."""
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return l2_normalize(np.asarray(x, dtype=np.float32))
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """x / ||x|| along `axis` (zero rows stay zero)."""
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+from viewdiff.embeddings import cosine_matrix, l2_normalize
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
@@ -35,7 +31,7 @@ def verification_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarra
 def rank1_accuracy(probes: np.ndarray, probe_ids: np.ndarray, gallery: np.ndarray,
                    gallery_ids: np.ndarray) -> float:
     """Fraction of probes [P, D] whose most similar gallery entry [G, D] has the probe's identity."""
-    sims = l2_normalize(probes) @ l2_normalize(gallery).T
+    sims = cosine_matrix(probes, gallery)
     return float(np.mean(gallery_ids[np.argmax(sims, axis=1)] == probe_ids))
 
 
