@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D  # noqa: E402
+from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D  # noqa: E402
 
 MiB = 2 ** 20
 

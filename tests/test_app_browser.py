@@ -60,8 +60,8 @@ def app_url(tmp_path_factory):
     if not (REAL_WEIGHTS / "model.safetensors").is_file():  # no trained weights: a fresh model of the same kind
         import torch
 
-        from viewdiff.checkpoint import save_pretrained
-        from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
+        from viewdiff.models.checkpoint import save_pretrained
+        from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
         torch.manual_seed(0)
         env["VIEWDIFF_WEIGHTS"] = str(save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=128), tmp / "weights"))
     log_path = tmp / "app.log"

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from viewdiff import demo_service
-from viewdiff.checkpoint import save_pretrained
+from viewdiff.models.checkpoint import save_pretrained
 from viewdiff.demo_plots import PlotSpec
 from viewdiff.demo_service import FRONTAL_KEYPOINTS_3D, SWEEP_YAWS, DemoService, Reply, ViewOptions
-from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
+from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 from viewdiff.face_pipeline import shared_dir
 from viewdiff.gallery import Gallery
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from viewdiff.checkpoint import load_pretrained
+from viewdiff.models.checkpoint import load_pretrained
 from viewdiff.data import PosePairDataset, load_records
 from viewdiff.train_enhanced import build_parser, evaluate_pairs, stack_pairs, train
 

@@ -9,19 +9,20 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "LoRALinearLayer": "lora_layers", "inject_lora": "lora_layers", "save_lora_weights": "lora_layers",
-    "load_lora_weights": "lora_layers",
-    "PoseConditionedLoRAAttention": "pose_lora_attention", "PoseEmbedding": "pose_lora_attention",
-    "EmbeddingTokenizer": "pose_lora_attention",
-    "AdaptiveLayerNorm": "adaptive_norm",
-    "LightweightFaceProjectionLayer": "face_projection_layer",
-    "CrossViewAttention": "multiview_utils", "build_multiview_batches": "multiview_utils",
-    "PriorPreservationLoss": "prior_preservation", "PriorPreservationDataset": "prior_preservation",
-    "EnhancedTransformerDecoderOnly3D": "enhanced_transformer_3d",
-    "EnhancedTransformerWithPrior": "enhanced_transformer_3d",
-    "DreamResidual": "baselines",
-    "save_pretrained": "checkpoint", "load_pretrained": "checkpoint", "WeightsError": "checkpoint",
-    "WeightsNotFoundError": "checkpoint", "WeightsMismatchError": "checkpoint",
+    "LoRALinearLayer": "models.lora", "inject_lora": "models.lora",
+    "PoseConditionedLoRAAttention": "models.pose_attention", "PoseEmbedding": "models.pose_attention",
+    "EmbeddingTokenizer": "models.pose_attention",
+    "AdaptiveLayerNorm": "models.adaptive_norm",
+    "LightweightFaceProjectionLayer": "models.projection",
+    "CrossViewAttention": "models.cross_view",
+    "EnhancedTransformerDecoderOnly3D": "models.transformer",
+    "DreamResidual": "models.baselines",
+    "save_pretrained": "models.checkpoint", "load_pretrained": "models.checkpoint", "WeightsError": "models.checkpoint",
+    "WeightsNotFoundError": "models.checkpoint", "WeightsMismatchError": "models.checkpoint",
+    "save_lora_weights": "models.checkpoint", "load_lora_weights": "models.checkpoint",
+    "PriorPreservationLoss": "training.prior", "PriorPreservationDataset": "training.prior",
+    "EnhancedTransformerWithPrior": "training.prior",
+    "build_multiview_batches": "training.multiview",
 }
 __all__ = sorted(_EXPORTS)
 

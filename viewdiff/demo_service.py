@@ -33,9 +33,9 @@ import torch
 
 from viewdiff import demo_plots
 from viewdiff.embeddings import cosine_matrix, l2_normalize
-from viewdiff.checkpoint import WeightsError, load_pretrained
 from viewdiff.face_pipeline import FaceAnalysisError, FaceAnalyzer, FaceRecord, keypoints_3d_from_pose, shared_dir
 from viewdiff.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
+from viewdiff.models.checkpoint import WeightsError, load_pretrained
 
 log = logging.getLogger("viewdiff.demo")
 

@@ -10,7 +10,7 @@ closer to its own frontal than to the others'.
 
 Outputs in `--save_dir`: `checkpoint_epoch_N_enhanced.pth` (model, optimizer, scheduler, epoch and
 RNG states; loads with `torch.load(weights_only=True)`), `best_model/` (best validation cosine, only
-with `--val_fold`) and `final_model/` (`model.safetensors` + `config.json`, see `viewdiff.checkpoint`).
+with `--val_fold`) and `final_model/` (`model.safetensors` + `config.json`, see `viewdiff.models.checkpoint`).
 """
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from viewdiff.baselines import DreamResidual
-from viewdiff.checkpoint import load_pretrained, save_pretrained
 from viewdiff.data import FaceRecords, PosePairDataset, first_identities, fold_split, load_records
-from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D, EnhancedTransformerWithPrior
-from viewdiff.multiview_utils import build_multiview_batches
-from viewdiff.prior_preservation import PriorPreservationDataset
+from viewdiff.models.baselines import DreamResidual
+from viewdiff.models.checkpoint import load_pretrained, save_pretrained
+from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
+from viewdiff.training.multiview import build_multiview_batches
+from viewdiff.training.prior import EnhancedTransformerWithPrior, PriorPreservationDataset
 
 PAIR_KEYS = ("src", "angles", "keypoints_3d", "target", "pose", "identity")
 

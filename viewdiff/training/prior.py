@@ -2,7 +2,8 @@
 
 `PriorPreservationLoss` compares student and base outputs; `PriorPreservationDataset` computes the
 base outputs once, caches them in a `.safetensors` file keyed by the sha256 of the base weights
-(and of the inputs), and serves them as prior samples.
+(and of the inputs), and serves them as prior samples; `EnhancedTransformerWithPrior` wraps a
+model and its frozen base and adds the prior term to the task loss.
 """
 from __future__ import annotations
 
@@ -116,3 +117,51 @@ class PriorPreservationDataset(Dataset):
         """A random batch of n prior samples (without replacement when n <= len): dict of [n, ...]."""
         idx = torch.as_tensor(rng.choice(len(self), n, replace=n > len(self)))
         return {**{k: v[idx] for k, v in self.inputs.items()}, BASE_OUT: self.base_out[idx]}
+
+
+class EnhancedTransformerWithPrior(nn.Module):
+    """Fine-tuning wrapper: task loss of `model` + prior-preservation loss against a frozen `base_model`.
+
+    The base model is frozen and kept in eval mode (also when `.train()` is called on the wrapper).
+    """
+
+    def __init__(self, model: nn.Module, base_model: nn.Module, lambda_prior: float = 0.1):
+        super().__init__()
+        if model is base_model:
+            raise ValueError("base_model must be a separate (frozen) copy of the model")
+        self.model = model
+        self.base_model = base_model.eval().requires_grad_(False)
+        self.prior_loss = PriorPreservationLoss(lambda_prior)
+
+    def train(self, mode: bool = True) -> "EnhancedTransformerWithPrior":
+        super().train(mode)
+        self.base_model.eval()
+        return self
+
+    def forward(self, **inputs) -> torch.Tensor:
+        return self.model(**inputs)
+
+    def compute_loss(self, inputs: dict, conditions: dict | None, targets: torch.Tensor, original_loss_fn):
+        """-> (total loss, {"original_loss", "prior_loss", "total_loss", "prior_kl", "prior_cos", "prior_l2"}).
+
+        inputs: forward kwargs of the task batch; original_loss_fn(out, targets) -> scalar.
+        conditions: the prior batch, forward kwargs of prior samples, optionally with cached
+        "base_out" (as from `PriorPreservationDataset.sample`); moved to the targets' device.
+        Empty or None: the prior term compares student and base on `inputs`.
+        """
+        out = self.model(**inputs)
+        original = original_loss_fn(out, targets)
+        if conditions:
+            prior_inputs = {k: v.to(targets.device) for k, v in conditions.items() if k != BASE_OUT}
+            student = self.model(**prior_inputs)
+        else:
+            prior_inputs, student = inputs, out
+        if conditions and BASE_OUT in conditions:
+            base_out = conditions[BASE_OUT].to(targets.device)
+        else:
+            with torch.no_grad():
+                base_out = self.base_model(**prior_inputs)
+        prior, parts = self.prior_loss(student, base_out)
+        total = original + prior
+        return total, {"original_loss": original.item(), "prior_loss": prior.item(), "total_loss": total.item(),
+                       **{f"prior_{k}": v for k, v in parts.items() if k != "total"}}

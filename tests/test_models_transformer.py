@@ -1,8 +1,7 @@
-"""The pose-normalising transformer: contract, optional inputs, visualisation, LoRA freezing, prior wrapper,
-and a small end-to-end fit of a pose-dependent mapping."""
+"""The pose-normalising transformer: contract, optional inputs, visualisation, LoRA freezing, and a small
+end-to-end fit of a pose-dependent mapping."""
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -13,28 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from viewdiff.adaptive_norm import AdaptiveLayerNorm
-from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D, EnhancedTransformerWithPrior
-from viewdiff.prior_preservation import BASE_OUT
+from viewdiff.models.adaptive_norm import AdaptiveLayerNorm
+from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
+
+from model_test_utils import batch, trained_like
 
 SMALL = dict(d_model=32, nhead=4, num_layers=2, token_dim=32, voxel_resolution=8)
-
-
-def batch(b: int = 4, d: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {"src": F.normalize(torch.randn(b, d, generator=g), dim=-1),
-            "angles": torch.randn(b, 3, generator=g) * 30,
-            "keypoints_3d": torch.randn(b, 5, 3, generator=g) * 0.4,
-            "pose": torch.randn(b, 3, generator=g) * 10}
-
-
-def trained_like(model: EnhancedTransformerDecoderOnly3D, seed: int = 0) -> EnhancedTransformerDecoderOnly3D:
-    """Perturb every parameter so that zero-initialised parts (head, LoRA up, adaLN) are active."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
 
 
 @pytest.mark.parametrize("lora,projection,cross_view", [(True, True, False), (False, True, False),
@@ -169,35 +152,6 @@ def test_runs_under_cpu_autocast():
         out = model(**batch())
     assert out.shape == (4, 32) and torch.isfinite(out.float()).all()
     out.float().sum().backward()
-
-
-def test_prior_wrapper_freezes_the_base_and_reports_float_losses():
-    torch.manual_seed(0)
-    base = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL, dropout=0.0))
-    model = copy.deepcopy(base)
-    wrapper = EnhancedTransformerWithPrior(model, base, lambda_prior=0.5).train()
-    assert not base.training and model.training
-    assert not any(p.requires_grad for p in base.parameters())
-    x, target = batch(), batch(seed=1)["src"]
-    loss, parts = wrapper.compute_loss(x, None, target, F.mse_loss)
-    assert set(parts) >= {"original_loss", "prior_loss", "total_loss"}
-    assert all(isinstance(v, float) for v in parts.values())
-    assert parts["prior_loss"] == pytest.approx(0.0, abs=1e-6)  # student == base so far
-    assert parts["total_loss"] == pytest.approx(parts["original_loss"] + parts["prior_loss"])
-    loss.backward()
-    assert all(p.grad is None for p in base.parameters())
-    assert any(p.grad is not None for p in model.parameters())
-
-    prior = batch(seed=2)
-    with torch.no_grad():
-        prior_out = base(**prior)
-    with_cache = wrapper.compute_loss(x, {**prior, BASE_OUT: prior_out}, target, F.mse_loss)[1]
-    without = wrapper.compute_loss(x, prior, target, F.mse_loss)[1]
-    assert with_cache["prior_loss"] == pytest.approx(without["prior_loss"], abs=1e-7)
-    shifted = wrapper.compute_loss(x, {**prior, BASE_OUT: prior_out + 1}, target, F.mse_loss)[1]
-    assert shifted["prior_loss"] > 0.1  # the cached base outputs are what the student is pulled to
-    with pytest.raises(ValueError, match="separate"):
-        EnhancedTransformerWithPrior(model, model)
 
 
 def test_package_exports_every_model_name_lazily():

@@ -4,10 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from viewdiff.lora_layers import lora_layers
-from viewdiff.pose_lora_attention import EmbeddingTokenizer, PoseConditionedLoRAAttention, PoseEmbedding
+from viewdiff.models.pose_attention import EmbeddingTokenizer, PoseConditionedLoRAAttention, PoseEmbedding
 
-from lora_test_utils import randomize_lora_up
+from model_test_utils import randomize_lora_up
 
 
 def test_token_sequence_shapes_and_weights_sum_to_one():

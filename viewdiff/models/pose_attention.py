@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from viewdiff.lora_layers import LoRALinearLayer
+from viewdiff.models.lora import LoRALinearLayer
 
 
 class PoseEmbedding(nn.Module):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from viewdiff.baselines import DreamResidual
+from viewdiff.models.baselines import DreamResidual
 
 
 def test_fresh_model_is_the_identity():

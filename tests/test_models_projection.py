@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from viewdiff import face_projection_layer as fpl
-from viewdiff.face_projection_layer import LightweightFaceProjectionLayer, rotate_volume, rotation_matrix, voxel_centres
+from viewdiff.models import projection as fpl
+from viewdiff.models.projection import LightweightFaceProjectionLayer, rotate_volume, rotation_matrix, voxel_centres
 
 
 def elementary(axis: str, deg: float) -> torch.Tensor:

@@ -5,23 +5,16 @@ zero, so a freshly wrapped layer is exactly its base. An optional conditioning v
 can be appended to the input of `down` only: the delta then depends on e.g. a pose embedding while
 the base path does not (used by `PoseConditionedLoRAAttention`); such a layer cannot be merged.
 
-Adapters are saved as `.safetensors` holding only the `down` / `up` weights (plus rank and alpha in
-the metadata), keyed by the wrapped layer's qualified name.
+Adapters are saved and loaded by `viewdiff.models.checkpoint.save_lora_weights` / `load_lora_weights`.
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
-
-ADAPTER_FORMAT = "viewdiff-lora-1"
 
 
 class LoRALinearLayer(nn.Module):
@@ -140,55 +133,3 @@ def inject_lora(module: nn.Module, target_names: Iterable[str] | None = None,
         lora = LoRALinearLayer(lin.in_features, lin.out_features, rank, alpha, base=lin)
         setattr(parent, attr, lora.to(lin.weight.device, lin.weight.dtype))
     return [n for n, _ in picked]
-
-
-def save_lora_weights(module: nn.Module, path: str | Path) -> None:
-    """Write only the LoRA weights of `module` to `path` (.safetensors)."""
-    layers = lora_layers(module)
-    if not layers:
-        raise ValueError("module has no LoRA layers to save (use inject_lora first)")
-    tensors = {f"{n}.{part}.weight": getattr(layer, part).weight.detach().cpu().contiguous()
-               for n, layer in layers.items() for part in ("down", "up")}
-    meta = {n: {"rank": layer.rank, "alpha": layer.alpha} for n, layer in layers.items()}
-    save_file(tensors, str(path), metadata={"format": ADAPTER_FORMAT, "layers": json.dumps(meta)})
-
-
-def tensor_mismatches(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor],
-                      missing: str = "missing tensors", unexpected: str = "unexpected tensors",
-                      shape_note: str = "") -> list[str]:
-    """Readable differences between a model's tensors and a file's (names and shapes); [] when they fit."""
-    problems = []
-    if names := sorted(expected.keys() - found.keys()):
-        problems.append(f"{missing}: {names}")
-    if names := sorted(found.keys() - expected.keys()):
-        problems.append(f"{unexpected}: {names}")
-    problems += [f"{k}: file shape {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}{shape_note}"
-                 for k in sorted(expected.keys() & found.keys()) if found[k].shape != expected[k].shape]
-    return problems
-
-
-def load_lora_weights(module: nn.Module, path: str | Path) -> None:
-    """Load an adapter written by `save_lora_weights` into the LoRA layers of `module`.
-
-    The file must hold exactly the LoRA tensors of `module` with the same shapes; otherwise a
-    `ValueError` lists what is missing, unexpected or mis-shaped. Alpha is taken from the file.
-    """
-    layers = lora_layers(module)
-    if any(layer.merged for layer in layers.values()):
-        raise RuntimeError("unmerge the LoRA layers before loading an adapter")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    if meta.get("format") != ADAPTER_FORMAT:
-        raise ValueError(f"{path} is not a viewdiff LoRA adapter (format {meta.get('format')!r})")
-    expected = {f"{n}.{part}.weight": getattr(layer, part).weight
-                for n, layer in layers.items() for part in ("down", "up")}
-    problems = tensor_mismatches(expected, tensors, missing="missing in file",
-                                 unexpected="not LoRA tensors of this model", shape_note=" (rank differs?)")
-    if problems:
-        raise ValueError(f"LoRA adapter {path} does not fit this model: " + "; ".join(problems))
-    with torch.no_grad():
-        for k, t in tensors.items():
-            expected[k].copy_(t)
-    for n, cfg in json.loads(meta["layers"]).items():
-        layers[n].alpha = float(cfg["alpha"])

@@ -1,26 +1,24 @@
-"""save_pretrained / load_pretrained: exact round trip, pickle-free files, readable errors."""
+"""save_pretrained / load_pretrained: exact round trip, pickle-free files, readable errors; LoRA adapter files."""
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from viewdiff.baselines import DreamResidual
-from viewdiff.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, WeightsError, WeightsMismatchError, WeightsNotFoundError,
-                                 load_pretrained, save_pretrained)
-from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
+from viewdiff.models.baselines import DreamResidual
+from viewdiff.models.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, WeightsError, WeightsMismatchError,
+                                        WeightsNotFoundError, load_lora_weights, load_pretrained, save_lora_weights,
+                                        save_pretrained)
+from viewdiff.models.lora import inject_lora
+from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
+
+from model_test_utils import randomize_lora_up, trained_like
 
 SMALL = dict(d_model=32, nhead=4, num_layers=1, token_dim=32, voxel_resolution=8)
-
-
-def perturbed(model: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
 
 
 def inputs(d: int = 32) -> dict[str, torch.Tensor]:
@@ -34,7 +32,7 @@ def inputs(d: int = 32) -> dict[str, torch.Tensor]:
     EnhancedTransformerDecoderOnly3D(**SMALL, use_lora_attention=False, use_projection_layer=False),
     DreamResidual(d_model=32, hidden=16)], ids=["enhanced", "enhanced-plain", "dream"])
 def test_round_trip_gives_exactly_the_same_outputs(tmp_path, model):
-    model = perturbed(model).eval()
+    model = trained_like(model).eval()
     metadata = {"backend": "dlib", "epoch": 3, "val_cosine": 0.91}
     assert save_pretrained(model, tmp_path / "m", metadata) == tmp_path / "m"
     loaded, meta = load_pretrained(tmp_path / "m", embedding_dim=32)
@@ -47,7 +45,7 @@ def test_round_trip_gives_exactly_the_same_outputs(tmp_path, model):
 
 
 def test_files_load_without_pickle(tmp_path):
-    model = perturbed(EnhancedTransformerDecoderOnly3D(**SMALL))
+    model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL))
     save_pretrained(model, tmp_path, {"note": "x"})
     assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
     state = load_file(str(tmp_path / WEIGHTS_FILE))  # plain safetensors, no viewdiff code needed
@@ -109,3 +107,42 @@ def test_damaged_folders_raise_readable_errors(tmp_path):
 def test_only_known_model_classes_are_saved(tmp_path):
     with pytest.raises(TypeError, match="cannot save Linear"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_adapter_file_holds_only_lora_weights_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512))
+    inject_lora(model, rank=8, alpha=4.0)
+    randomize_lora_up(model, 0.1)
+    path = tmp_path / "adapter.safetensors"
+    save_lora_weights(model, path)
+    full = sum(p.numel() for p in model.parameters()) * 4
+    assert path.stat().st_size < 0.05 * full  # ~66 KB vs ~2 MB for the whole model
+    with safe_open(str(path), framework="pt") as f:
+        assert sorted(f.keys()) == [f"{i}.{part}.weight" for i in (0, 2) for part in ("down", "up")]
+
+    x = torch.randn(3, 512)
+    expected = model(x)
+    fresh = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512))
+    fresh.load_state_dict({k.replace(".base", ""): v for k, v in model.state_dict().items() if ".base." in k})
+    inject_lora(fresh, rank=8, alpha=1.0)
+    load_lora_weights(fresh, path)
+    assert fresh[0].alpha == 4.0  # alpha comes from the file
+    assert torch.equal(fresh(x), expected)
+
+
+def test_adapter_that_does_not_fit_is_rejected(tmp_path):
+    model = nn.Sequential(nn.Linear(8, 8))
+    inject_lora(model, rank=4)
+    path = tmp_path / "adapter.safetensors"
+    save_lora_weights(model, path)
+    other = nn.Sequential(nn.Linear(8, 8))
+    inject_lora(other, rank=2)
+    with pytest.raises(ValueError, match=r"rank differs"):
+        load_lora_weights(other, path)
+    with pytest.raises(ValueError, match="no LoRA layers"):
+        save_lora_weights(nn.Linear(2, 2), tmp_path / "none.safetensors")
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(1)}, str(foreign))
+    with pytest.raises(ValueError, match="not a viewdiff LoRA adapter"):
+        load_lora_weights(model, foreign)

@@ -1,13 +1,21 @@
-"""Prior preservation: the loss parts, and the base-output cache (hit, miss, rebuild when the base changes)."""
+"""Prior preservation: the loss parts, the base-output cache (hit, miss, rebuild when the base changes) and the
+fine-tuning wrapper."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
-from viewdiff.prior_preservation import BASE_OUT, PriorPreservationDataset, PriorPreservationLoss, tensors_sha256
+from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
+from viewdiff.training.prior import (BASE_OUT, EnhancedTransformerWithPrior, PriorPreservationDataset,
+                                     PriorPreservationLoss, tensors_sha256)
+
+from model_test_utils import batch, trained_like
+
+SMALL = dict(d_model=32, nhead=4, num_layers=2, token_dim=32, voxel_resolution=8)
 
 
 def test_loss_is_zero_for_identical_outputs_and_matches_its_definition():
@@ -110,3 +118,32 @@ def test_hash_sees_names_values_and_dtypes():
     assert tensors_sha256(a) != tensors_sha256([("v", torch.zeros(3))])
     assert tensors_sha256(a) != tensors_sha256([("w", torch.tensor([0.0, 0.0, 1e-30]))])
     assert tensors_sha256(a) != tensors_sha256([("w", torch.zeros(3, dtype=torch.float64))])
+
+
+def test_prior_wrapper_freezes_the_base_and_reports_float_losses():
+    torch.manual_seed(0)
+    base = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL, dropout=0.0))
+    model = copy.deepcopy(base)
+    wrapper = EnhancedTransformerWithPrior(model, base, lambda_prior=0.5).train()
+    assert not base.training and model.training
+    assert not any(p.requires_grad for p in base.parameters())
+    x, target = batch(), batch(seed=1)["src"]
+    loss, parts = wrapper.compute_loss(x, None, target, F.mse_loss)
+    assert set(parts) >= {"original_loss", "prior_loss", "total_loss"}
+    assert all(isinstance(v, float) for v in parts.values())
+    assert parts["prior_loss"] == pytest.approx(0.0, abs=1e-6)  # student == base so far
+    assert parts["total_loss"] == pytest.approx(parts["original_loss"] + parts["prior_loss"])
+    loss.backward()
+    assert all(p.grad is None for p in base.parameters())
+    assert any(p.grad is not None for p in model.parameters())
+
+    prior = batch(seed=2)
+    with torch.no_grad():
+        prior_out = base(**prior)
+    with_cache = wrapper.compute_loss(x, {**prior, BASE_OUT: prior_out}, target, F.mse_loss)[1]
+    without = wrapper.compute_loss(x, prior, target, F.mse_loss)[1]
+    assert with_cache["prior_loss"] == pytest.approx(without["prior_loss"], abs=1e-7)
+    shifted = wrapper.compute_loss(x, {**prior, BASE_OUT: prior_out + 1}, target, F.mse_loss)[1]
+    assert shifted["prior_loss"] > 0.1  # the cached base outputs are what the student is pulled to
+    with pytest.raises(ValueError, match="separate"):
+        EnhancedTransformerWithPrior(model, model)

@@ -1,15 +1,13 @@
-"""LoRA layers: zero-init identity, the update formula, merge / unmerge, injection, adapter files."""
+"""LoRA layers: zero-init identity, the update formula, merge / unmerge, injection."""
 from __future__ import annotations
 
 import pytest
 import torch
-from safetensors import safe_open
 from torch import nn
 
-from viewdiff.lora_layers import (LoRALinearLayer, inject_lora, load_lora_weights, lora_layers, lora_parameters,
-                                  mark_only_lora_trainable, save_lora_weights)
+from viewdiff.models.lora import LoRALinearLayer, inject_lora, lora_layers, lora_parameters, mark_only_lora_trainable
 
-from lora_test_utils import randomize_lora_up
+from model_test_utils import randomize_lora_up
 
 
 def test_fresh_layer_equals_its_base_exactly():
@@ -123,43 +121,3 @@ def test_only_lora_parameters_get_gradients_when_the_base_is_frozen():
             assert not p.requires_grad and p.grad is None, name
     # with up = 0 only `up` receives a gradient (d/d down = up^T ... = 0)
     assert all(layer.up.weight.grad.abs().sum() > 0 for layer in lora_layers(model).values())
-
-
-def test_adapter_file_holds_only_lora_weights_and_round_trips(tmp_path):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512))
-    inject_lora(model, rank=8, alpha=4.0)
-    randomize_lora_up(model, 0.1)
-    path = tmp_path / "adapter.safetensors"
-    save_lora_weights(model, path)
-    full = sum(p.numel() for p in model.parameters()) * 4
-    assert path.stat().st_size < 0.05 * full  # ~66 KB vs ~2 MB for the whole model
-    with safe_open(str(path), framework="pt") as f:
-        assert sorted(f.keys()) == [f"{i}.{part}.weight" for i in (0, 2) for part in ("down", "up")]
-
-    x = torch.randn(3, 512)
-    expected = model(x)
-    fresh = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512))
-    fresh.load_state_dict({k.replace(".base", ""): v for k, v in model.state_dict().items() if ".base." in k})
-    inject_lora(fresh, rank=8, alpha=1.0)
-    load_lora_weights(fresh, path)
-    assert fresh[0].alpha == 4.0  # alpha comes from the file
-    assert torch.equal(fresh(x), expected)
-
-
-def test_adapter_that_does_not_fit_is_rejected(tmp_path):
-    model = nn.Sequential(nn.Linear(8, 8))
-    inject_lora(model, rank=4)
-    path = tmp_path / "adapter.safetensors"
-    save_lora_weights(model, path)
-    other = nn.Sequential(nn.Linear(8, 8))
-    inject_lora(other, rank=2)
-    with pytest.raises(ValueError, match=r"rank differs"):
-        load_lora_weights(other, path)
-    with pytest.raises(ValueError, match="no LoRA layers"):
-        save_lora_weights(nn.Linear(2, 2), tmp_path / "none.safetensors")
-    foreign = tmp_path / "foreign.safetensors"
-    from safetensors.torch import save_file
-    save_file({"w": torch.zeros(1)}, str(foreign))
-    with pytest.raises(ValueError, match="not a viewdiff LoRA adapter"):
-        load_lora_weights(model, foreign)

@@ -1,19 +1,24 @@
-"""Save / load models as `model.safetensors` + `config.json` (no pickle), with readable errors."""
+"""Save / load models as `model.safetensors` + `config.json` (no pickle), with readable errors, and LoRA adapters.
+
+Adapters (`save_lora_weights` / `load_lora_weights`) are `.safetensors` files holding only the LoRA
+`down` / `up` weights (plus rank and alpha in the metadata), keyed by the wrapped layer's qualified name.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from viewdiff.baselines import DreamResidual
-from viewdiff.enhanced_transformer_3d import EnhancedTransformerDecoderOnly3D
-from viewdiff.lora_layers import tensor_mismatches
+from viewdiff.models.baselines import DreamResidual
+from viewdiff.models.lora import lora_layers
+from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 
 FORMAT_VERSION = 1
+ADAPTER_FORMAT = "viewdiff-lora-1"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 MODEL_CLASSES: dict[str, type[nn.Module]] = {c.__name__: c for c in (EnhancedTransformerDecoderOnly3D, DreamResidual)}
 BACKEND_OF_DIM = {128: "dlib", 512: "ArcFace / insightface"}
@@ -92,3 +97,55 @@ def load_pretrained(directory: str | Path, embedding_dim: int | None = None,
                                    + "; ".join(problems) + f". Re-export the model or {TRAIN_HINT}")
     model.load_state_dict(state)
     return model.to(map_location).eval(), saved.get("metadata") or {}
+
+
+def save_lora_weights(module: nn.Module, path: str | Path) -> None:
+    """Write only the LoRA weights of `module` to `path` (.safetensors)."""
+    layers = lora_layers(module)
+    if not layers:
+        raise ValueError("module has no LoRA layers to save (use inject_lora first)")
+    tensors = {f"{n}.{part}.weight": getattr(layer, part).weight.detach().cpu().contiguous()
+               for n, layer in layers.items() for part in ("down", "up")}
+    meta = {n: {"rank": layer.rank, "alpha": layer.alpha} for n, layer in layers.items()}
+    save_file(tensors, str(path), metadata={"format": ADAPTER_FORMAT, "layers": json.dumps(meta)})
+
+
+def tensor_mismatches(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor],
+                      missing: str = "missing tensors", unexpected: str = "unexpected tensors",
+                      shape_note: str = "") -> list[str]:
+    """Readable differences between a model's tensors and a file's (names and shapes); [] when they fit."""
+    problems = []
+    if names := sorted(expected.keys() - found.keys()):
+        problems.append(f"{missing}: {names}")
+    if names := sorted(found.keys() - expected.keys()):
+        problems.append(f"{unexpected}: {names}")
+    problems += [f"{k}: file shape {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}{shape_note}"
+                 for k in sorted(expected.keys() & found.keys()) if found[k].shape != expected[k].shape]
+    return problems
+
+
+def load_lora_weights(module: nn.Module, path: str | Path) -> None:
+    """Load an adapter written by `save_lora_weights` into the LoRA layers of `module`.
+
+    The file must hold exactly the LoRA tensors of `module` with the same shapes; otherwise a
+    `ValueError` lists what is missing, unexpected or mis-shaped. Alpha is taken from the file.
+    """
+    layers = lora_layers(module)
+    if any(layer.merged for layer in layers.values()):
+        raise RuntimeError("unmerge the LoRA layers before loading an adapter")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise ValueError(f"{path} is not a viewdiff LoRA adapter (format {meta.get('format')!r})")
+    expected = {f"{n}.{part}.weight": getattr(layer, part).weight
+                for n, layer in layers.items() for part in ("down", "up")}
+    problems = tensor_mismatches(expected, tensors, missing="missing in file",
+                                 unexpected="not LoRA tensors of this model", shape_note=" (rank differs?)")
+    if problems:
+        raise ValueError(f"LoRA adapter {path} does not fit this model: " + "; ".join(problems))
+    with torch.no_grad():
+        for k, t in tensors.items():
+            expected[k].copy_(t)
+    for n, cfg in json.loads(meta["layers"]).items():
+        layers[n].alpha = float(cfg["alpha"])
