@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from viewdiff.data import FaceRecords, cache_path, extract_records, list_pointing04, load_records  # noqa: E402
-from viewdiff.face_pipeline import FaceAnalysisError, FaceAnalyzer, shared_dir  # noqa: E402
+from viewdiff.faces.analyzer import FaceAnalyzer  # noqa: E402
+from viewdiff.faces.errors import FaceAnalysisError  # noqa: E402
+from viewdiff.paths import shared_dir  # noqa: E402
 
 YAW_BINS = (0, 15, 30, 45, 60, 75, 90)
 PITCH_BINS = (0, 15, 30, 60, 90)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from viewdiff.face_pipeline import shared_dir
+from viewdiff.paths import shared_dir
 
 DATA_ROOT = shared_dir() / "data"
 
@@ -30,7 +30,7 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def analyzer():
     """One dlib-backend FaceAnalyzer for the session (loading the models takes seconds)."""
-    from viewdiff.face_pipeline import FaceAnalyzer
+    from viewdiff.faces.analyzer import FaceAnalyzer
     return FaceAnalyzer(backend="dlib")
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from viewdiff.data import (P04_NAME, FaceRecords, PosePairDataset, cfp_fp_pairs, cfp_identity_folds,
                            extract_records, fold_split, list_cfp, list_pointing04, load_records)
-from viewdiff.face_pipeline import FaceAnalyzer, shared_dir
+from viewdiff.faces.analyzer import FaceAnalyzer
+from viewdiff.paths import shared_dir
 
 DATA = shared_dir() / "data"
 HAVE_DATA = (DATA / "cfp").is_dir() and (DATA / "pointing04").is_dir()

@@ -18,7 +18,7 @@ from viewdiff.models.checkpoint import save_pretrained
 from viewdiff.demo_plots import PlotSpec
 from viewdiff.demo_service import FRONTAL_KEYPOINTS_3D, SWEEP_YAWS, DemoService, Reply, ViewOptions
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
-from viewdiff.face_pipeline import shared_dir
+from viewdiff.paths import shared_dir
 from viewdiff.gallery import Gallery
 
 REPO = Path(__file__).resolve().parent.parent

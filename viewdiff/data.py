@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from viewdiff.embeddings import l2_normalize
+from viewdiff.faces.errors import FaceAnalysisError
 
 DATASETS = ("cfp", "pointing04")
 P04_NAME = re.compile(r"^person(\d\d)(\d)(\d\d)([+-]\d+)([+-]\d+)\.jpg$")
@@ -216,8 +217,6 @@ def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: st
     The cache keeps rows of images analysed earlier that are outside this selection.
     """
     from tqdm import tqdm
-
-    from viewdiff.face_pipeline import FaceAnalysisError
 
     if dataset not in LISTERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")

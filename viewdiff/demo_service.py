@@ -33,9 +33,13 @@ import torch
 
 from viewdiff import demo_plots
 from viewdiff.embeddings import cosine_matrix, l2_normalize
-from viewdiff.face_pipeline import FaceAnalysisError, FaceAnalyzer, FaceRecord, keypoints_3d_from_pose, shared_dir
+from viewdiff.faces.analyzer import FaceAnalyzer
+from viewdiff.faces.errors import FaceAnalysisError
+from viewdiff.faces.geometry import keypoints_3d_from_pose
+from viewdiff.faces.records import FaceRecord
 from viewdiff.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
 from viewdiff.models.checkpoint import WeightsError, load_pretrained
+from viewdiff.paths import shared_dir
 
 log = logging.getLogger("viewdiff.demo")
 

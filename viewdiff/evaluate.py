@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from viewdiff.data import FaceRecords, cfp_fp_pairs, first_identities, load_records
-from viewdiff.face_pipeline import shared_dir
 from viewdiff.embeddings import l2_normalize
 from viewdiff.metrics import identity_means, rank1_accuracy, verification_accuracy
+from viewdiff.paths import shared_dir
 from viewdiff.train_enhanced import build_parser as train_parser, train
 
 YAW_BINS = (0, 15, 30, 45, 60, 75, 90)

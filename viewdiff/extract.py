@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 from viewdiff.data import DATASETS, extract_records
-from viewdiff.face_pipeline import FaceAnalysisError, FaceAnalyzer, shared_dir
+from viewdiff.faces.analyzer import FaceAnalyzer
+from viewdiff.faces.errors import FaceAnalysisError
+from viewdiff.paths import shared_dir
 
 
 def build_parser() -> argparse.ArgumentParser:

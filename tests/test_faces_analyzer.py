@@ -1,4 +1,4 @@
-"""Face pipeline on real photos (offline dlib backend) and insightface pack handling without network.
+"""FaceAnalyzer on real photos (offline dlib backend).
 
 Real inputs: `assets/` (t1.jpg: 6 faces, Tom_Hanks_54745.png: an aligned crop), CFP and Pointing'04
 from ../shared (located with `shared_dir()`; those tests skip only when the folder is absent), and
@@ -7,8 +7,6 @@ broken / huge / grey / RGBA / face-less images derived from them.
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import struct
 import time
 import zlib
@@ -19,22 +17,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viewdiff import face_pipeline as fp
-from viewdiff.face_pipeline import (FaceAnalyzer, FaceRecord, ImageReadError, ImageTooLargeError,
-                                    ModelNotFoundError, NoFaceError)
+from viewdiff.faces.analyzer import FaceAnalyzer
+from viewdiff.faces.errors import ImageReadError, ImageTooLargeError, NoFaceError
+from viewdiff.faces.images import load_image
+from viewdiff.faces.records import FaceRecord
+from viewdiff.paths import shared_dir
 
 REPO = Path(__file__).resolve().parent.parent
 T1 = REPO / "assets" / "t1.jpg"
 HANKS = REPO / "assets" / "Tom_Hanks_54745.png"
-DATA = fp.shared_dir() / "data"
+DATA = shared_dir() / "data"
 CFP = DATA / "cfp" / "Data" / "Images"
 P04 = DATA / "pointing04"
-SCRFD_DIR = fp.shared_dir() / "models" / "scrfd"
 
 needs_cfp = pytest.mark.skipif(not CFP.is_dir(), reason=f"CFP not found at {CFP} (clone the project beside ../shared)")
 needs_p04 = pytest.mark.skipif(not P04.is_dir(), reason=f"Pointing'04 not found at {P04} (clone beside ../shared)")
-needs_scrfd = pytest.mark.skipif(not (SCRFD_DIR / "det_500m.onnx").is_file(),
-                                 reason=f"SCRFD detector not found in {SCRFD_DIR}")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +137,7 @@ def test_grayscale_and_rgba_are_converted(fa, tmp_path):
     cut[max(0, y1 - 40):y2 + 40, max(0, x1 - 40):x2 + 40, 3] = 255
     rec = fa.analyze(cut)
     assert cos(rec.embedding, ref.embedding) > 0.9
-    assert fp.load_image(cut)[0, 0].tolist() == [255, 255, 255]
+    assert load_image(cut)[0, 0].tolist() == [255, 255, 255]
 
 
 # ----------------------------------------------------------------------------- unreadable inputs
@@ -189,7 +186,7 @@ def test_flat_image_has_no_face(fa):
 
 
 def test_background_crop_of_a_real_photo_has_no_face(fa, p04_frontal):
-    rgb = fp.load_image(p04_frontal)
+    rgb = load_image(p04_frontal)
     rec = fa.analyze(rgb)
     x2 = int(np.ceil(rec.bbox[2])) + 30   # everything right of the head: wall and shoulder
     background = rgb[:, x2:]
@@ -308,150 +305,6 @@ def test_tiny_face_gets_a_warning(fa):
     except NoFaceError:
         pytest.skip("the detector finds no face this small")
     assert rec.warning and "px" in rec.warning and "faces found" in rec.warning
-
-
-# ----------------------------------------------------------------------------- pose geometry
-
-def test_angle_conversions_round_trip():
-    for angles in [(0, 0, 0), (30, 0, 0), (-60, 10, 5), (45, -20, -10), (80, 30, 0), (-85, -15, 12)]:
-        r = fp.angles_to_rotation(angles)
-        np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-9)
-        np.testing.assert_allclose(fp.rotation_to_angles(r), angles, atol=1e-3)
-    np.testing.assert_allclose(fp.keypoints_3d_from_pose((0, 0, 0)), fp.TEMPLATE_5, atol=1e-6)
-    # a face turned to yaw > 0 moves its nose tip towards the image's left (x < 0), cf. Pointing'04
-    assert fp.keypoints_3d_from_pose((40, 0, 0))[2, 0] < -0.3
-    assert fp.keypoints_3d_from_pose((0, 30, 0))[2, 1] > 0.2   # pitch > 0: nose up (y up)
-
-
-def test_insightface_pose_mapping_matches_our_convention():
-    """Pose the mean shape, project it like insightface's 3D-landmark model, fit with its own code."""
-    from insightface.utils import transform
-    face = fp.MEANSHAPE_68 * np.array([1.0, -1.0, 1.0])   # to the face frame (y up)
-    rng = np.random.default_rng(0)
-    for angles in [(30, 0, 0), (-45, 0, 0), (0, 20, 0), (0, -25, 0), (0, 0, 15), (40, -15, 10), (-70, 25, -5)]:
-        posed = face @ fp.angles_to_rotation(angles).T
-        pred = posed * np.array([1.0, -1.0, 1.0]) * 80 + np.array([200.0, 150.0, 0.0])   # image: y down
-        pred[:, 2] = rng.normal(size=len(pred))   # insightface's fit ignores the predicted depth
-        _, rot, _ = transform.P2sRt(transform.estimate_affine_matrix_3d23d(fp.MEANSHAPE_68, pred))
-        ours = fp.insightface_pose_to_angles(transform.matrix2angle(rot))
-        np.testing.assert_allclose(ours, angles, atol=1e-3)
-
-
-# ----------------------------------------------------------------------------- insightface packs, no network
-
-@pytest.fixture
-def no_network(monkeypatch, tmp_path):
-    """Isolated search places (repo, shared, home) and a download that must not happen."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("VIEWDIFF_MODELS", raising=False)
-    monkeypatch.delenv("VIEWDIFF_OFFLINE", raising=False)
-    monkeypatch.setattr(fp, "REPO_ROOT", tmp_path / "repo")
-    monkeypatch.setenv("VIEWDIFF_SHARED", str(tmp_path / "shared"))
-    calls = []
-
-    def fake_download(sub_dir, name, force=False, root="~/.insightface"):
-        calls.append((sub_dir, name, force, root))
-        raise OSError("network is unreachable (test)")
-    from insightface.utils import storage
-    monkeypatch.setattr(storage, "download", fake_download)
-    return calls
-
-
-def _fake_pack(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "w600k_r50.onnx").write_bytes(b"")
-    return folder
-
-
-def test_pack_search_order(no_network, tmp_path, monkeypatch):
-    home = Path(os.environ["HOME"])
-    assert fp.resolve_pack("buffalo_l") is None
-    for place in (home / ".insightface" / "models" / "buffalo_l",   # lowest priority first:
-                  tmp_path / "shared" / "models" / "buffalo_l",          # each new place wins
-                  tmp_path / "repo" / "weights" / "insightface" / "buffalo_l"):
-        _fake_pack(place)
-        assert fp.resolve_pack("buffalo_l") == place
-    env = _fake_pack(tmp_path / "env" / "buffalo_l")
-    explicit = _fake_pack(tmp_path / "explicit")
-    monkeypatch.setenv("VIEWDIFF_MODELS", str(tmp_path / "env"))
-    assert fp.resolve_pack("buffalo_l") == env
-    assert fp.resolve_pack("buffalo_l", model_dir=explicit) == explicit
-    assert fp.resolve_pack(str(explicit)) == explicit               # a pack given as a folder
-    assert fp.resolve_pack(None) == env                              # default pack name
-    assert fp.DEFAULT_PACK == "buffalo_l"
-    assert no_network == []
-
-
-def test_missing_pack_offline_says_how_to_fix(no_network):
-    assert fp.downloads_allowed() is False     # under pytest, downloads are off by default
-    with pytest.raises(ModelNotFoundError) as err:
-        FaceAnalyzer(backend="insightface", pack="buffalo_l")
-    msg = str(err.value)
-    for part in ("buffalo_l", "weights/insightface/buffalo_l", "VIEWDIFF_MODELS", "backend='dlib'", "downloads are off"):
-        assert part in msg, msg
-    assert no_network == []
-
-
-def test_download_is_the_last_resort_and_its_failure_is_clear(no_network):
-    with pytest.raises(ModelNotFoundError, match="downloading the insightface pack 'buffalo_s'.*network is unreachable"):
-        FaceAnalyzer(backend="insightface", pack="buffalo_s", allow_download=True)
-    assert len(no_network) == 1
-    sub_dir, name, force, root = no_network[0]
-    assert (sub_dir, name, force) == ("models", "buffalo_s", False)
-    assert Path(root) == Path(os.environ["HOME"]) / ".insightface"
-
-
-def test_offline_env_disables_downloads(monkeypatch):
-    monkeypatch.setenv("VIEWDIFF_OFFLINE", "1")
-    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
-    assert fp.downloads_allowed() is False
-    monkeypatch.delenv("VIEWDIFF_OFFLINE")
-    assert fp.downloads_allowed() is True
-    assert fp.downloads_allowed(False) is False
-
-
-def test_empty_pack_folder(no_network, tmp_path):
-    empty = tmp_path / "packs" / "buffalo_l"
-    empty.mkdir(parents=True)
-    with pytest.raises(ModelNotFoundError, match="no .onnx model files in .*buffalo_l.*backend='dlib'"):
-        FaceAnalyzer(backend="insightface", model_dir=empty)
-    with pytest.raises(ModelNotFoundError, match="no .onnx model files"):
-        FaceAnalyzer(backend="insightface", pack=str(empty))
-    assert no_network == []
-
-
-def test_corrupt_pack_file(no_network, tmp_path):
-    pack = _fake_pack(tmp_path / "broken")
-    with pytest.raises(ModelNotFoundError, match="cannot load the insightface pack"):
-        FaceAnalyzer(backend="insightface", model_dir=pack)
-    assert no_network == []
-
-
-@needs_scrfd
-def test_pack_without_recognition_model_and_auto_fallback(no_network, tmp_path):
-    pack = tmp_path / "detector_only"
-    pack.mkdir()
-    shutil.copyfile(SCRFD_DIR / "det_500m.onnx", pack / "det_500m.onnx")
-    with pytest.raises(ModelNotFoundError, match="no recognition model.*VIEWDIFF_MODELS.*backend='dlib'"):
-        FaceAnalyzer(backend="insightface", model_dir=pack)
-    auto = FaceAnalyzer(backend="auto", model_dir=pack)   # auto never fails on a partial pack
-    assert auto.backend == "dlib" and auto.embedding_dim == 128
-    assert "no recognition model" in auto.fallback_reason
-    assert no_network == []
-
-
-def test_providers_cpu_by_default_cuda_when_available(monkeypatch):
-    import onnxruntime
-    assert fp.onnx_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    assert fp.onnx_providers() == ["CPUExecutionProvider"]
-    assert fp._ctx_id(fp.onnx_providers()) == -1
-    monkeypatch.setattr(onnxruntime, "get_available_providers",
-                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert fp.onnx_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert fp._ctx_id(fp.onnx_providers()) == 0
 
 
 def test_unknown_backend():

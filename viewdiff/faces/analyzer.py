@@ -1,0 +1,156 @@
+"""Face analysis: detection, 5 keypoints, embedding, aligned crop and head pose of a photo -> `FaceRecord`.
+
+`FaceAnalyzer` runs one backend (`viewdiff.faces.backends`: ``dlib`` offline 128-d, or an
+``insightface`` pack, 512-d) behind the same interface, like insightface's thin ``FaceAnalysis``:
+decode the image (`viewdiff.faces.images`), detect, describe each face on the best-resolution
+region, estimate the head pose (`viewdiff.faces.geometry.estimate_pose`), and return coordinates in
+original-image pixels.
+
+- Every failure is a `FaceAnalysisError` with a message meant for the user (`viewdiff.faces.errors`):
+  `ImageReadError`, `ImageTooLargeError`, `NoFaceError`, `ModelNotFoundError` (a model file or pack
+  is missing; the message says where it looked and how to fix it).
+- Images larger than `WORK_MAX_SIDE` are downscaled for detection only; each face is then
+  described (landmarks, embedding, crop) on a full-resolution region of the original, and every
+  coordinate is returned in original-image pixels. Faces that fill the frame are found by retrying
+  detection with a border. Several faces: `analyze` returns the largest (box area) with
+  ``num_faces`` and a ``warning``; faces under `TINY_FACE_PX` get a warning too.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from viewdiff.embeddings import l2_normalize
+from viewdiff.faces.backends import DetectedFace, DlibBackend, FaceBackend, InsightFaceBackend
+from viewdiff.faces.errors import ModelNotFoundError, NoFaceError
+from viewdiff.faces.geometry import estimate_pose, keypoints_3d_from_pose
+from viewdiff.faces.images import load_image
+from viewdiff.faces.model_files import DEFAULT_PACK, resolve_pack
+from viewdiff.faces.records import FaceRecord
+
+WORK_MAX_SIDE = 1280             # bigger images are downscaled for detection, coordinates mapped back
+DESCRIBE_MAX_FACE = 512          # faces of huge images are described at most this big (pixels)
+TINY_FACE_PX = 40                # smaller boxes are accepted with a warning
+
+
+class FaceAnalyzer:
+    """Analyse photos with one backend: ``analyze(image) -> FaceRecord`` of the largest face.
+
+    backend: ``dlib`` (offline, 128-d), ``insightface`` (a model pack, 512-d; see `resolve_pack`), or
+    ``auto``: insightface when a pack is on this machine (never downloads), else dlib.
+    allow_download: whether the insightface backend may download a missing pack (default: yes,
+    unless ``$VIEWDIFF_OFFLINE`` is set or under pytest).
+    """
+
+    def __init__(self, backend: str = "auto", pack: str | None = None, model_dir=None,
+                 det_size: int = 640, providers=None, allow_download: bool | None = None):
+        if backend not in ("auto", "dlib", "insightface"):
+            raise ValueError(f"backend must be 'auto', 'dlib' or 'insightface', not {backend!r}")
+        self.fallback_reason: str | None = None   # why "auto" did not pick insightface
+        impl = None
+        if backend == "auto":
+            try:
+                if resolve_pack(pack or DEFAULT_PACK, model_dir) is not None:
+                    impl = InsightFaceBackend(pack, model_dir, det_size, providers, allow_download=False)
+                else:
+                    self.fallback_reason = f"no insightface pack {pack or DEFAULT_PACK!r} on this machine"
+            except ModelNotFoundError as e:
+                self.fallback_reason = str(e)
+            backend = "insightface" if impl is not None else "dlib"
+        if impl is None:
+            impl = (DlibBackend(det_size, providers) if backend == "dlib" else
+                    InsightFaceBackend(pack, model_dir, det_size, providers, allow_download))
+        self._impl: FaceBackend = impl
+        self.backend = backend
+        self.embedding_dim = self._impl.embedding_dim
+        self.calls = 0   # number of analysed images (for cache tests)
+
+    load_image = staticmethod(load_image)
+
+    def describe(self) -> dict:
+        """What is loaded (backend, models, detector), for model cards and caches."""
+        return self._impl.describe()
+
+    def analyze(self, image) -> FaceRecord:
+        """The largest face of `image`; `num_faces` and `warning` tell about the others."""
+        return self._run(image, largest_only=True)[0]
+
+    def analyze_all(self, image) -> list[FaceRecord]:
+        """All faces of `image`, largest first."""
+        return self._run(image, largest_only=False)
+
+    def _run(self, image, largest_only: bool) -> list[FaceRecord]:
+        self.calls += 1
+        rgb = load_image(image)
+        h, w = rgb.shape[:2]
+        scale = min(1.0, WORK_MAX_SIDE / max(h, w))
+        work = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        pad = 0
+        boxes, kps = self._impl.detect(np.ascontiguousarray(work[..., ::-1]))
+        if len(boxes) == 0:   # faces that fill the frame: retry with a border of half the size
+            pad = max(work.shape[:2]) // 2
+            work = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_CONSTANT)
+            boxes, kps = self._impl.detect(np.ascontiguousarray(work[..., ::-1]))
+        if len(boxes) == 0:
+            raise NoFaceError(f"no face found in the {w}x{h} image: use a photo where the face is "
+                              f"visible, not turned away, and at least ~{TINY_FACE_PX} pixels wide")
+        order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
+        n = len(order)
+        warning = (f"{n} faces found; the largest is used" if n > 1 and largest_only else None)
+        records = []
+        for i in order[:1] if largest_only else order:
+            face_kps = None if kps is None else kps[i]
+            if scale < 1:
+                face, to_orig = self._describe_full_res(rgb, boxes[i], face_kps, pad, scale)
+            else:   # work is the image itself (maybe with a border)
+                face, to_orig = self._impl.describe_face(work, boxes[i], face_kps), (1.0, -pad, -pad)
+            records.append(self._record(face, to_orig, (w, h), n, warning))
+        return records
+
+    def _describe_full_res(self, rgb: np.ndarray, box: np.ndarray, kps: np.ndarray | None, pad: int,
+                           scale: float) -> tuple[DetectedFace, tuple[float, float, float]]:
+        """Describe a face found on the downscaled copy on a full-resolution region of `rgb`.
+
+        -> (face in region coordinates, (s, ox, oy): original = region / s + (ox, oy)).
+        """
+        h, w = rgb.shape[:2]
+        box_o = np.r_[(box[:4] - pad) / scale, box[4]].astype(np.float32)
+        kps_o = None if kps is None else ((kps - pad) / scale).astype(np.float32)
+        side = float(max(box_o[2] - box_o[0], box_o[3] - box_o[1], 1.0))
+        cx, cy = (box_o[0] + box_o[2]) / 2, (box_o[1] + box_o[3]) / 2
+        half = 1.5 * side   # the face plus a margin of one face size on each side
+        x0, y0 = int(np.floor(cx - half)), int(np.floor(cy - half))
+        x1, y1 = int(np.ceil(cx + half)), int(np.ceil(cy + half))
+        region = rgb[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+        region = cv2.copyMakeBorder(region, max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w),
+                                    cv2.BORDER_CONSTANT)
+        s = min(1.0, DESCRIBE_MAX_FACE / side)
+        if s < 1:
+            region = cv2.resize(region, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        offset = np.array([x0, y0], np.float32)
+        box_r = np.r_[(box_o[:4] - np.tile(offset, 2)) * s, box_o[4]].astype(np.float32)
+        kps_r = None if kps_o is None else ((kps_o - offset) * s).astype(np.float32)
+        face = self._impl.describe_face(np.ascontiguousarray(region), box_r, kps_r)
+        return face, (s, float(x0), float(y0))
+
+    def _record(self, face: DetectedFace, to_orig: tuple[float, float, float], size: tuple[int, int], n: int,
+                warning: str | None) -> FaceRecord:
+        pose, source = estimate_pose(face.keypoints if face.keypoints_from_detector else None,
+                                     face.landmarks_68, face.bbox, landmark_pose=face.pose)
+        s, ox, oy = to_orig
+        offset = np.array([ox, oy], np.float32)
+
+        def orig(p):  # description-image pixels -> original-image pixels
+            return (np.asarray(p, np.float32).reshape(-1, 2) / s + offset).reshape(np.shape(p)).astype(np.float32)
+        bbox = np.clip(orig(face.bbox), 0, [size[0], size[1], size[0], size[1]]).astype(np.float32)
+        side = min(bbox[2] - bbox[0], bbox[3] - bbox[1])
+        if side < TINY_FACE_PX:
+            msg = f"the face is only {side:.0f} px: results are unreliable below {TINY_FACE_PX} px"
+            warning = f"{warning}; {msg}" if warning else msg
+        emb = l2_normalize(face.embedding)
+        return FaceRecord(
+            bbox=bbox, det_score=face.det_score, keypoints=orig(face.keypoints),
+            embedding=emb.astype(np.float32), pose=np.asarray(pose, np.float32), pose_source=source,
+            keypoints_3d=keypoints_3d_from_pose(pose), aligned_crop=face.aligned_crop, num_faces=n,
+            warning=warning, backend=self.backend,
+            landmarks_68=None if face.landmarks_68 is None else orig(face.landmarks_68))

@@ -1,0 +1,134 @@
+"""Head-pose geometry: the 3D face template, angle <-> rotation conversions, pose from keypoints (solvePnP).
+
+Conventions
+- Angles are degrees ``(yaw, pitch, roll)``, ``(0, 0, 0)`` frontal. The signs follow Pointing'04's
+  labels (checked on the data): yaw > 0 = the face turns towards the image's left (the subject's
+  own right, pan > 0 in Pointing'04 file names); pitch > 0 = tilt > 0 in Pointing'04 (head up).
+- Head pose (``pose_source``, `estimate_pose`): ``landmark_3d_68`` (the pack's 3D-landmark model) when
+  present, else ``pnp5``: ``cv2.solvePnP`` of the 5 keypoints against `TEMPLATE_5` under a
+  near-orthographic camera, else ``pnp68``: the 68 dlib landmarks against insightface's
+  ``meanshape_68``. On Pointing'04 the 5-point fit is far better than the 68-point one beyond 30 deg
+  of yaw (dlib's 68 landmarks do not follow profiles); see ``benchmarks/bench_pose.py``.
+- `TEMPLATE_5` [5, 3]: x, y of insightface's ArcFace 5-point template (the layout SCRFD keypoints
+  follow) with the depth of the matching ``meanshape_68`` points (eye centres, nose tip, mouth
+  corners), in a right-handed face frame: x to the image right, y up, z towards the camera,
+  centred and scaled so the largest coordinate is 1. It is built from insightface's files on first
+  use (`template_5()`, cached), not at import.
+- ``keypoints_3d`` [5, 3] = `TEMPLATE_5` rotated by the estimated head pose (same frame, no
+  translation): a frontal face gives `TEMPLATE_5` itself.
+"""
+from __future__ import annotations
+
+import functools
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def meanshape_68() -> np.ndarray:
+    """insightface's 68-point 3D mean face [68, 3] (x right, y down, z towards the camera); read-only, loaded once."""
+    import insightface
+    path = Path(insightface.__file__).parent / "data/objects/meanshape_68.pkl"
+    with open(path, "rb") as f:
+        shape = np.asarray(pickle.load(f), np.float64)
+    shape.flags.writeable = False
+    return shape
+
+
+@functools.lru_cache(maxsize=None)
+def template_5() -> np.ndarray:
+    """[5, 3] ArcFace 2D layout + meanshape depth, x right, y up, z towards camera, max |.| = 1 (read-only)."""
+    from insightface.utils.face_align import arcface_dst
+    meanshape = meanshape_68()
+    ms5 = np.stack([meanshape[36:42].mean(0), meanshape[42:48].mean(0), meanshape[30],
+                    meanshape[48], meanshape[54]])
+    a = arcface_dst.astype(np.float64)
+    scale = np.linalg.norm(ms5[1, :2] - ms5[0, :2]) / np.linalg.norm(a[1] - a[0])
+    xy = (a - a.mean(0)) * scale
+    t = np.c_[xy[:, 0], -xy[:, 1], ms5[:, 2] - ms5[:, 2].mean()]
+    template = t / np.abs(t).max()
+    template.flags.writeable = False
+    return template
+
+
+def __getattr__(name: str) -> np.ndarray:
+    """`TEMPLATE_5` and `MEANSHAPE_68` as module attributes, loaded on first use (PEP 562)."""
+    if name == "TEMPLATE_5":
+        return template_5()
+    if name == "MEANSHAPE_68":
+        return meanshape_68()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_FLIP = np.diag([1.0, -1.0, -1.0])   # face frame (y up, z to camera) <-> OpenCV camera (y down, z away)
+
+
+def _solve_pose(obj_face: np.ndarray, pts: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+    """Rotation [3, 3] (face frame -> face frame, posed) from 2D points [N, 2] and 3D points [N, 3].
+
+    Near-orthographic pinhole camera: focal length 25x the face box width, centred on the box
+    (on Pointing'04 this beat focal lengths tied to the image size).
+    """
+    w = max(float(bbox[2] - bbox[0]), 1.0)
+    f = 25.0 * w
+    cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
+    k = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], np.float64)
+    obj = (obj_face @ _FLIP).astype(np.float64)
+    pts = np.ascontiguousarray(pts, np.float64)
+    ok, rv, tv = cv2.solvePnP(obj, pts, k, None, flags=cv2.SOLVEPNP_EPNP)
+    if not ok:
+        rv, tv = np.zeros((3, 1)), np.array([[0.0], [0.0], [f / w * 2]])
+    ok, rv, tv = cv2.solvePnP(obj, pts, k, None, rv, tv, True, cv2.SOLVEPNP_ITERATIVE)
+    r_cam, _ = cv2.Rodrigues(rv)
+    return _FLIP @ r_cam @ _FLIP
+
+
+def rotation_to_angles(r: np.ndarray) -> np.ndarray:
+    """Face-frame rotation [3, 3] -> (yaw, pitch, roll) degrees in the Pointing'04 sign convention."""
+    (rx, ry, rz), *_ = cv2.RQDecomp3x3(_FLIP @ r @ _FLIP)
+    return np.array([ry, -rx, rz], np.float32)
+
+
+def angles_to_rotation(angles) -> np.ndarray:
+    """(yaw, pitch, roll) degrees -> face-frame rotation [3, 3] (inverse of `rotation_to_angles`)."""
+    yaw, pitch, roll = np.deg2rad(np.asarray(angles, np.float64))
+    rx, ry, rz = -pitch, yaw, roll
+    mx = np.array([[1, 0, 0], [0, np.cos(rx), -np.sin(rx)], [0, np.sin(rx), np.cos(rx)]])
+    my = np.array([[np.cos(ry), 0, np.sin(ry)], [0, 1, 0], [-np.sin(ry), 0, np.cos(ry)]])
+    mz = np.array([[np.cos(rz), -np.sin(rz), 0], [np.sin(rz), np.cos(rz), 0], [0, 0, 1]])
+    return _FLIP @ (mz @ my @ mx) @ _FLIP
+
+
+def estimate_pose(keypoints: np.ndarray | None, landmarks_68: np.ndarray | None, bbox: np.ndarray,
+                  landmark_pose: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """(yaw, pitch, roll) [3] of one face and its source (``pose_source``).
+
+    ``landmark_3d_68`` when a 3D-landmark model gave `landmark_pose` (already in our convention, see
+    `insightface_pose_to_angles`); else ``pnp5`` from the 5 detector `keypoints` [5, 2]; else ``pnp68``
+    from `landmarks_68` [68, 2]. bbox [4]: the face box (sets the camera, see `_solve_pose`).
+    """
+    if landmark_pose is not None:
+        return landmark_pose, "landmark_3d_68"
+    if keypoints is not None:
+        return rotation_to_angles(_solve_pose(template_5(), keypoints, bbox)), "pnp5"
+    ms = meanshape_68() * np.array([1.0, -1.0, 1.0])   # to the face frame (y up)
+    return rotation_to_angles(_solve_pose(ms, landmarks_68, bbox)), "pnp68"
+
+
+def insightface_pose_to_angles(pose) -> np.ndarray:
+    """insightface's ``face.pose`` (pitch, yaw, roll from its 3D-landmark model) -> our (yaw, pitch, roll).
+
+    insightface fits its landmarks to ``meanshape_68`` (x right, y down) with `P2sRt` and
+    `matrix2angle`; in our convention that is yaw = -its yaw, pitch = its pitch, roll = its roll
+    (checked in tests by posing the mean shape and running insightface's own fit).
+    """
+    p_pitch, p_yaw, p_roll = (float(v) for v in pose)
+    return np.array([-p_yaw, p_pitch, p_roll], np.float32)
+
+
+def keypoints_3d_from_pose(angles) -> np.ndarray:
+    """`TEMPLATE_5` rotated by (yaw, pitch, roll): [5, 3] float32."""
+    return (template_5() @ angles_to_rotation(angles).T).astype(np.float32)

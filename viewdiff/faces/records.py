@@ -1,0 +1,23 @@
+"""`FaceRecord`: what the face pipeline returns for one face of a photo."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class FaceRecord:
+    """One analysed face. Coordinates are pixels of the original image."""
+    bbox: np.ndarray              # [4] x1, y1, x2, y2
+    det_score: float
+    keypoints: np.ndarray         # [5, 2]
+    embedding: np.ndarray         # [D] float32, unit length
+    pose: np.ndarray              # [3] yaw, pitch, roll (degrees)
+    pose_source: str
+    keypoints_3d: np.ndarray      # [5, 3] canonical face frame, rotated by `pose`
+    aligned_crop: np.ndarray      # [112, 112, 3] uint8 RGB
+    num_faces: int = 1
+    warning: str | None = None
+    landmarks_68: np.ndarray | None = None   # [68, 2] when the backend gives them
+    backend: str = ""
