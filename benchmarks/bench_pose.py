@@ -8,7 +8,7 @@ number of photos, the detection rate, yaw and pitch mean absolute error (MAE, de
 photos with a face) and the mean signed yaw error (negative: yaw under-estimated in magnitude),
 then pitch MAE per |true pitch|, then the latency of `FaceAnalyzer.analyze` per photo (file read,
 decode, detection, landmarks, embedding, pose) measured on `--latency_images` photos.
-The cache is written by `python -m viewdiff.extract --datasets pointing04`.
+The cache is written by `python -m viewdiff.training.extract --datasets pointing04`.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from viewdiff.data import FaceRecords, cache_path, extract_records, list_pointing04, load_records  # noqa: E402
+from viewdiff.training.records import FaceRecords, cache_path, extract_records, list_pointing04, load_records  # noqa: E402
 from viewdiff.faces.analyzer import FaceAnalyzer  # noqa: E402
 from viewdiff.faces.errors import FaceAnalysisError  # noqa: E402
 from viewdiff.paths import shared_dir  # noqa: E402

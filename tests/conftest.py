@@ -37,8 +37,30 @@ def analyzer():
 @pytest.fixture(scope="session")
 def small_cache(tmp_path_factory, data_root, analyzer) -> Path:
     """Real records: 10 CFP identities (one per CFP-FP fold) and one Pointing'04 person (dlib)."""
-    from viewdiff.data import extract_records
+    from viewdiff.training.records import extract_records
     cache = tmp_path_factory.mktemp("cache")
     extract_records("cfp", data_root, analyzer, cache, max_identities=10, progress=False)
     extract_records("pointing04", data_root, analyzer, cache, max_identities=1, progress=False)
     return cache
+
+
+P04_PANS = (-90, -45, 0, 45, 90)
+
+
+def p04_subset(item) -> bool:
+    """Pointing'04: tilt 0, pan in P04_PANS (both series): 10 photos of a person."""
+    yaw, pitch, _ = item.true_pose
+    return pitch == 0 and yaw in P04_PANS
+
+
+@pytest.fixture(scope="session")
+def tiny_extracted(tmp_path_factory, data_root, analyzer):
+    """(cache_dir, cfp records, cfp stats, p04 records, p04 stats, analyses run) of a tiny real subset:
+    2 CFP identities and 10 Pointing'04 photos of one person (`p04_subset`)."""
+    from viewdiff.training.records import extract_records
+    cache = tmp_path_factory.mktemp("tiny_cache")
+    before = analyzer.calls
+    cfp, cfp_stats = extract_records("cfp", data_root, analyzer, cache, max_identities=2, progress=False)
+    p04, p04_stats = extract_records("pointing04", data_root, analyzer, cache, max_identities=1, progress=False,
+                                     select=p04_subset)
+    return cache, cfp, cfp_stats, p04, p04_stats, analyzer.calls - before

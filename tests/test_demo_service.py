@@ -344,7 +344,7 @@ def test_missing_or_mismatched_weights_explain_the_fix(service, tmp_path, make, 
     assert svc.model is None and svc.attention_shape == (0, 0)
     card = svc.model_card()
     assert "Pose transformer: not loaded" in card and expected in card
-    assert "python -m viewdiff.train_enhanced --backend dlib --export_dir weights/dlib/enhanced" in card
+    assert "python -m viewdiff.training.train --backend dlib --export_dir weights/dlib/enhanced" in card
     reply = svc.on_photo(str(ASSETS / "astronaut.jpg"), (0, 0, 0), ViewOptions(), None)
     assert reply.warnings == [] and "not loaded" in reply.values["status"]
     assert len(reply.values["similarity"].data) == 1  # raw similarity still works

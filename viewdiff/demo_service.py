@@ -261,7 +261,7 @@ class DemoService:
                       f"> {self.weights_error}", "",
                       "Face analysis and raw gallery similarity still work; the attention, voxel and "
                       "transformed-similarity plots need the weights. **Fix:** train and export weights for "
-                      f"this backend, e.g. `python -m viewdiff.train_enhanced --backend {self.analyzer.backend} "
+                      f"this backend, e.g. `python -m viewdiff.training.train --backend {self.analyzer.backend} "
                       f"--export_dir weights/{self.analyzer.backend}/enhanced`, then restart the demo "
                       "(or pass `--weights DIR`)."]
         else:

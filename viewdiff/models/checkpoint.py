@@ -22,7 +22,7 @@ ADAPTER_FORMAT = "viewdiff-lora-1"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 MODEL_CLASSES: dict[str, type[nn.Module]] = {c.__name__: c for c in (EnhancedTransformerDecoderOnly3D, DreamResidual)}
 BACKEND_OF_DIM = {128: "dlib", 512: "ArcFace / insightface"}
-TRAIN_HINT = "train them with `python -m viewdiff.train_enhanced ...` (see --help; --export_dir sets the folder)"
+TRAIN_HINT = "train them with `python -m viewdiff.training.train ...` (see --help; --export_dir sets the folder)"
 
 
 class WeightsError(Exception):

@@ -35,3 +35,15 @@ def build_multiview_batches(identities: np.ndarray, yaws: np.ndarray, n_views: i
         bins = [rng.permutation(b) for b in np.array_split(rows, n_views)]
         groups += [np.array([b[g] for b in bins]) for g in range(len(rows) // n_views)]
     return [groups[i] for i in rng.permutation(len(groups))]
+
+
+def epoch_batches(n: int, batch_size: int, rng: np.random.Generator, identities: np.ndarray | None = None,
+                  yaws: np.ndarray | None = None, n_views: int = 0) -> list[np.ndarray]:
+    """Index batches of one epoch: a shuffled pass, or whole multi-view groups when `n_views`."""
+    if n_views:
+        groups = build_multiview_batches(identities, yaws, n_views, rng)
+        per = max(1, batch_size // n_views)
+        order = rng.permutation(len(groups))
+        return [np.concatenate([groups[g] for g in order[i:i + per]]) for i in range(0, len(order), per)]
+    perm = rng.permutation(n)
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]

@@ -1,7 +1,6 @@
-"""Training and evaluation end to end on a small real subset (10 CFP identities, 1 Pointing'04 person)."""
+"""Training end to end on a small real subset (10 CFP identities, 1 Pointing'04 person)."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from viewdiff.embeddings import l2_normalize
 from viewdiff.models.checkpoint import load_pretrained
-from viewdiff.data import PosePairDataset, load_records
-from viewdiff.train_enhanced import build_parser, evaluate_pairs, stack_pairs, train
+from viewdiff.training.datasets import PosePairDataset, stack_pairs
+from viewdiff.training.evaluate import profile_rank1, transform
+from viewdiff.training.records import load_records
+from viewdiff.training.train import build_parser, evaluate_pairs, train
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--voxel_resolution", "8", "--threads", "1", "--quiet"]
@@ -37,9 +39,6 @@ def test_training_fits_the_frontal_regression_on_real_faces(small_cache, tmp_pat
 
 
 def test_identity_term_separates_training_identities(small_cache, tmp_path):
-    from viewdiff.evaluate import profile_rank1, transform
-    from viewdiff.metrics import l2_normalize
-
     _, result = run_train(small_cache, tmp_path / "run", "--epochs", "20", "--batch_size", "32")
     cfp = load_records(small_cache, "cfp", "dlib")
     raw = np.mean([profile_rank1(l2_normalize(cfp.embedding), cfp, k) for k in range(1, 11)])
@@ -96,26 +95,12 @@ def test_variants_train(small_cache, tmp_path, flags):
 
 
 def test_missing_cache_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m viewdiff.extract"):
+    with pytest.raises(FileNotFoundError, match="python -m viewdiff.training.extract"):
         run_train(tmp_path, tmp_path / "run", "--epochs", "1")
 
 
-def test_train_script_runs_as_a_file():
-    out = subprocess.run([sys.executable, "viewdiff/train_enhanced.py", "--help"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("command", [["-m", "viewdiff.training.train"], ["-m", "viewdiff.train_enhanced"],
+                                     ["viewdiff/train_enhanced.py"]])
+def test_train_command_and_its_old_paths(command):
+    out = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--use_prior_preservation" in out.stdout
-
-
-def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
-    from viewdiff.evaluate import main
-
-    out = tmp_path / "results"
-    results = main(["--data_dir", str(small_cache), "--data_root", str(data_root), "--max_identities", "10",
-                    "--folds", "1,2", "--epochs", "2", "--work_dir", str(tmp_path / "work"), "--out", str(out),
-                    "--train_args", " ".join(FAST)])
-    assert set(results["cfp_fp"]) == {"raw", "dream_l2", "dream", "enhanced"}
-    for method in results["cfp_fp"].values():
-        assert len(method["accuracy"]) == 2 and all(0.0 <= a <= 1.0 for a in method["accuracy"])
-    assert results["cfp_fp"]["raw"]["accuracy"][0] > 0.6  # real embeddings verify real pairs
-    assert json.loads((out / "results.json").read_text())["folds"] == [1, 2]
-    assert (out / "pointing04_similarity.html").is_file() and "| raw |" in (out / "tables.md").read_text()

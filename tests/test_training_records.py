@@ -1,7 +1,7 @@
-"""Datasets on the real CFP / Pointing'04 files: labels, official folds, cached extraction, pairs.
+"""Face records on the real CFP / Pointing'04 files: labels, official folds, cached extraction.
 
-Extraction runs the offline dlib backend on a tiny real subset (2 CFP identities, 10 Pointing'04
-photos) into a temporary cache; the whole file takes well under two minutes of CPU.
+Extraction runs the offline dlib backend on a tiny real subset (conftest's `tiny_extracted`: 2 CFP
+identities, 10 Pointing'04 photos) into a temporary cache; the whole file takes well under two minutes of CPU.
 """
 from __future__ import annotations
 
@@ -12,22 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from viewdiff.data import (P04_NAME, FaceRecords, PosePairDataset, cfp_fp_pairs, cfp_identity_folds,
-                           extract_records, fold_split, list_cfp, list_pointing04, load_records)
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.paths import shared_dir
+from viewdiff.training.records import (P04_NAME, cfp_identity_folds, extract_records, list_cfp, list_pointing04,
+                                      load_records)
+
+from conftest import P04_PANS, p04_subset
 
 DATA = shared_dir() / "data"
 HAVE_DATA = (DATA / "cfp").is_dir() and (DATA / "pointing04").is_dir()
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"team data not found at {DATA} (clone beside ../shared)")
 
-P04_PANS = (-90, -45, 0, 45, 90)
-
-
-def p04_subset(item) -> bool:
-    """Pointing'04: tilt 0, pan in P04_PANS (both series): 10 photos of a person."""
-    yaw, pitch, _ = item.true_pose
-    return pitch == 0 and yaw in P04_PANS
 
 
 class CountingAnalyzer:
@@ -46,21 +41,8 @@ class CountingAnalyzer:
 
 
 @pytest.fixture(scope="module")
-def fa() -> FaceAnalyzer:
-    return FaceAnalyzer(backend="dlib")
-
-
-@pytest.fixture(scope="module")
-def extracted(tmp_path_factory, fa):
-    """(cache_dir, cfp records, cfp stats, p04 records, p04 stats, calls used) on the tiny subset."""
-    if not HAVE_DATA:
-        pytest.skip(f"team data not found at {DATA}")
-    cache = tmp_path_factory.mktemp("cache")
-    before = fa.calls
-    cfp, cfp_stats = extract_records("cfp", DATA, fa, cache, max_identities=2, progress=False)
-    p04, p04_stats = extract_records("pointing04", DATA, fa, cache, max_identities=1, progress=False,
-                                     select=p04_subset)
-    return cache, cfp, cfp_stats, p04, p04_stats, fa.calls - before
+def fa(analyzer) -> FaceAnalyzer:
+    return analyzer
 
 
 # ----------------------------------------------------------------------------- listings
@@ -131,8 +113,8 @@ def test_cfp_listing_subset_spreads_over_folds():
 # ----------------------------------------------------------------------------- extraction + cache
 
 @needs_data
-def test_extraction_counts_and_records(extracted, fa):
-    cache, cfp, cfp_stats, p04, p04_stats, calls = extracted
+def test_extraction_counts_and_records(tiny_extracted, fa):
+    cache, cfp, cfp_stats, p04, p04_stats, calls = tiny_extracted
     assert cfp_stats["images"] == cfp_stats["analysed"] == len(cfp) == 28
     assert p04_stats["images"] == p04_stats["analysed"] == len(p04) == 10
     assert calls == 38
@@ -156,8 +138,8 @@ def test_extraction_counts_and_records(extracted, fa):
 
 
 @needs_data
-def test_rerun_hits_the_cache(extracted, fa):
-    cache, cfp, _, p04, _, _ = extracted
+def test_rerun_hits_the_cache(tiny_extracted, fa):
+    cache, cfp, _, p04, _, _ = tiny_extracted
     before = fa.calls
     cfp2, stats = extract_records("cfp", DATA, fa, cache, max_identities=2, progress=False)
     p04_2, stats2 = extract_records("pointing04", DATA, fa, cache, max_identities=1, progress=False,
@@ -177,9 +159,9 @@ def test_rerun_hits_the_cache(extracted, fa):
 
 
 @needs_data
-def test_cache_is_invalidated_by_another_model(extracted, fa, tmp_path):
+def test_cache_is_invalidated_by_another_model(tiny_extracted, fa, tmp_path):
     cache = tmp_path / "cache"
-    shutil.copytree(extracted[0], cache)
+    shutil.copytree(tiny_extracted[0], cache)
     other = CountingAnalyzer(fa, recognition="another model")
     _, stats = extract_records("pointing04", DATA, other, cache, max_identities=1, progress=False,
                                select=p04_subset)
@@ -216,101 +198,5 @@ def test_extraction_errors(fa, tmp_path):
     (tmp_path / "pointing04").mkdir()
     with pytest.raises(ValueError, match="no pointing04 images"):
         extract_records("pointing04", tmp_path, fa, tmp_path / "cache")
-    with pytest.raises(FileNotFoundError, match="python -m viewdiff.extract"):
+    with pytest.raises(FileNotFoundError, match="python -m viewdiff.training.extract"):
         load_records(tmp_path / "cache", "cfp", "dlib")
-
-
-# ----------------------------------------------------------------------------- pairs and folds
-
-@needs_data
-def test_pose_pair_targets(extracted):
-    _, cfp, _, p04, _, _ = extracted
-    records = FaceRecords.concatenate([cfp, p04])
-    ds = PosePairDataset(records, pose_pairs_per_row=1, seed=0)
-    found = records.subset(records.found)
-    n_cfp, n_p04 = int(cfp.found.sum()), int(p04.found.sum())
-    assert len(ds) == n_cfp + n_p04 + n_p04   # every found row -> frontal, plus one pose pair per P04 row
-    np.testing.assert_allclose(np.linalg.norm(ds.target[: n_cfp + n_p04], axis=1), 1, atol=1e-5)
-    for ident in sorted(set(cfp.identity)):
-        rows = (found.identity == ident)
-        mean = found.embedding[rows & (found.view == "frontal")].mean(0)
-        mean /= np.linalg.norm(mean)
-        k = ds.identities.index(ident)
-        profile = [i for i in range(len(ds)) if ds.identity[i] == k and
-                   any((ds.src[i] == e).all() for e in found.embedding[rows & (found.view == "profile")])]
-        assert profile, f"no profile pair for {ident}"
-        for i in profile:
-            item = ds[i]
-            np.testing.assert_allclose(item["target"], mean, atol=1e-6)
-            assert (item["pose"] == 0).all()
-            src_row = np.flatnonzero((found.embedding == item["src"]).all(1))[0]
-            np.testing.assert_array_equal(item["angles"], found.pose[src_row])
-            np.testing.assert_array_equal(item["keypoints_3d"], found.keypoints_3d[src_row])
-            assert abs(float(item["angles"][0])) > 30   # profiles: a large estimated yaw
-    # Pointing'04: frontal target = mean of the (0, 0) rows; pose pairs target a real row at its true pose
-    k = ds.identities.index("p04_01")
-    p_rows = found.identity == "p04_01"
-    front = found.embedding[p_rows & (np.abs(found.true_pose[:, :2]) < 1e-6).all(1)]
-    front_mean = front.mean(0) / np.linalg.norm(front.mean(0))
-    p_items = [ds[i] for i in range(len(ds)) if ds.identity[i] == k]
-    frontal_items = [it for it in p_items if np.allclose(it["target"], front_mean, atol=1e-6) and not it["pose"].any()]
-    assert len(frontal_items) >= n_p04
-    pose_items = [it for it in p_items if it["pose"].any()]
-    assert pose_items
-    for it in pose_items:
-        t = np.flatnonzero((found.embedding == it["target"]).all(1) & p_rows)
-        assert len(t) == 1 and (found.true_pose[t[0]] == it["pose"]).all()
-        assert not np.array_equal(it["src"], it["target"])
-    again = PosePairDataset(records, pose_pairs_per_row=1, seed=0)
-    np.testing.assert_array_equal(ds.target, again.target)   # seeded
-
-
-@needs_data
-def test_fold_split_is_by_identity(extracted):
-    _, cfp, _, p04, _, _ = extracted
-    records = FaceRecords.concatenate([cfp, p04])
-    folds = sorted(set(cfp.fold.tolist()))
-    assert len(folds) == 2
-    train, val = fold_split(records, folds[0])
-    assert not (train & val).any()
-    assert (records.fold[val] == folds[0]).all() and val.sum() == (cfp.found & (cfp.fold == folds[0])).sum()
-    assert not set(records.identity[train]) & set(records.identity[val])
-    assert "p04_01" in set(records.identity[train])   # no CFP-FP fold: always trains
-    assert not (train | val)[~records.found].any()     # rows without a face are in neither
-    train0, val0 = fold_split(records, 0)
-    assert not val0.any() and (train0 == records.found).all()
-
-
-@needs_data
-def test_cfp_fp_pairs_on_a_partial_cache(extracted):
-    _, cfp, _, _, _, _ = extracted
-    with pytest.raises(ValueError, match="python -m viewdiff.extract --datasets cfp"):
-        cfp_fp_pairs(cfp, DATA)
-    pairs = cfp_fp_pairs(cfp, DATA, allow_missing=True)
-    assert len(pairs["a"]) > 0
-    assert (cfp.view[pairs["a"]] == "frontal").all() and (cfp.view[pairs["b"]] == "profile").all()
-    same_ident = cfp.identity[pairs["a"]] == cfp.identity[pairs["b"]]
-    np.testing.assert_array_equal(same_ident, pairs["same"])
-    np.testing.assert_array_equal(pairs["fold"], cfp.fold[pairs["a"]])
-
-
-@needs_data
-def test_cfp_fp_pairs_on_the_whole_protocol():
-    """All 7000 official pairs against records that hold every CFP image (labels only, no analysis)."""
-    items = list_cfp(DATA)
-    n = len(items)
-    assert n == 7000
-    records = FaceRecords(
-        embedding=np.zeros((n, 4), np.float32), pose=np.zeros((n, 3), np.float32),
-        true_pose=np.full((n, 3), np.nan, np.float32), keypoints_3d=np.zeros((n, 5, 3), np.float32),
-        identity=np.array([i.identity for i in items]), view=np.array([i.view for i in items]),
-        fold=np.array([i.fold for i in items]), path=np.array([str(i.path.relative_to(DATA)) for i in items]),
-        found=np.ones(n, bool))
-    pairs = cfp_fp_pairs(records, DATA)
-    assert len(pairs["a"]) == 7000 and pairs["same"].sum() == 3500
-    for k in range(1, 11):
-        in_fold = pairs["fold"] == k
-        assert in_fold.sum() == 700 and pairs["same"][in_fold].sum() == 350
-    np.testing.assert_array_equal(records.fold[pairs["a"]], pairs["fold"])
-    np.testing.assert_array_equal(records.fold[pairs["b"]], pairs["fold"])
-    np.testing.assert_array_equal(records.identity[pairs["a"]] == records.identity[pairs["b"]], pairs["same"])

@@ -1,0 +1,109 @@
+"""Training data from `FaceRecords`: pose pairs (source face -> same identity at a target pose), the
+identity-disjoint fold split, and the official CFP-FP verification pairs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from viewdiff.embeddings import l2_normalize
+from viewdiff.training.records import FaceRecords, pair_list
+
+PAIR_KEYS = ("src", "angles", "keypoints_3d", "target", "pose", "identity")
+
+
+def fold_split(records: FaceRecords, val_fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train mask, val mask) by identity: CFP identities of `val_fold` validate, all else trains.
+
+    val_fold 0: everything trains and the val mask is empty. Rows without a face are in neither.
+    """
+    val = (records.fold == val_fold) & (val_fold > 0) & records.found
+    return records.found & ~val, val
+
+
+class PosePairDataset:
+    """Training pairs (source face -> the same identity at a target pose) from `FaceRecords`.
+
+    Every found row is a source. CFP (and any set without true poses): target = the normalised mean
+    embedding of the identity's frontal rows, target pose = frontal (0, 0, 0). Pointing'04 (true
+    poses known): target = the mean of the identity's rows at true pose (0, 0), pose (0, 0, 0), and
+    in addition `pose_pairs_per_row` pairs to random rows of the same identity at their true poses
+    (pose -> pose), drawn with a fixed `seed`. Identities without a frontal row give no frontal pair.
+    Item i: dict src [D], angles [3] (estimated source pose), keypoints_3d [5, 3], target [D],
+    pose [3] (target pose), identity (int index into `identities`).
+    """
+
+    def __init__(self, records: FaceRecords, pose_pairs_per_row: int = 1, seed: int = 0):
+        r = records.subset(records.found)
+        self.identities = list(dict.fromkeys(r.identity))
+        ident_index = {name: i for i, name in enumerate(self.identities)}
+        known = ~np.isnan(r.true_pose).any(axis=1)
+        frontal_row = np.where(known, (np.abs(r.true_pose[:, :2]) < 1e-6).all(axis=1), r.view == "frontal")
+        src, tgt_emb, tgt_pose = [], [], []
+        rng = np.random.default_rng(seed)
+        for name in self.identities:
+            rows = np.flatnonzero(r.identity == name)
+            front = rows[frontal_row[rows]]
+            if len(front):
+                mean = l2_normalize(r.embedding[front].mean(0))
+                src += list(rows)
+                tgt_emb += [mean] * len(rows)
+                tgt_pose += [np.zeros(3, np.float32)] * len(rows)
+            posed = rows[known[rows]]
+            if len(posed) > 1 and pose_pairs_per_row:
+                for s in np.repeat(posed, pose_pairs_per_row):
+                    t = rng.choice(posed[posed != s])
+                    src.append(s)
+                    tgt_emb.append(r.embedding[t])
+                    tgt_pose.append(r.true_pose[t])
+        src = np.asarray(src, dtype=int)
+        self.src, self.angles, self.keypoints_3d = r.embedding[src], r.pose[src], r.keypoints_3d[src]
+        self.target = np.asarray(tgt_emb, np.float32).reshape(len(src), r.embedding.shape[1])
+        self.pose = np.asarray(tgt_pose, np.float32).reshape(len(src), 3)
+        self.identity = np.array([ident_index[n] for n in r.identity[src]], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"src": self.src[i], "angles": self.angles[i], "keypoints_3d": self.keypoints_3d[i],
+                "target": self.target[i], "pose": self.pose[i], "identity": self.identity[i]}
+
+
+def stack_pairs(dataset: PosePairDataset) -> dict[str, torch.Tensor]:
+    """All pairs of `dataset` as tensors: src [N, D], angles [N, 3], keypoints_3d [N, K, 3], ..."""
+    items = [dataset[i] for i in range(len(dataset))]
+    if not items:
+        raise ValueError("no training pairs: was a face found in the selected records?")
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in PAIR_KEYS}
+
+
+def cfp_fp_pairs(cfp: FaceRecords, data_root: str | Path, allow_missing: bool = False) -> dict[str, np.ndarray]:
+    """The official CFP-FP pairs as row indices of `cfp`.
+
+    -> a [P] (frontal rows), b [P] (profile rows), same [P] bool, fold [P] int (1..10). Raises
+    ValueError when `cfp` lacks an image of the protocol (extract the full CFP first), unless
+    `allow_missing` (a subset run), which drops those pairs.
+    """
+    root = Path(data_root) / "cfp" / "Protocol"
+    frontal, profile = pair_list(root / "Pair_list_F.txt"), pair_list(root / "Pair_list_P.txt")
+    row = {str(p): i for i, p in enumerate(cfp.path)}
+    a, b, same, fold = [], [], [], []
+    for fold_dir in sorted((root / "Split" / "FP").iterdir()):
+        for kind in ("same", "diff"):
+            for line in (fold_dir / f"{kind}.txt").read_text().split():
+                i, j = (int(v) for v in line.split(","))
+                fa, pb = str(Path("cfp") / frontal[i]), str(Path("cfp") / profile[j])
+                if fa not in row or pb not in row:
+                    if allow_missing:
+                        continue
+                    raise ValueError(f"CFP-FP pair {line} of fold {fold_dir.name} needs {fa} and {pb}, which are "
+                                     "not all in the records: run `python -m viewdiff.training.extract --datasets cfp` "
+                                     "on the whole dataset")
+                a.append(row[fa])
+                b.append(row[pb])
+                same.append(kind == "same")
+                fold.append(int(fold_dir.name))
+    return {"a": np.array(a, dtype=int), "b": np.array(b, dtype=int), "same": np.array(same, dtype=bool),
+            "fold": np.array(fold, dtype=int)}
