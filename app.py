@@ -5,7 +5,7 @@
 The port also comes from $GRADIO_SERVER_PORT and the host from $GRADIO_SERVER_NAME (what a Hugging
 Face Space sets), so the same file runs unchanged as a Space (`sdk: gradio`, `app_file: app.py`).
 Models are loaded once, when this module is imported (module-level `demo`). The callback logic
-lives in `viewdiff.demo_service`; this file only lays out the page and wires events.
+lives in `viewdiff.demo.service`; this file only lays out the page and wires events.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import sys
 
 import gradio as gr
 
-from viewdiff.demo_service import (ASSETS, POSE_LIMITS, VOXEL_QUANTITIES, DemoService, Reply, ViewOptions,
-                                   example_label, example_photos)
+from viewdiff.demo.examples import ASSETS, example_label, example_photos
+from viewdiff.demo.service import POSE_LIMITS, VOXEL_QUANTITIES, DemoService, Reply, ViewOptions
 
 OUTPUTS = ("session", "face_image", "face_info", "attention", "voxels", "similarity", "sweep", "status",
            "gallery_table", "gallery_choice")
@@ -67,7 +67,7 @@ def _respond(reply: Reply) -> list:
     for text in reply.infos:
         gr.Info(text)
     values = (reply.values.get(name, gr.skip()) for name in OUTPUTS)
-    # a plain dict is a property update; plots are dict subclasses (demo_plots.PlotSpec), passed as values
+    # a plain dict is a property update; plots are dict subclasses (viewdiff.demo.plots.PlotSpec), passed as values
     return [gr.update(**v) if type(v) is dict else v for v in values]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from viewdiff import demo_plots
+from viewdiff.demo import plots as demo_plots
 
 
 def figure(spec: demo_plots.PlotSpec) -> go.Figure:

@@ -13,13 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from viewdiff import demo_service
+from viewdiff.demo import service as demo_service
+from viewdiff.demo.engine import SWEEP_YAWS
+from viewdiff.demo.gallery import Gallery
+from viewdiff.demo.plots import PlotSpec
+from viewdiff.demo.service import DemoService, Reply, ViewOptions
 from viewdiff.models.checkpoint import save_pretrained
-from viewdiff.demo_plots import PlotSpec
-from viewdiff.demo_service import FRONTAL_KEYPOINTS_3D, SWEEP_YAWS, DemoService, Reply, ViewOptions
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 from viewdiff.paths import shared_dir
-from viewdiff.gallery import Gallery
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
@@ -123,7 +124,7 @@ def test_transform_matches_a_direct_model_call(service, monkeypatch):
     target = np.array([20, -10, 5], np.float32)
     head = service.model.head.weight
     saved = head.detach().clone()
-    monkeypatch.setattr(service, "_gallery_cache", {})
+    monkeypatch.setattr(service.engine, "gallery_cache", {})
     try:
         with torch.no_grad():  # a fresh model is the identity: give it a non-zero residual
             head.copy_(torch.randn_like(head) * 0.05)
@@ -133,7 +134,7 @@ def test_transform_matches_a_direct_model_call(service, monkeypatch):
                                 torch.from_numpy(record.keypoints_3d)[None], torch.from_numpy(target)[None])
             n = len(service.gallery.names)  # the gallery is moved to the same target pose (frontal source)
             moved = service.model(torch.from_numpy(service.gallery.templates.astype(np.float32)),
-                                  torch.zeros(n, 3), torch.from_numpy(FRONTAL_KEYPOINTS_3D).expand(n, -1, -1),
+                                  torch.zeros(n, 3), torch.from_numpy(service.engine.frontal_keypoints_3d).expand(n, -1, -1),
                                   torch.from_numpy(target).expand(n, -1))
     finally:
         with torch.no_grad():
@@ -323,7 +324,7 @@ def test_gallery_survives_a_restart(weights, tmp_path):
     assert second.gallery.meta["skipped"] == {} and len(second.gallery.meta["photos"]) == 1
 
 
-# ----------------------------------------------------------------------------- model card, examples
+# ----------------------------------------------------------------------------- model card
 
 def test_model_card_names_the_loaded_models(service, weights):
     card = service.model_card()
@@ -350,23 +351,6 @@ def test_missing_or_mismatched_weights_explain_the_fix(service, tmp_path, make, 
     assert len(reply.values["similarity"].data) == 1  # raw similarity still works
     assert "not loaded" in reply.values["attention"].layout["annotations"][0]["text"]
     assert "not loaded" in reply.values["sweep"].layout["annotations"][0]["text"]
-
-
-def test_example_photos_are_the_committed_assets():
-    examples = [Path(p) for p in demo_service.example_photos()]
-    committed = [p for p in examples if p.parent == ASSETS]
-    assert [p.name for p in committed] == list(demo_service.EXAMPLE_LABELS)
-    assert all(p.is_file() for p in examples)
-    assert demo_service.example_label(str(ASSETS / "t1.jpg")) == "6 faces: the largest is used"
-    assert demo_service.example_label("assets/local/pointing04_person01_yaw60.jpg") == "Pointing'04, yaw 60° (local)"
-
-
-def test_populate_assets_from_shared(tmp_path):
-    if not (shared_dir() / "data" / "pointing04").is_dir():
-        pytest.skip("../shared/data/pointing04 not present")
-    copied = demo_service.populate_assets_from_shared(target=tmp_path)
-    assert sorted(p.name for p in copied) == sorted(demo_service.POINTING04_EXAMPLES)
-    assert all(p.stat().st_size > 1000 for p in copied)
 
 
 # ----------------------------------------------------------------------------- shipped weights

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from viewdiff.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
+from viewdiff.demo.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -7,10 +7,11 @@ unexpected errors become a short warning; nothing raises.
 Cost model: a new photo is analysed once (face detection, landmarks, embedding, head pose: 0.3-2 s
 on a CPU) and cached in the session; a slider move only reruns the pose transformer on the cached
 record (one target pose, plus the 19-pose yaw sweep when the target pitch/roll changed) and redraws
-the plots from plain plotly JSON (`demo_plots.PlotSpec`).
+the plots from plain plotly JSON (`viewdiff.demo.plots.PlotSpec`). The model runs live in
+`viewdiff.demo.engine`, the example photos in `viewdiff.demo.examples`.
 
-    python -m viewdiff.demo_service --populate-assets-from-shared   # local Pointing'04 examples
-    python -m viewdiff.demo_service --bench [--weights DIR]         # slider-callback latency
+    python -m viewdiff.demo.service --populate-assets-from-shared   # local Pointing'04 examples
+    python -m viewdiff.demo.service --bench [--weights DIR]         # slider-callback latency
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import functools
 import json
 import logging
 import os
-import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,38 +30,22 @@ import cv2
 import numpy as np
 import torch
 
-from viewdiff import demo_plots
-from viewdiff.embeddings import cosine_matrix, l2_normalize
+from viewdiff.demo import plots
+from viewdiff.demo.engine import SWEEP_YAWS, PoseEngine, PoseResult
+from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_photos, populate_assets_from_shared
+from viewdiff.demo.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.faces.errors import FaceAnalysisError
-from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.faces.records import FaceRecord
-from viewdiff.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
 from viewdiff.models.checkpoint import WeightsError, load_pretrained
-from viewdiff.paths import shared_dir
+from viewdiff.paths import REPO_ROOT, shared_dir
 
 log = logging.getLogger("viewdiff.demo")
 
-REPO = Path(__file__).resolve().parent.parent
-ASSETS = REPO / "assets"
-LOCAL_ASSETS = ASSETS / "local"
-SHARED = shared_dir()
-DEFAULT_GALLERY_CACHE = REPO / "data" / "cache" / "demo_gallery"
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
-# Pointing'04 person 01, series 1, tilt 0, pan (= yaw) 0/30/60/90: local examples, never committed.
-POINTING04_EXAMPLES = {f"pointing04_person01_yaw{pan:02d}.jpg": f"Person01/person011{46 + pan // 15}+0+{pan}.jpg"
-                       for pan in (0, 30, 60, 90)}
-# Captions of the committed example photos (assets/README.md says where each comes from).
-EXAMPLE_LABELS = {"astronaut.jpg": "frontal", "t1_face_yaw55.jpg": "turned ~55°",
-                  "cameraman_gray.png": "grayscale, turned ~60°", "t1.jpg": "6 faces: the largest is used",
-                  "Tom_Hanks_54745.png": "112 px aligned crop", "cat_no_face.jpg": "no face (a cat)"}
-SWEEP_YAWS = np.arange(-90, 91, 10, dtype=np.float32)
+DEFAULT_GALLERY_CACHE = REPO_ROOT / "data" / "cache" / "demo_gallery"
 VOXEL_QUANTITIES = ("channel norm", "density")
 POSE_LIMITS = ((-90.0, 90.0), (-60.0, 60.0), (-45.0, 45.0))  # target yaw, pitch, roll (degrees)
 DISPLAY_MAX_SIDE = 1024  # the annotated photo is shown at most this big
-FRONTAL_KEYPOINTS_3D = keypoints_3d_from_pose((0.0, 0.0, 0.0))  # [5, 3] of the gallery templates
-SWEEP_CACHE_SIZE = 64
-GALLERY_CACHE_SIZE = 256  # (target poses, templates) -> gallery moved to those poses  # (pitch, roll) sweeps kept per session
 
 
 @dataclass
@@ -79,28 +62,8 @@ class ViewOptions:
     def __post_init__(self):  # values straight from the UI: None when a control is empty
         self.layer, self.head, self.index = (int(v or 0) for v in (self.layer, self.head, self.index))
         self.quantity = self.quantity if self.quantity in VOXEL_QUANTITIES else VOXEL_QUANTITIES[0]
-        self.axis = self.axis if self.axis in demo_plots.VOXEL_AXES else "z"
+        self.axis = self.axis if self.axis in plots.VOXEL_AXES else "z"
         self.as_3d = bool(self.as_3d)
-
-
-@dataclass
-class PoseResult:
-    """One run of the pose transformer for a photo at a target pose (plus the yaw sweep)."""
-
-    target: np.ndarray  # [3]
-    names: list[str]
-    raw: np.ndarray  # [N] similarity of the photo's embedding to each identity
-    transformed: np.ndarray | None  # [N] same for the transformed embedding (None: no model)
-    sweep: np.ndarray | None  # [len(SWEEP_YAWS)] similarity to the best identity along the sweep
-    attention: np.ndarray | None  # [L, H, T, T]
-    token_labels: list[str]
-    volumes: dict[str, np.ndarray]  # quantity -> [R, R, R] (z, y, x)
-    model_ms: float
-    model_poses: int = 0  # target poses in the model batch (1, or 1 + the sweep when not cached)
-
-    @property
-    def best(self) -> int:
-        return int(np.argmax(self.raw if self.transformed is None else self.transformed))
 
 
 @dataclass
@@ -147,34 +110,6 @@ def _guarded(callback):
     return wrapper
 
 
-def example_photos() -> list[str]:
-    """Example photos: the redistributable ones in assets/ (captioned first), then the local Pointing'04 ones."""
-    order = {name: i for i, name in enumerate(EXAMPLE_LABELS)}
-    committed = sorted((p for p in ASSETS.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES),
-                       key=lambda p: (order.get(p.name, len(order)), p.name)) if ASSETS.is_dir() else []
-    local = sorted(p for p in LOCAL_ASSETS.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES) \
-        if LOCAL_ASSETS.is_dir() else []
-    return [str(p) for p in committed + local]
-
-
-def example_label(path: str) -> str:
-    name = Path(path).name
-    if name in EXAMPLE_LABELS:
-        return EXAMPLE_LABELS[name]
-    if name.startswith("pointing04_"):
-        return f"Pointing'04, yaw {name.rsplit('yaw', 1)[-1].split('.')[0]}° (local)"
-    return name
-
-
-def populate_assets_from_shared(shared: Path = SHARED, target: Path = LOCAL_ASSETS) -> list[Path]:
-    """Copy a few Pointing'04 photos (yaw 0/30/60/90) into assets/local/ (gitignored)."""
-    source = shared / "data" / "pointing04"
-    if not source.is_dir():
-        raise FileNotFoundError(f"{source} not found: put the shared data beside the repository")
-    target.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copyfile(source / rel, target / name)) for name, rel in POINTING04_EXAMPLES.items()]
-
-
 def target_pose(values) -> np.ndarray:
     """Slider values (yaw, pitch, roll; None when a number box is empty) -> clipped float32 [3]."""
     values = [0.0 if v is None else float(v) for v in values]
@@ -188,7 +123,7 @@ def display_image(image: np.ndarray, record: FaceRecord) -> np.ndarray:
     scale = min(1.0, DISPLAY_MAX_SIDE / max(image.shape[:2]))
     if scale < 1:
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return demo_plots.annotate_faces(image, [np.asarray(record.bbox) * scale], [np.asarray(record.keypoints) * scale])
+    return plots.annotate_faces(image, [np.asarray(record.bbox) * scale], [np.asarray(record.keypoints) * scale])
 
 
 class DemoService:
@@ -196,10 +131,13 @@ class DemoService:
 
     def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, model: torch.nn.Module | None,
                  weights_dir: Path, weights_info: dict | None = None, weights_error: str | None = None):
-        self.analyzer, self.gallery, self.model = analyzer, gallery, model
+        self.analyzer, self.gallery, self.engine = analyzer, gallery, PoseEngine(model)
         self.weights_dir, self.weights_info, self.weights_error = weights_dir, weights_info or {}, weights_error
-        self._gallery_cache: dict[tuple[bytes, bytes], np.ndarray] = {}
-        self._model_lock = threading.Lock()  # last_visualization belongs to the forward that wrote it
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The loaded pose transformer, None when its weights are missing or do not fit."""
+        return self.engine.model
 
     @classmethod
     def load(cls, backend: str = "auto", weights_dir: str | os.PathLike | None = None,
@@ -218,24 +156,23 @@ class DemoService:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         analyzer = FaceAnalyzer(backend=backend)
-        weights = Path(weights_dir) if weights_dir else REPO / "weights" / analyzer.backend / "enhanced"
+        weights = Path(weights_dir) if weights_dir else REPO_ROOT / "weights" / analyzer.backend / "enhanced"
         model, info, error = None, {}, None
         try:
             model, metadata = load_pretrained(weights, embedding_dim=analyzer.embedding_dim)
             info = {"class": type(model).__name__, "config": getattr(model, "config", {}), "metadata": metadata}
-            with torch.inference_mode():  # warm-up: the first forward allocates, later ones are fast
-                batch = 1 + len(SWEEP_YAWS)
-                model(torch.zeros(batch, analyzer.embedding_dim), torch.zeros(batch, 3), torch.zeros(batch, 5, 3),
-                      torch.zeros(batch, 3))
         except WeightsError as exc:
             error = str(exc)
             log.warning("pose transformer not loaded: %s", error)
-        gallery_dir = Path(gallery_dir or os.environ.get("VIEWDIFF_GALLERY_DIR") or REPO / "gallery")
-        photos = default_identity_photos(ASSETS, SHARED) if default_photos is None else default_photos
+        gallery_dir = Path(gallery_dir or os.environ.get("VIEWDIFF_GALLERY_DIR") or REPO_ROOT / "gallery")
+        photos = default_identity_photos(ASSETS, shared_dir()) if default_photos is None else default_photos
         gallery = open_gallery(gallery_dir, Path(defaults_dir or DEFAULT_GALLERY_CACHE), gallery_key(analyzer),
                                analyzer.embedding_dim, photos, lambda path: analyzer.analyze(path).embedding,
                                fingerprint=json.dumps(analyzer.describe(), sort_keys=True, default=str))
-        return cls(analyzer, gallery, model, weights, info, error)
+        service = cls(analyzer, gallery, model, weights, info, error)
+        if model is not None:
+            service.engine.warm_up(analyzer.embedding_dim)
+        return service
 
     # ----- what the UI is built from -----
     @property
@@ -288,100 +225,40 @@ class DemoService:
 
     def transform(self, record: FaceRecord, target: np.ndarray,
                   sweeps: dict[tuple[float, float], np.ndarray] | None = None) -> PoseResult:
-        """Run the pose transformer at ``target`` (and the yaw sweep unless ``sweeps`` holds it); gallery similarities."""
-        names, raw = self.gallery.names, self.gallery.similarities(record.embedding)
-        if self.model is None:
-            return PoseResult(target, names, raw, None, None, None, [], {}, 0.0)
-        sweeps = {} if sweeps is None else sweeps
-        key = (float(target[1]), float(target[2]))
-        poses = target[None]
-        if key not in sweeps:
-            sweep_poses = np.stack([SWEEP_YAWS, np.full_like(SWEEP_YAWS, key[0]), np.full_like(SWEEP_YAWS, key[1])], 1)
-            poses = np.concatenate([poses, sweep_poses])
-        batch = len(poses)
-        with self._model_lock, torch.inference_mode():
-            start = time.perf_counter()
-            out = self.model(src=torch.as_tensor(record.embedding, dtype=torch.float32).expand(batch, -1),
-                             angles=torch.as_tensor(record.pose, dtype=torch.float32).expand(batch, -1),
-                             keypoints_3d=torch.as_tensor(record.keypoints_3d, dtype=torch.float32)
-                             .expand(batch, -1, -1),
-                             pose=torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32)))
-            model_ms = (time.perf_counter() - start) * 1000
-            viz = getattr(self.model, "last_visualization", None) or {}
-        out = out.float().cpu().numpy()
-        if key not in sweeps:
-            while len(sweeps) >= SWEEP_CACHE_SIZE:
-                sweeps.pop(next(iter(sweeps)))
-            sweeps[key] = out[1:]
-        volumes = {}
-        if viz.get("voxels") is not None:
-            volumes["channel norm"] = viz["voxels"][0].float().norm(dim=0).numpy()
-        if viz.get("density") is not None:
-            volumes["density"] = viz["density"][0, 0].float().numpy()
-        attention = np.stack([a[0].float().numpy() for a in viz["attention"]]) if viz.get("attention") else None
-        transformed = None
-        if names:  # the gallery moved to the same target pose(s): both sides live in the model's space
-            transformed = cosine_matrix(out[0][None], self._gallery_at(target[None])[0])[0]
-        result = PoseResult(target, names, raw, transformed, None,
-                            attention, list(viz.get("token_labels", [])), volumes, model_ms, batch)
-        if names:
-            best = self._gallery_at(np.stack([SWEEP_YAWS, np.full_like(SWEEP_YAWS, key[0]),
-                                              np.full_like(SWEEP_YAWS, key[1])], 1), rows=[result.best])[:, 0]
-            result.sweep = np.sum(l2_normalize(sweeps[key]) * l2_normalize(best), axis=1)
-        return result
-
-    @torch.inference_mode()
-    def _gallery_at(self, poses: np.ndarray, rows: list[int] | None = None) -> np.ndarray:
-        """Gallery templates (frontal) moved to each target pose: poses [P, 3] -> [P, N, D] (cached).
-
-        rows: only these gallery entries (N = len(rows)); default all.
-        """
-        templates = self.gallery.templates.astype(np.float32)
-        templates = templates if rows is None else templates[rows]
-        poses = np.ascontiguousarray(poses, dtype=np.float32)
-        key = (poses.tobytes(), templates.tobytes())
-        if key not in self._gallery_cache:
-            p, n = len(poses), len(templates)
-            with self._model_lock:
-                out = self.model(src=torch.from_numpy(np.tile(templates, (p, 1))), angles=torch.zeros(p * n, 3),
-                                 keypoints_3d=torch.from_numpy(FRONTAL_KEYPOINTS_3D).expand(p * n, -1, -1),
-                                 pose=torch.from_numpy(np.repeat(poses, n, axis=0)))
-            while len(self._gallery_cache) >= GALLERY_CACHE_SIZE:
-                self._gallery_cache.pop(next(iter(self._gallery_cache)))
-            self._gallery_cache[key] = out.float().numpy().reshape(p, n, -1)
-        return self._gallery_cache[key]
+        """The pose transformer at ``target`` with gallery similarities (see `PoseEngine.transform`)."""
+        return self.engine.transform(record, target, self.gallery, sweeps)
 
     # ----- figures -----
     def attention_plot(self, result: PoseResult | None, view: ViewOptions):
         if result is None or result.attention is None:
-            return demo_plots.message_figure("Attention map", self._missing("attention weights", result))
+            return plots.message_figure("Attention map", self._missing("attention weights", result))
         layer = int(np.clip(view.layer, 0, result.attention.shape[0] - 1))
         head = int(np.clip(view.head, 0, result.attention.shape[1] - 1))
-        return demo_plots.attention_figure(result.attention[layer, head], result.token_labels,
+        return plots.attention_figure(result.attention[layer, head], result.token_labels,
                                            f"Attention: layer {layer + 1}, head {head + 1} "
                                            f"(rows attend to columns; each row sums to 1)")
 
     def voxel_plot(self, result: PoseResult | None, view: ViewOptions):
         volume = result.volumes.get(view.quantity) if result is not None else None
         if volume is None:
-            return demo_plots.message_figure("Voxel grid", self._missing(f"voxel {view.quantity}", result))
+            return plots.message_figure("Voxel grid", self._missing(f"voxel {view.quantity}", result))
         if view.as_3d:
-            return demo_plots.voxel_volume_figure(volume, view.quantity)
-        return demo_plots.voxel_slice_figure(volume, view.axis, view.index, view.quantity)
+            return plots.voxel_volume_figure(volume, view.quantity)
+        return plots.voxel_slice_figure(volume, view.axis, view.index, view.quantity)
 
     def similarity_plot(self, result: PoseResult | None):
         if result is None or not result.names:
-            return demo_plots.message_figure("Gallery similarity", "The gallery is empty: add a face below."
+            return plots.message_figure("Gallery similarity", "The gallery is empty: add a face below."
                                              if result is not None else "Drop in a face photo.")
-        return demo_plots.similarity_figure(result.names, result.raw, result.transformed)
+        return plots.similarity_figure(result.names, result.raw, result.transformed)
 
     def sweep_plot(self, result: PoseResult | None):
         if result is None or result.sweep is None:
             empty = result is not None and self.model is not None and not result.names
-            return demo_plots.message_figure("Pose sweep", "No sweep: the gallery is empty." if empty
+            return plots.message_figure("Pose sweep", "No sweep: the gallery is empty." if empty
                                              else self._missing("the pose sweep", result))
         best = result.best
-        return demo_plots.pose_sweep_figure(SWEEP_YAWS, result.sweep, float(result.raw[best]),
+        return plots.pose_sweep_figure(SWEEP_YAWS, result.sweep, float(result.raw[best]),
                                             result.names[best], float(result.target[0]))
 
     def _missing(self, what: str, result: PoseResult | None) -> str:
@@ -515,7 +392,7 @@ def bench(weights: str | None, repeats: int = 30) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--populate-assets-from-shared", action="store_true",
-                        help=f"copy Pointing'04 photos at yaw 0/30/60/90 from {SHARED} into {LOCAL_ASSETS}")
+                        help=f"copy Pointing'04 photos at yaw 0/30/60/90 from {shared_dir()} into {LOCAL_ASSETS}")
     parser.add_argument("--bench", action="store_true", help="time the slider callback on the example photos")
     parser.add_argument("--weights", default=None, help="enhanced weights folder for --bench")
     args = parser.parse_args(argv)
