@@ -59,7 +59,7 @@ def test_files_load_without_pickle(tmp_path):
 
 
 def test_missing_folder_or_file_raises_not_found(tmp_path):
-    with pytest.raises(WeightsNotFoundError, match=r"does not exist.*viewdiff\.train_enhanced"):
+    with pytest.raises(WeightsNotFoundError, match=r"does not exist.*viewdiff\.training\.train"):
         load_pretrained(tmp_path / "nowhere")
     save_pretrained(DreamResidual(d_model=32), tmp_path / "m")
     (tmp_path / "m" / WEIGHTS_FILE).unlink()
@@ -146,3 +146,13 @@ def test_adapter_that_does_not_fit_is_rejected(tmp_path):
     save_file({"w": torch.zeros(1)}, str(foreign))
     with pytest.raises(ValueError, match="not a viewdiff LoRA adapter"):
         load_lora_weights(model, foreign)
+
+
+def test_repo_relative_weights_load_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, _ = load_pretrained("weights/dlib/enhanced", embedding_dim=128)  # the shipped weights
+    assert isinstance(model, EnhancedTransformerDecoderOnly3D) and model.config["d_model"] == 128
+    save_pretrained(DreamResidual(d_model=32), tmp_path / "weights" / "dlib" / "enhanced")
+    assert isinstance(load_pretrained("weights/dlib/enhanced")[0], DreamResidual)  # the path as given comes first
+    with pytest.raises(WeightsNotFoundError, match="nowhere/model"):
+        load_pretrained("nowhere/model")

@@ -16,6 +16,7 @@ from torch import nn
 from viewdiff.models.baselines import DreamResidual
 from viewdiff.models.lora import lora_layers
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
+from viewdiff.paths import resolve_repo_path
 
 FORMAT_VERSION = 1
 ADAPTER_FORMAT = "viewdiff-lora-1"
@@ -59,10 +60,12 @@ def load_pretrained(directory: str | Path, embedding_dim: int | None = None,
                     map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the saved model (in eval mode) and return (model, metadata).
 
+    directory: the model folder, as given or else relative to the repository root (so
+    ``weights/dlib/enhanced`` loads from any working directory).
     embedding_dim: the width of the caller's face embeddings; a model for another width raises
     `WeightsMismatchError`. Missing files raise `WeightsNotFoundError`.
     """
-    directory = Path(directory)
+    directory = resolve_repo_path(directory)
     for path in (directory, directory / CONFIG_FILE, directory / WEIGHTS_FILE):
         if not path.exists():
             raise WeightsNotFoundError(f"model weights not found: {path} does not exist; {TRAIN_HINT}")
