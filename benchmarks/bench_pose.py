@@ -37,7 +37,7 @@ PITCH_BINS = (0, 15, 30, 60, 90)
 def pose_table(records: FaceRecords) -> tuple[list[str], dict]:
     """Markdown lines of the per-|yaw| table and per-|pitch| table; summary numbers."""
     true_yaw, true_pitch = records.true_pose[:, 0], records.true_pose[:, 1]
-    err = records.pose[:, :2] - records.true_pose[:, :2]
+    err = records.source_pose[:, :2] - records.true_pose[:, :2]
     signed = np.sign(true_yaw) * err[:, 0]        # > 0: more turned than the truth, < 0: less
     lines = ["| abs(yaw) | photos | detected | yaw MAE | pitch MAE | yaw bias | yaw sign ok |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -47,7 +47,7 @@ def pose_table(records: FaceRecords) -> tuple[list[str], dict]:
         found = sel & records.found
         n, k = int(sel.sum()), int(found.sum())
         turned = found & (np.abs(true_yaw) > 0)
-        sign_ok = (np.sign(records.pose[turned, 0]) == np.sign(true_yaw[turned])).mean() if turned.any() else np.nan
+        sign_ok = (np.sign(records.source_pose[turned, 0]) == np.sign(true_yaw[turned])).mean() if turned.any() else np.nan
         yaw_mae = float(np.abs(err[found, 0]).mean()) if k else np.nan
         pitch_mae = float(np.abs(err[found, 1]).mean()) if k else np.nan
         bias = float(signed[turned].mean()) if turned.any() else np.nan

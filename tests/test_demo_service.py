@@ -130,7 +130,7 @@ def test_transform_matches_a_direct_model_call(service, monkeypatch):
             head.copy_(torch.randn_like(head) * 0.05)
         result = service.transform(record, target)
         with torch.inference_mode():
-            out = service.model(torch.from_numpy(record.embedding)[None], torch.from_numpy(record.pose)[None],
+            out = service.model(torch.from_numpy(record.embedding)[None], torch.from_numpy(record.source_pose)[None],
                                 torch.from_numpy(record.keypoints_3d)[None], torch.from_numpy(target)[None])
             n = len(service.gallery.names)  # the gallery is moved to the same target pose (frontal source)
             moved = service.model(torch.from_numpy(service.gallery.templates.astype(np.float32)),
@@ -152,7 +152,7 @@ def test_cfp_frontal_and_profile_photos(service, view, path):
     reply = photo(service, CFP / path)
     assert not [w for w in reply.warnings if "no face" in w.lower()]
     record = reply.values["session"].record
-    yaw = abs(float(record.pose[0]))
+    yaw = abs(float(record.source_pose[0]))
     assert yaw < 25 if view == "frontal" else yaw > 35
     result = reply.values["session"].result
     assert np.isfinite(result.raw).all() and np.isfinite(result.transformed).all() and np.isfinite(result.sweep).all()

@@ -58,7 +58,7 @@ def check_record(r: FaceRecord, width: int, height: int, dim: int = 128) -> None
     assert r.keypoints.shape == (5, 2)
     assert r.embedding.shape == (dim,) and r.embedding.dtype == np.float32
     assert abs(float(np.linalg.norm(r.embedding)) - 1) < 1e-5
-    assert r.pose.shape == (3,) and np.isfinite(r.pose).all()
+    assert r.source_pose.shape == (3,) and np.isfinite(r.source_pose).all()
     assert r.pose_source in ("pnp5", "pnp68", "landmark_3d_68")
     assert r.keypoints_3d.shape == (5, 3)
     assert r.aligned_crop.shape == (112, 112, 3) and r.aligned_crop.dtype == np.uint8
@@ -95,7 +95,7 @@ def test_aligned_crop_that_fills_the_frame(fa):
     check_record(rec, 112, 112)
     assert rec.num_faces == 1 and rec.warning is None
     assert (rec.bbox[2] - rec.bbox[0]) > 60
-    assert abs(float(rec.pose[0])) < 30
+    assert abs(float(rec.source_pose[0])) < 30
 
 
 def test_every_input_type_gives_the_same_face(fa):
@@ -217,7 +217,7 @@ def test_huge_image_is_downscaled_for_detection_and_mapped_back(fa):
     assert np.abs(rec.bbox - expect_box).max() < 0.15 * side, (rec.bbox, expect_box)
     assert np.abs(rec.keypoints - expect_kps).max() < 0.05 * side, (rec.keypoints, expect_kps)
     assert cos(rec.embedding, ref.embedding) > 0.95
-    assert np.abs(rec.pose[:2] - ref.pose[:2]).max() < 10
+    assert np.abs(rec.source_pose[:2] - ref.source_pose[:2]).max() < 10
 
 
 def _png_bomb(width: int, height: int) -> bytes:
@@ -256,7 +256,7 @@ def test_cfp_frontal_vs_profile_pose_and_identity(fa):
     recs = {(i, v, n): fa.analyze(CFP / i / v / f"{n:02d}.jpg")
             for i in idents for v, nums in (("frontal", (1, 2)), ("profile", (1, 2))) for n in nums}
     for (i, view, n), r in recs.items():
-        yaw = abs(float(r.pose[0]))
+        yaw = abs(float(r.source_pose[0]))
         if view == "frontal":
             assert yaw < 20, f"{i}/frontal/{n:02d}: |yaw| {yaw:.1f}"
         else:
@@ -285,15 +285,15 @@ def test_pointing04_yaw_sign_follows_the_pan_in_the_file_name(fa):
         assert float(m.group(5)) == pan and float(m.group(4)) == 0
         rec = fa.analyze(path)
         pans.append(pan)
-        yaws.append(float(rec.pose[0]))
+        yaws.append(float(rec.source_pose[0]))
         if abs(pan) >= 30:
-            assert np.sign(rec.pose[0]) == np.sign(pan), f"{path.name}: yaw {rec.pose[0]:.1f}"
+            assert np.sign(rec.source_pose[0]) == np.sign(pan), f"{path.name}: yaw {rec.source_pose[0]:.1f}"
         if pan == 0:
-            assert abs(rec.pose[0]) < 15
+            assert abs(rec.source_pose[0]) < 15
     assert np.corrcoef(pans, yaws)[0, 1] > 0.95
     # pitch follows the tilt (pan 0)
-    up = fa.analyze(next(person.glob("person011??+30+0.jpg"))).pose[1]
-    down = fa.analyze(next(person.glob("person011??-30+0.jpg"))).pose[1]
+    up = fa.analyze(next(person.glob("person011??+30+0.jpg"))).source_pose[1]
+    down = fa.analyze(next(person.glob("person011??-30+0.jpg"))).source_pose[1]
     assert up > 0 > down and up - down > 15, (up, down)
 
 

@@ -35,7 +35,7 @@ def test_output_formula_and_ignored_inputs():
     torch.testing.assert_close(model(src, angles), expected)
     same = model(src, angles, keypoints_3d=torch.randn(5, 5, 3), pose=torch.randn(5, 3), multiview_input=True)
     assert torch.equal(same, model(src, angles))  # DREAM always maps to frontal
-    with pytest.raises(ValueError, match=r"angles must be \[B, 3\]"):
+    with pytest.raises(ValueError, match=r"source_pose must be \[B, 3\]"):
         model(src, angles[:, :2])
 
 

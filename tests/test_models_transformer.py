@@ -2,10 +2,12 @@
 end-to-end fit of a pose-dependent mapping."""
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from viewdiff.models.adaptive_norm import AdaptiveLayerNorm
+from viewdiff.models.config import TransformerConfig
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 
 from model_test_utils import batch, trained_like
@@ -193,3 +196,28 @@ def test_learns_a_pose_dependent_mapping_quickly():
     seconds = time.thread_time() - start
     assert loss.item() < 0.1 * identity_loss, (loss.item(), identity_loss)
     assert seconds < 20, f"{seconds:.1f} s of CPU time"
+
+
+def test_transformer_config_is_the_one_source_of_the_settings():
+    model = EnhancedTransformerDecoderOnly3D(**SMALL, rank=8)
+    assert model.settings == TransformerConfig(**SMALL, rank=8)
+    assert model.config == asdict(model.settings) and list(model.config) == [f.name for f in fields(TransformerConfig)]
+    params = inspect.signature(EnhancedTransformerDecoderOnly3D).parameters
+    assert {name: p.default for name, p in params.items()} == asdict(TransformerConfig())
+    assert EnhancedTransformerDecoderOnly3D.from_config(model.settings).config == model.config
+    with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_setting'"):
+        EnhancedTransformerDecoderOnly3D(no_such_setting=1)
+
+
+def test_source_and_target_pose_names_and_their_old_aliases():
+    model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL, dropout=0.0)).eval()
+    x = batch()
+    new = model(x["src"], source_pose=x["angles"], keypoints_3d=x["keypoints_3d"], target_pose=x["pose"])
+    assert torch.equal(new, model(**x))  # angles= / pose= are the documented aliases
+    assert torch.equal(new, model(x["src"], x["angles"], x["keypoints_3d"], x["pose"]))  # positional order unchanged
+    with pytest.raises(TypeError, match="source pose once"):
+        model(x["src"], x["angles"], angles=x["angles"])
+    with pytest.raises(TypeError, match="target pose once"):
+        model(x["src"], x["angles"], target_pose=x["pose"], pose=x["pose"])
+    with pytest.raises(TypeError, match="needs the source pose"):
+        model(x["src"])

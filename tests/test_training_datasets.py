@@ -33,24 +33,24 @@ def test_pose_pair_targets(tiny_extracted):
         for i in profile:
             item = ds[i]
             np.testing.assert_allclose(item["target"], mean, atol=1e-6)
-            assert (item["pose"] == 0).all()
+            assert (item["target_pose"] == 0).all()
             src_row = np.flatnonzero((found.embedding == item["src"]).all(1))[0]
-            np.testing.assert_array_equal(item["angles"], found.pose[src_row])
+            np.testing.assert_array_equal(item["source_pose"], found.source_pose[src_row])
             np.testing.assert_array_equal(item["keypoints_3d"], found.keypoints_3d[src_row])
-            assert abs(float(item["angles"][0])) > 30   # profiles: a large estimated yaw
+            assert abs(float(item["source_pose"][0])) > 30   # profiles: a large estimated yaw
     # Pointing'04: frontal target = mean of the (0, 0) rows; pose pairs target a real row at its true pose
     k = ds.identities.index("p04_01")
     p_rows = found.identity == "p04_01"
     front = found.embedding[p_rows & (np.abs(found.true_pose[:, :2]) < 1e-6).all(1)]
     front_mean = front.mean(0) / np.linalg.norm(front.mean(0))
     p_items = [ds[i] for i in range(len(ds)) if ds.identity[i] == k]
-    frontal_items = [it for it in p_items if np.allclose(it["target"], front_mean, atol=1e-6) and not it["pose"].any()]
+    frontal_items = [it for it in p_items if np.allclose(it["target"], front_mean, atol=1e-6) and not it["target_pose"].any()]
     assert len(frontal_items) >= n_p04
-    pose_items = [it for it in p_items if it["pose"].any()]
+    pose_items = [it for it in p_items if it["target_pose"].any()]
     assert pose_items
     for it in pose_items:
         t = np.flatnonzero((found.embedding == it["target"]).all(1) & p_rows)
-        assert len(t) == 1 and (found.true_pose[t[0]] == it["pose"]).all()
+        assert len(t) == 1 and (found.true_pose[t[0]] == it["target_pose"]).all()
         assert not np.array_equal(it["src"], it["target"])
     again = PosePairDataset(records, pose_pairs_per_row=1, seed=0)
     np.testing.assert_array_equal(ds.target, again.target)   # seeded
@@ -92,7 +92,7 @@ def test_cfp_fp_pairs_on_the_whole_protocol():
     n = len(items)
     assert n == 7000
     records = FaceRecords(
-        embedding=np.zeros((n, 4), np.float32), pose=np.zeros((n, 3), np.float32),
+        embedding=np.zeros((n, 4), np.float32), source_pose=np.zeros((n, 3), np.float32),
         true_pose=np.full((n, 3), np.nan, np.float32), keypoints_3d=np.zeros((n, 5, 3), np.float32),
         identity=np.array([i.identity for i in items]), view=np.array([i.view for i in items]),
         fold=np.array([i.fold for i in items]), path=np.array([str(i.path.relative_to(DATA)) for i in items]),

@@ -134,7 +134,7 @@ def test_extraction_counts_and_records(tiny_extracted, fa):
     assert sorted(set(p04.true_pose[:, 0].tolist())) == list(P04_PANS) and (p04.true_pose[:, 1:] == 0).all()
     # the estimated yaw has the sign of the true pan for the turned heads that were found
     turned = p04.found & (np.abs(p04.true_pose[:, 0]) >= 45)
-    assert (np.sign(p04.pose[turned, 0]) == np.sign(p04.true_pose[turned, 0])).all()
+    assert (np.sign(p04.source_pose[turned, 0]) == np.sign(p04.true_pose[turned, 0])).all()
 
 
 @needs_data

@@ -32,7 +32,7 @@ def test_training_fits_the_frontal_regression_on_real_faces(small_cache, tmp_pat
     assert losses[-1] < 0.9 * losses[0]
     cfp = load_records(small_cache, "cfp", "dlib")
     pairs = stack_pairs(PosePairDataset(cfp))
-    profile = pairs["angles"][:, 0].abs() > 45
+    profile = pairs["source_pose"][:, 0].abs() > 45
     scores = evaluate_pairs(result.model, {k: v[profile] for k, v in pairs.items()}, args)
     # profiles end up closer to their identity's frontal mean than the raw embeddings are
     assert scores["val_cosine"] > scores["val_cosine_raw"] + 0.01

@@ -89,10 +89,10 @@ class PoseEngine:
         with self.lock, torch.inference_mode():
             start = time.perf_counter()
             out = self.model(src=torch.as_tensor(record.embedding, dtype=torch.float32).expand(batch, -1),
-                             angles=torch.as_tensor(record.pose, dtype=torch.float32).expand(batch, -1),
+                             source_pose=torch.as_tensor(record.source_pose, dtype=torch.float32).expand(batch, -1),
                              keypoints_3d=torch.as_tensor(record.keypoints_3d, dtype=torch.float32)
                              .expand(batch, -1, -1),
-                             pose=torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32)))
+                             target_pose=torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32)))
             model_ms = (time.perf_counter() - start) * 1000
             viz = getattr(self.model, "last_visualization", None) or {}
         out = out.float().cpu().numpy()
@@ -128,8 +128,9 @@ class PoseEngine:
         if key not in self.gallery_cache:
             p, n = len(poses), len(templates)
             with self.lock:
-                out = self.model(src=torch.from_numpy(np.tile(templates, (p, 1))), angles=torch.zeros(p * n, 3),
+                out = self.model(src=torch.from_numpy(np.tile(templates, (p, 1))),
+                                 source_pose=torch.zeros(p * n, 3),
                                  keypoints_3d=torch.from_numpy(self.frontal_keypoints_3d).expand(p * n, -1, -1),
-                                 pose=torch.from_numpy(np.repeat(poses, n, axis=0)))
+                                 target_pose=torch.from_numpy(np.repeat(poses, n, axis=0)))
             put_bounded(self.gallery_cache, key, out.float().numpy().reshape(p, n, -1), GALLERY_CACHE_SIZE)
         return self.gallery_cache[key]

@@ -359,7 +359,7 @@ def gallery_key(analyzer: FaceAnalyzer) -> str:
 def face_info(session: Session) -> str:
     """Markdown line about the detected face: estimated source pose and how it was estimated."""
     r = session.record
-    yaw, pitch, roll = (float(v) for v in r.pose)
+    yaw, pitch, roll = (float(v) for v in r.source_pose)
     width, height = r.bbox[2] - r.bbox[0], r.bbox[3] - r.bbox[1]
     return (f"**{session.photo_name}**: estimated source pose yaw **{yaw:+.1f}°**, pitch **{pitch:+.1f}°**, "
             f"roll **{roll:+.1f}°** (method: `{r.pose_source}`)  \n"

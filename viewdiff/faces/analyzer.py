@@ -136,7 +136,7 @@ class FaceAnalyzer:
     def _record(self, face: DetectedFace, to_orig: tuple[float, float, float], size: tuple[int, int], n: int,
                 warning: str | None) -> FaceRecord:
         pose, source = estimate_pose(face.keypoints if face.keypoints_from_detector else None,
-                                     face.landmarks_68, face.bbox, landmark_pose=face.pose)
+                                     face.landmarks_68, face.bbox, landmark_pose=face.landmark_pose)
         s, ox, oy = to_orig
         offset = np.array([ox, oy], np.float32)
 
@@ -150,7 +150,7 @@ class FaceAnalyzer:
         emb = l2_normalize(face.embedding)
         return FaceRecord(
             bbox=bbox, det_score=face.det_score, keypoints=orig(face.keypoints),
-            embedding=emb.astype(np.float32), pose=np.asarray(pose, np.float32), pose_source=source,
+            embedding=emb.astype(np.float32), source_pose=np.asarray(pose, np.float32), pose_source=source,
             keypoints_3d=keypoints_3d_from_pose(pose), aligned_crop=face.aligned_crop, num_faces=n,
             warning=warning, backend=self.backend,
             landmarks_68=None if face.landmarks_68 is None else orig(face.landmarks_68))

@@ -35,7 +35,7 @@ class DetectedFace:
     embedding: np.ndarray = None  # [D]
     aligned_crop: np.ndarray = None
     landmarks_68: np.ndarray | None = None
-    pose: np.ndarray | None = None  # [3] from a 3D-landmark model
+    landmark_pose: np.ndarray | None = None  # [3] yaw, pitch, roll from a 3D-landmark model
     keypoints_from_detector: bool = True   # else derived from the 68 landmarks
 
 
@@ -161,7 +161,7 @@ class InsightFaceBackend:
         for task, model in self.app.models.items():
             if task != "detection":
                 model.get(bgr, face)
-        pose = None if face.get("pose") is None else insightface_pose_to_angles(face["pose"])
+        landmark_pose = None if face.get("pose") is None else insightface_pose_to_angles(face["pose"])
         return DetectedFace(bbox=box[:4].astype(np.float32), det_score=float(box[4]), keypoints=kps.astype(np.float32),
                      embedding=np.asarray(face.embedding, np.float32),
-                     aligned_crop=norm_crop(bgr, kps, 112)[..., ::-1].copy(), pose=pose)
+                     aligned_crop=norm_crop(bgr, kps, 112)[..., ::-1].copy(), landmark_pose=landmark_pose)

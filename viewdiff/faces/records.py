@@ -13,9 +13,9 @@ class FaceRecord:
     det_score: float
     keypoints: np.ndarray         # [5, 2]
     embedding: np.ndarray         # [D] float32, unit length
-    pose: np.ndarray              # [3] yaw, pitch, roll (degrees)
-    pose_source: str
-    keypoints_3d: np.ndarray      # [5, 3] canonical face frame, rotated by `pose`
+    source_pose: np.ndarray       # [3] the photo's head pose: yaw, pitch, roll (degrees)
+    pose_source: str              # how source_pose was estimated: landmark_3d_68 | pnp5 | pnp68
+    keypoints_3d: np.ndarray      # [5, 3] canonical face frame, rotated by `source_pose`
     aligned_crop: np.ndarray      # [112, 112, 3] uint8 RGB
     num_faces: int = 1
     warning: str | None = None

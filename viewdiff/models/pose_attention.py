@@ -1,5 +1,6 @@
 """Pose-conditioned LoRA multi-head attention, plus the pose embedding and the embedding tokenizer.
 
+- `pose_arguments`: the source / target poses of a model forward, with their older alias names.
 - `PoseEmbedding`: angles in degrees -> Fourier features of the radians -> 2-layer MLP.
 - `EmbeddingTokenizer`: a face embedding `[B, D]` -> `N` tokens (`D / N` dims each, lifted to the
   attention width, plus a learned position), optionally preceded by a pose token; and back.
@@ -15,6 +16,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from viewdiff.models.lora import LoRALinearLayer
+
+
+def pose_arguments(source_pose: torch.Tensor | None, target_pose: torch.Tensor | None, angles: torch.Tensor | None,
+                   pose: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(source_pose, target_pose) of a model's forward, which also takes the older names as aliases:
+    `angles` for `source_pose` and `pose` for `target_pose` (each pose given once, by either name)."""
+    if angles is not None:
+        if source_pose is not None:
+            raise TypeError("give the source pose once: source_pose, or its alias angles")
+        source_pose = angles
+    if pose is not None:
+        if target_pose is not None:
+            raise TypeError("give the target pose once: target_pose, or its alias pose")
+        target_pose = pose
+    if source_pose is None:
+        raise TypeError("forward() needs the source pose: source_pose [B, 3] (alias angles), degrees")
+    return source_pose, target_pose
 
 
 class PoseEmbedding(nn.Module):

@@ -10,7 +10,7 @@ optionally mixed across the views of one identity (`CrossViewAttention`), and a 
 head gives the residual: a fresh model is the identity map.
 
 Rule for missing inputs: `keypoints_3d=None` skips the projection layer (no `3D` token, `voxels`
-None); `pose=None` means frontal (zeros).
+None); `target_pose=None` means frontal (zeros).
 
 Trainability: LoRA layers freeze their bases when built (adapter use), but this model unfreezes
 everything at construction, so normal training updates all parameters including the q/k/v base
@@ -18,13 +18,18 @@ projections. Call `freeze_base()` to fine-tune only the LoRA parameters.
 """
 from __future__ import annotations
 
+import inspect
+from dataclasses import asdict, fields
+
 import torch
 from torch import nn
 
 from viewdiff.models.adaptive_norm import AdaptiveLayerNorm
+from viewdiff.models.config import TransformerConfig
 from viewdiff.models.cross_view import CrossViewAttention
 from viewdiff.models.lora import lora_parameters, mark_only_lora_trainable
-from viewdiff.models.pose_attention import EmbeddingTokenizer, PoseConditionedLoRAAttention, PoseEmbedding
+from viewdiff.models.pose_attention import (EmbeddingTokenizer, PoseConditionedLoRAAttention, PoseEmbedding,
+                                            pose_arguments)
 from viewdiff.models.projection import LightweightFaceProjectionLayer
 
 
@@ -62,10 +67,13 @@ class TransformerBlock(nn.Module):
 
 
 class EnhancedTransformerDecoderOnly3D(nn.Module):
-    """forward(src [B, D], angles [B, 3], keypoints_3d [B, K, 3] | None, pose [B, 3] | None) -> [B, D].
+    """forward(src [B, D], source_pose [B, 3], keypoints_3d [B, K, 3] | None, target_pose [B, 3] | None) -> [B, D].
 
-    D = d_model (128 dlib, 512 ArcFace; divisible by num_tokens). angles: source pose, pose: target
-    pose (degrees; None = frontal). Output = src + residual (not re-normalised); with
+    Built from keywords, the fields of `TransformerConfig` (names, defaults, meaning), e.g.
+    `EnhancedTransformerDecoderOnly3D(d_model=128, rank=8)`; `settings` is that TransformerConfig,
+    `config` its dict. D = d_model (128 dlib, 512 ArcFace; divisible by num_tokens). Poses are degrees
+    (yaw, pitch, roll); target_pose None = frontal. The older names stay accepted as keyword aliases:
+    `angles=` for source_pose, `pose=` for target_pose (positional calls are unchanged). Output = src + residual (not re-normalised); with
     `return_residual`, returns (out, residual). `multiview_input=True` (batch = groups of n_views
     views of one identity) mixes the views when built with `use_cross_view`; otherwise it is ignored.
     After every forward, `last_visualization` holds `attention` (list over layers of [B, H, T, T],
@@ -74,37 +82,39 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
     copied to the CPU only when `last_visualization` is read, so training on a GPU does not pay for it.
     """
 
-    def __init__(self, d_model: int = 512, nhead: int = 8, num_layers: int = 4, num_keypoints: int = 5,
-                 pose_dim: int = 3, use_lora_attention: bool = True, use_projection_layer: bool = True,
-                 use_cross_view: bool = False, n_views: int = 5, rank: int = 4, lora_alpha: float = 1.0,
-                 voxel_resolution: int = 16, dropout: float = 0.1, num_tokens: int = 16, token_dim: int = 64,
-                 use_adaptive_norm: bool = True):
+    def __init__(self, **kwargs):
         super().__init__()
-        self.config = dict(d_model=d_model, nhead=nhead, num_layers=num_layers, num_keypoints=num_keypoints,
-                           pose_dim=pose_dim, use_lora_attention=use_lora_attention,
-                           use_projection_layer=use_projection_layer, use_cross_view=use_cross_view,
-                           n_views=n_views, rank=rank, lora_alpha=lora_alpha, voxel_resolution=voxel_resolution,
-                           dropout=dropout, num_tokens=num_tokens, token_dim=token_dim,
-                           use_adaptive_norm=use_adaptive_norm)
-        self.pose_embedding = PoseEmbedding(2 * pose_dim, token_dim)  # [source, target] -> condition
-        self.tokenizer = EmbeddingTokenizer(d_model, num_tokens, token_dim, cond_dim=token_dim)
-        self.projection = (LightweightFaceProjectionLayer(d_model, num_keypoints, voxel_resolution)
-                           if use_projection_layer else None)
-        self.projection_token = nn.Linear(d_model, token_dim) if use_projection_layer else None
+        self.settings = c = TransformerConfig(**kwargs)  # the fields of TransformerConfig, by keyword
+        self.pose_embedding = PoseEmbedding(2 * c.pose_dim, c.token_dim)  # [source, target] -> condition
+        self.tokenizer = EmbeddingTokenizer(c.d_model, c.num_tokens, c.token_dim, cond_dim=c.token_dim)
+        self.projection = (LightweightFaceProjectionLayer(c.d_model, c.num_keypoints, c.voxel_resolution)
+                           if c.use_projection_layer else None)
+        self.projection_token = nn.Linear(c.d_model, c.token_dim) if c.use_projection_layer else None
         self.blocks = nn.ModuleList(
-            TransformerBlock(token_dim, nhead, token_dim, use_lora_attention, use_adaptive_norm, rank, lora_alpha,
-                             dropout) for _ in range(num_layers))
-        self.final_norm = nn.LayerNorm(token_dim)
-        self.cross_view = CrossViewAttention(d_model, nhead, n_views) if use_cross_view else None
-        self.head = nn.Linear(d_model, d_model)
-        nn.init.zeros_(self.head.weight)
+            TransformerBlock(c.token_dim, c.nhead, c.token_dim, c.use_lora_attention, c.use_adaptive_norm, c.rank,
+                             c.lora_alpha, c.dropout) for _ in range(c.num_layers))
+        self.final_norm = nn.LayerNorm(c.token_dim)
+        self.cross_view = CrossViewAttention(c.d_model, c.nhead, c.n_views) if c.use_cross_view else None
+        self.head = nn.Linear(c.d_model, c.d_model)
+        nn.init.zeros_(self.head.weight)  # zero-initialised head: a fresh model is the identity map
         nn.init.zeros_(self.head.bias)
         self.requires_grad_(True)  # full training by default, LoRA bases included (see module doc)
         self._visualization: dict = {}
 
+    # help() and inspect show the keyword names and defaults of TransformerConfig
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+           for f in fields(TransformerConfig)])
+
+    @property
+    def config(self) -> dict:
+        """The constructor keywords as a JSON-ready dict (`config.json`; `from_config` rebuilds the model)."""
+        return asdict(self.settings)
+
     @classmethod
-    def from_config(cls, config: dict) -> "EnhancedTransformerDecoderOnly3D":
-        return cls(**config)
+    def from_config(cls, config: dict | TransformerConfig) -> "EnhancedTransformerDecoderOnly3D":
+        return cls(**(asdict(config) if isinstance(config, TransformerConfig) else config))
 
     @property
     def last_visualization(self) -> dict:
@@ -115,16 +125,19 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         return {"attention": [w.cpu() for w in viz["attention"]], "token_labels": list(viz["token_labels"]),
                 **{k: None if viz[k] is None else viz[k].cpu() for k in ("voxels", "density")}}
 
-    def forward(self, src: torch.Tensor, angles: torch.Tensor, keypoints_3d: torch.Tensor | None = None,
-                pose: torch.Tensor | None = None, return_residual: bool = False, multiview_input: bool = False):
-        if pose is None:
-            pose = torch.zeros_like(angles)
-        cond = self.pose_embedding(torch.cat([angles, pose], dim=-1)).to(src.dtype)
+    def forward(self, src: torch.Tensor, source_pose: torch.Tensor | None = None,
+                keypoints_3d: torch.Tensor | None = None, target_pose: torch.Tensor | None = None,
+                return_residual: bool = False, multiview_input: bool = False, *,
+                angles: torch.Tensor | None = None, pose: torch.Tensor | None = None):
+        source_pose, target_pose = pose_arguments(source_pose, target_pose, angles, pose)
+        if target_pose is None:
+            target_pose = torch.zeros_like(source_pose)
+        cond = self.pose_embedding(torch.cat([source_pose, target_pose], dim=-1)).to(src.dtype)
         tokens = self.tokenizer.tokenize(src, cond)
         labels = self.tokenizer.labels
         voxels = density = None
         if self.projection is not None and keypoints_3d is not None:
-            feat3d = self.projection(src, keypoints_3d, angles, pose)
+            feat3d = self.projection(src, keypoints_3d, source_pose, target_pose)
             tokens = torch.cat([tokens, self.projection_token(feat3d).unsqueeze(1)], dim=1)
             labels = labels + ["3D"]
             voxels, density = self.projection.last_voxels, self.projection.last_density

@@ -10,7 +10,7 @@ import torch
 from viewdiff.embeddings import l2_normalize
 from viewdiff.training.records import FaceRecords, pair_list
 
-PAIR_KEYS = ("src", "angles", "keypoints_3d", "target", "pose", "identity")
+PAIR_KEYS = ("src", "source_pose", "keypoints_3d", "target", "target_pose", "identity")
 
 
 def fold_split(records: FaceRecords, val_fold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,8 +30,8 @@ class PosePairDataset:
     poses known): target = the mean of the identity's rows at true pose (0, 0), pose (0, 0, 0), and
     in addition `pose_pairs_per_row` pairs to random rows of the same identity at their true poses
     (pose -> pose), drawn with a fixed `seed`. Identities without a frontal row give no frontal pair.
-    Item i: dict src [D], angles [3] (estimated source pose), keypoints_3d [5, 3], target [D],
-    pose [3] (target pose), identity (int index into `identities`).
+    Item i: dict src [D], source_pose [3] (estimated), keypoints_3d [5, 3], target [D], target_pose [3],
+    identity (int index into `identities`).
     """
 
     def __init__(self, records: FaceRecords, pose_pairs_per_row: int = 1, seed: int = 0):
@@ -58,21 +58,21 @@ class PosePairDataset:
                     tgt_emb.append(r.embedding[t])
                     tgt_pose.append(r.true_pose[t])
         src = np.asarray(src, dtype=int)
-        self.src, self.angles, self.keypoints_3d = r.embedding[src], r.pose[src], r.keypoints_3d[src]
+        self.src, self.source_pose, self.keypoints_3d = r.embedding[src], r.source_pose[src], r.keypoints_3d[src]
         self.target = np.asarray(tgt_emb, np.float32).reshape(len(src), r.embedding.shape[1])
-        self.pose = np.asarray(tgt_pose, np.float32).reshape(len(src), 3)
+        self.target_pose = np.asarray(tgt_pose, np.float32).reshape(len(src), 3)
         self.identity = np.array([ident_index[n] for n in r.identity[src]], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.src)
 
     def __getitem__(self, i: int) -> dict:
-        return {"src": self.src[i], "angles": self.angles[i], "keypoints_3d": self.keypoints_3d[i],
-                "target": self.target[i], "pose": self.pose[i], "identity": self.identity[i]}
+        return {"src": self.src[i], "source_pose": self.source_pose[i], "keypoints_3d": self.keypoints_3d[i],
+                "target": self.target[i], "target_pose": self.target_pose[i], "identity": self.identity[i]}
 
 
 def stack_pairs(dataset: PosePairDataset) -> dict[str, torch.Tensor]:
-    """All pairs of `dataset` as tensors: src [N, D], angles [N, 3], keypoints_3d [N, K, 3], ..."""
+    """All pairs of `dataset` as tensors: src [N, D], source_pose [N, 3], keypoints_3d [N, K, 3], ..."""
     items = [dataset[i] for i in range(len(dataset))]
     if not items:
         raise ValueError("no training pairs: was a face found in the selected records?")

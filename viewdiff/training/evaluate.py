@@ -45,12 +45,12 @@ def transform(model: nn.Module, records: FaceRecords, target_pose: np.ndarray | 
     """Map every record's embedding to `target_pose` [3] (default frontal) -> [N, D] unit rows."""
     model.eval()
     n = len(records)
-    pose = torch.zeros(n, 3) if target_pose is None else torch.as_tensor(target_pose).float().expand(n, 3)
+    target = torch.zeros(n, 3) if target_pose is None else torch.as_tensor(target_pose).float().expand(n, 3)
     src = torch.as_tensor(records.embedding).float()
-    angles = torch.as_tensor(records.pose).float()
+    source = torch.as_tensor(records.source_pose).float()
     kp = torch.as_tensor(records.keypoints_3d).float()
-    out = torch.cat([model(src=src[i:i + batch], angles=angles[i:i + batch], keypoints_3d=kp[i:i + batch],
-                           pose=pose[i:i + batch]) for i in range(0, n, batch)])
+    out = torch.cat([model(src=src[i:i + batch], source_pose=source[i:i + batch], keypoints_3d=kp[i:i + batch],
+                           target_pose=target[i:i + batch]) for i in range(0, n, batch)])
     return l2_normalize(out.numpy())
 
 

@@ -43,12 +43,13 @@ class ImageItem:
 class FaceRecords:
     """Analysed images as parallel arrays (N rows; rows where `found` is False hold zeros).
 
-    embedding [N, D] float32 (unit length), pose [N, 3] estimated yaw/pitch/roll (degrees),
+    embedding [N, D] float32 (unit length), source_pose [N, 3] estimated yaw/pitch/roll (degrees; the
+    cache column is named ``pose`` on disk),
     true_pose [N, 3] (nan when unknown), keypoints_3d [N, 5, 3], identity [N] str, view [N] str,
     fold [N] int, path [N] str (relative to the data root), found [N] bool.
     """
     embedding: np.ndarray
-    pose: np.ndarray
+    source_pose: np.ndarray
     true_pose: np.ndarray
     keypoints_3d: np.ndarray
     identity: np.ndarray
@@ -210,11 +211,11 @@ def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: st
         row = cached.get(rel)
         if row is None or str(row["sha1"]) != sha1:
             analysed += 1
-            row = {"embedding": np.zeros(dim, np.float32), "pose": np.zeros(3, np.float32),
+            row = {"embedding": np.zeros(dim, np.float32), "pose": np.zeros(3, np.float32),  # on disk: "pose"
                    "keypoints_3d": np.zeros((5, 3), np.float32), "found": False}
             try:
                 rec = analyzer.analyze(item.path)
-                row.update(embedding=rec.embedding, pose=rec.pose, keypoints_3d=rec.keypoints_3d, found=True)
+                row.update(embedding=rec.embedding, pose=rec.source_pose, keypoints_3d=rec.keypoints_3d, found=True)
             except FaceAnalysisError:
                 pass
         row.update(path=rel, sha1=sha1, identity=item.identity, view=item.view, fold=item.fold,
@@ -234,7 +235,8 @@ def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: st
 
 
 def _to_records(cols: dict[str, np.ndarray]) -> FaceRecords:
-    return FaceRecords(embedding=cols["embedding"].astype(np.float32), pose=cols["pose"].astype(np.float32),
+    """Cache columns -> FaceRecords (the estimated source pose is the column ``pose`` on disk)."""
+    return FaceRecords(embedding=cols["embedding"].astype(np.float32), source_pose=cols["pose"].astype(np.float32),
                        true_pose=cols["true_pose"].astype(np.float32),
                        keypoints_3d=cols["keypoints_3d"].astype(np.float32), identity=cols["identity"].astype(str),
                        view=cols["view"].astype(str), fold=cols["fold"].astype(int), path=cols["path"].astype(str),

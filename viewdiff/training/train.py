@@ -102,8 +102,8 @@ def build_model(args: argparse.Namespace, embedding_dim: int) -> nn.Module:
 
 def model_inputs(batch: dict[str, torch.Tensor], multiview: bool = False) -> dict:
     """Forward kwargs of a pair batch (shared by the transformer and the DREAM baseline)."""
-    out = dict(src=batch["src"], angles=batch["angles"], keypoints_3d=batch["keypoints_3d"],
-               pose=batch["pose"])
+    out = dict(src=batch["src"], source_pose=batch["source_pose"], keypoints_3d=batch["keypoints_3d"],
+               target_pose=batch["target_pose"])
     if multiview:
         out["multiview_input"] = True
     return out
@@ -226,7 +226,7 @@ def train(args: argparse.Namespace) -> TrainResult:
         base_model.to(device)
         prior = EnhancedTransformerWithPrior(model, base_model, lambda_prior=args.lambda_prior)
         prior_data = PriorPreservationDataset(
-            base_model, {k: train_pairs[k] for k in ("src", "angles", "keypoints_3d", "pose")},
+            base_model, {k: train_pairs[k] for k in ("src", "source_pose", "keypoints_3d", "target_pose")},
             cache_path=save_dir / "prior_samples.safetensors")
         print(f"prior samples: {len(prior_data)} ({'cache hit' if prior_data.cache_hit else 'built'})")
 
@@ -235,7 +235,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     n = len(train_pairs["src"])
     steps_per_epoch = math.ceil(len(epoch_batches(n, args.batch_size, np.random.default_rng(0),
                                                   train_pairs["identity"].numpy(),
-                                                  train_pairs["angles"][:, 0].numpy(),
+                                                  train_pairs["source_pose"][:, 0].numpy(),
                                                   args.n_views if multiview else 0))
                                 / args.gradient_accumulation_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -262,7 +262,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     for epoch in range(start_epoch, args.epochs + 1):
         model.train()
         batches = epoch_batches(n, args.batch_size, rng, train_pairs["identity"].numpy(),
-                                train_pairs["angles"][:, 0].numpy(), args.n_views if multiview else 0)
+                                train_pairs["source_pose"][:, 0].numpy(), args.n_views if multiview else 0)
         bar = tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet, leave=False)
         running = 0.0
         for step, idx in enumerate(bar):
