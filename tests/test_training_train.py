@@ -1,8 +1,10 @@
 """Training end to end on a small real subset (10 CFP identities, 1 Pointing'04 person)."""
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +13,20 @@ import torch
 
 from viewdiff.embeddings import l2_normalize
 from viewdiff.models.checkpoint import load_pretrained
+from viewdiff.models.config import TransformerConfig
 from viewdiff.training.datasets import PosePairDataset, stack_pairs
 from viewdiff.training.evaluate import profile_rank1, transform
 from viewdiff.training.records import load_records
-from viewdiff.training.train import build_parser, evaluate_pairs, train
+from viewdiff.paths import REPO_ROOT
+from viewdiff.training.train import MODEL_FIELDS, TrainConfig, evaluate_pairs, train
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--voxel_resolution", "8", "--threads", "1", "--quiet"]
 
 
 def run_train(cache: Path, save_dir: Path, *extra: str):
-    args = build_parser().parse_args(["--data_dir", str(cache), "--save_dir", str(save_dir), *FAST, *extra])
-    return args, train(args)
+    config = TrainConfig.from_args(["--data_dir", str(cache), "--save_dir", str(save_dir), *FAST, *extra])
+    return config, train(config)
 
 
 def test_training_fits_the_frontal_regression_on_real_faces(small_cache, tmp_path):
@@ -58,6 +62,9 @@ def test_checkpoints_tensorboard_and_exported_weights(small_cache, tmp_path):
     assert (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
     model, meta = load_pretrained(export, embedding_dim=128)
     assert meta["val_fold"] == 1 and meta["backend"] == "dlib" and meta["epoch"] == 2
+    assert meta["train_config"]["identity_weight"] == 5.0 and meta["train_config"]["temperature"] == 0.05
+    assert meta["command"].startswith("python -m viewdiff.training.train ") and str(REPO_ROOT) not in meta["command"]
+    assert TrainConfig.from_args(shlex.split(meta["command"])[3:]) == TrainConfig(**meta["train_config"])
     x, angles = torch.randn(3, 128), torch.tensor([[60.0, 0, 0], [-30, 10, 0], [0, 0, 0]])
     result.model.eval()
     assert torch.allclose(model(x, angles), result.model(x, angles), atol=1e-6)
@@ -104,3 +111,17 @@ def test_missing_cache_is_a_clear_error(tmp_path):
 def test_train_command_and_its_old_paths(command):
     out = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--use_prior_preservation" in out.stdout
+
+
+def test_train_config_is_the_cli_and_its_command_round_trips(tmp_path):
+    assert set(MODEL_FIELDS) <= {f.name for f in fields(TransformerConfig)}
+    assert {"use_lora_attention", "rank", "voxel_resolution", "dropout", "num_layers"} <= set(MODEL_FIELDS)
+    assert TrainConfig.from_args([]) == TrainConfig()
+    config = TrainConfig.from_args(["--no-use_lora_attention", "--use_amp", "--rank", "8", "--identity_weight", "0",
+                                    "--save_dir", str(REPO_ROOT / "runs" / "x"), "--export_dir", str(tmp_path)])
+    assert (config.use_lora_attention, config.use_amp, config.rank, config.identity_weight) == (False, True, 8, 0.0)
+    command = config.command()
+    assert "--save_dir runs/x" in command and str(tmp_path) in command  # repo paths relative, others as given
+    assert TrainConfig.from_args(shlex.split(command)[3:]) == replace(config, save_dir="runs/x")
+    assert TrainConfig.from_args(["--epochs", "3"], base=config) == replace(config, epochs=3)
+

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,13 @@ from viewdiff.paths import shared_dir
 from viewdiff.training.datasets import cfp_fp_pairs
 from viewdiff.training.metrics import identity_means, rank1_accuracy, verification_accuracy
 from viewdiff.training.records import FaceRecords, first_identities, load_records
-from viewdiff.training.train import build_parser as train_parser, train
+from viewdiff.training.train import TrainConfig, train
 
 YAW_BINS = (0, 15, 30, 45, 60, 75, 90)
-# method name -> train_enhanced flags. "dream" uses our loss (same split, same loss as "enhanced");
+# method name -> TrainConfig changes. "dream" uses our loss (same split, same loss as "enhanced");
 # "dream_l2" uses the DREAM paper's regression-only loss (no identity term).
-METHODS = {"enhanced": ["--model", "enhanced"], "dream": ["--model", "dream"],
-           "dream_l2": ["--model", "dream", "--identity_weight", "0"]}
+METHODS = {"enhanced": {"model": "enhanced"}, "dream": {"model": "dream"},
+           "dream_l2": {"model": "dream", "identity_weight": 0.0}}
 
 
 @torch.no_grad()
@@ -85,17 +86,30 @@ def pointing04_table(emb: np.ndarray, p04: FaceRecords) -> list[dict]:
     return rows
 
 
+def fold_config(method: str, fold: int, args: argparse.Namespace) -> TrainConfig:
+    """The training recipe of `method` (a key of METHODS) without CFP fold `fold`; `--train_args` flags win."""
+    config = replace(TrainConfig(), data_dir=args.data_dir, backend=args.backend, datasets="cfp", epochs=args.epochs,
+                     val_fold=fold, seed=args.seed, quiet=True, checkpoint_every=args.epochs,
+                     save_dir=str(Path(args.work_dir) / f"{method}_fold{fold:02d}"),
+                     max_identities=args.max_identities or None, **METHODS[method])
+    return TrainConfig.from_args(args.train_args.split(), base=config)
+
+
 def train_fold_model(method: str, fold: int, args: argparse.Namespace) -> tuple[nn.Module, float]:
-    """Train `method` (a key of METHODS) on every CFP fold but `fold`; returns (model, seconds)."""
-    targs = train_parser().parse_args([
-        "--data_dir", args.data_dir, "--backend", args.backend, "--datasets", "cfp", *METHODS[method],
-        "--epochs", str(args.epochs), "--val_fold", str(fold), "--seed", str(args.seed), "--quiet",
-        "--save_dir", str(Path(args.work_dir) / f"{method}_fold{fold:02d}"),
-        "--checkpoint_every", str(args.epochs)]
-        + (["--max_identities", str(args.max_identities)] if args.max_identities else [])
-        + args.train_args.split())
-    result = train(targs)
+    """Train `method` on every CFP fold but `fold`; returns (model, seconds)."""
+    result = train(fold_config(method, fold, args))
     return result.model, result.seconds
+
+
+def parse_folds(text: str) -> list[int]:
+    """``1-10`` or ``1,2`` -> fold numbers; at least two, since each fold's threshold comes from the others' pairs."""
+    lo, _, hi = text.partition("-")
+    folds = list(range(int(lo), int(hi) + 1)) if hi else [int(f) for f in text.split(",")]
+    if len(set(folds)) < 2:
+        raise ValueError(f"--folds needs at least 2 folds for out-of-fold thresholds (each fold's verification "
+                         f"threshold is chosen on the other folds' pairs), got --folds {text}: use e.g. --folds 1,2 "
+                         "or 1-10")
+    return folds
 
 
 def summarize(values: list[float]) -> str:
@@ -112,13 +126,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max_identities", type=int, default=None)
-    p.add_argument("--train_args", default="", help="extra train_enhanced flags for every fold, e.g. "
+    p.add_argument("--train_args", default="", help="extra viewdiff.training.train flags for every fold, e.g. "
                    "'--voxel_resolution 8 --threads 2'")
     p.add_argument("--work_dir", default="runs/evaluate", help="per-fold training outputs")
     p.add_argument("--out", default="docs/results", help="results.json, tables and figure go here")
     args = p.parse_args(argv)
-    lo, _, hi = args.folds.partition("-")
-    folds = list(range(int(lo), int(hi) + 1)) if hi else [int(f) for f in args.folds.split(",")]
+    folds = parse_folds(args.folds)
     methods = [m for m in args.methods.split(",") if m]
     if unknown := [m for m in methods if m not in METHODS]:
         p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")

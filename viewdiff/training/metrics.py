@@ -23,6 +23,9 @@ def verification_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarra
     accs = []
     for f in np.unique(folds):
         test = folds == f
+        if test.all():
+            raise ValueError(f"fold {f} is the only fold: its threshold needs the pairs of other folds "
+                             "(evaluate at least 2 folds)")
         t = best_threshold(scores[~test], same[~test])
         accs.append(np.mean((scores[test] >= t) == same[test]))
     return np.asarray(accs)

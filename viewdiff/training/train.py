@@ -18,10 +18,10 @@ import argparse
 import json
 import math
 import random
+import shlex
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,73 +31,115 @@ from torch import nn
 
 from viewdiff.models.baselines import DreamResidual
 from viewdiff.models.checkpoint import load_pretrained, save_pretrained
+from viewdiff.models.config import TransformerConfig
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
+from viewdiff.paths import repo_relative
 from viewdiff.training.datasets import PosePairDataset, fold_split, stack_pairs
 from viewdiff.training.multiview import epoch_batches
 from viewdiff.training.prior import EnhancedTransformerWithPrior, PriorPreservationDataset
 from viewdiff.training.records import FaceRecords, first_identities, load_records
 
+
+def option(default, help: str | None = None, **cli):
+    """A `TrainConfig` field: its default, its ``--help`` text and extra argparse keywords (choices, action)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass
+class TrainConfig:
+    """Everything `train` reads: one field per command-line flag ``--<field>`` (`build_parser` is generated
+    from these fields). The model fields (`MODEL_FIELDS`) are `TransformerConfig` fields of the same name;
+    `num_layers` None keeps the model's default."""
+
+    data_dir: str = option("data/cache", "folder of the extracted face-record caches")
+    backend: str = option("dlib", "face backend whose embeddings to train on")
+    datasets: str = option("cfp", "comma list of record sets: cfp, pointing04")
+    model: str = option("enhanced", choices=("enhanced", "dream"))
+    batch_size: int = option(128)
+    epochs: int = option(8)
+    use_lora_attention: bool = option(True, action=argparse.BooleanOptionalAction)
+    use_projection_layer: bool = option(True, action=argparse.BooleanOptionalAction)
+    use_cross_view: bool = option(False, action=argparse.BooleanOptionalAction)
+    n_views: int = option(4)
+    use_prior_preservation: bool = option(False, "fine-tune from --base_model_path while keeping its outputs on "
+                                                 "prior samples")
+    lambda_prior: float = option(0.1)
+    base_model_path: str | None = option(None, "folder with model.safetensors + config.json")
+    rank: int = option(4)
+    lora_alpha: float = option(1.0)
+    num_layers: int | None = option(None, "transformer blocks (default: model's)")
+    voxel_resolution: int = option(8, "voxel grid side R of the projection layer (cost grows with R^3: 8 keeps CPU "
+                                      "training at ~1 min per CFP fold; the model class defaults to 16)")
+    dropout: float = option(0.1)
+    lr: float = option(1e-3, "learning rate of the non-LoRA parameters")
+    lora_lr: float = option(2e-3, "learning rate of the LoRA parameters")
+    weight_decay: float = option(0.01)
+    warmup_epochs: float = option(1.0)
+    identity_weight: float = option(5.0, "weight of the in-batch identity term")
+    input_noise: float = option(0.0, "augmentation: Gaussian noise of this expected norm added to the unit source "
+                                     "embeddings")
+    temperature: float = option(0.05, "temperature of the identity term")
+    use_amp: bool = option(False, "bf16 autocast on CPU, fp16 + GradScaler on CUDA")
+    gradient_accumulation_steps: int = option(1)
+    save_dir: str = option("runs/enhanced")
+    log_dir: str | None = option(None, "TensorBoard folder (default: <save_dir>/tb)")
+    export_dir: str | None = option(None, "also write the final model here (e.g. weights/dlib/enhanced)")
+    checkpoint_every: int = option(10, "epochs between .pth checkpoints")
+    resume: str | None = option(None, "checkpoint_epoch_N_enhanced.pth to continue from")
+    seed: int = option(0)
+    val_fold: int = option(0, "CFP-FP fold (1..10) held out for validation; 0 trains on every identity")
+    max_identities: int | None = option(None, "use only N identities per dataset, spread over the CFP-FP folds")
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu",
+                        metadata={"help": None})
+    threads: int | None = option(None, "torch CPU threads")
+    quiet: bool = option(False, "no progress bar")
+
+    @classmethod
+    def from_args(cls, argv: list[str] | None = None, base: "TrainConfig | None" = None) -> "TrainConfig":
+        """Parse command-line flags; a flag not given keeps `base`'s value (default: the field defaults)."""
+        given = argparse.Namespace(**asdict(base)) if base is not None else None
+        return cls(**vars(build_parser().parse_args(argv, namespace=given)))
+
+    def command(self) -> str:
+        """The command that trains with this config: the flags that differ from the defaults, paths repo-relative."""
+        defaults, flags = TrainConfig(), []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == getattr(defaults, f.name):
+                continue
+            if isinstance(value, bool):
+                flags.append(f"--{f.name}" if value else f"--no-{f.name}")
+            else:
+                flags += [f"--{f.name}", repo_relative(value) if f.name in PATH_FIELDS else str(value)]
+        return shlex.join(["python", "-m", "viewdiff.training.train", *flags])
+
+
+PATH_FIELDS = ("data_dir", "base_model_path", "save_dir", "log_dir", "export_dir", "resume")
+MODEL_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name in {g.name for g in fields(TransformerConfig)})
+FIELD_TYPES = {"str": str, "int": int, "float": float}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The training CLI: one flag per `TrainConfig` field, with its default and help."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data_dir", default="data/cache", help="folder of the extracted face-record caches")
-    p.add_argument("--backend", default="dlib", help="face backend whose embeddings to train on")
-    p.add_argument("--datasets", default="cfp", help="comma list of record sets: cfp, pointing04")
-    p.add_argument("--model", choices=("enhanced", "dream"), default="enhanced")
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--use_lora_attention", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--use_projection_layer", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--use_cross_view", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--n_views", type=int, default=4)
-    p.add_argument("--use_prior_preservation", action="store_true",
-                   help="fine-tune from --base_model_path while keeping its outputs on prior samples")
-    p.add_argument("--lambda_prior", type=float, default=0.1)
-    p.add_argument("--base_model_path", default=None, help="folder with model.safetensors + config.json")
-    p.add_argument("--rank", type=int, default=4)
-    p.add_argument("--lora_alpha", type=float, default=1.0)
-    p.add_argument("--num_layers", type=int, default=None, help="transformer blocks (default: model's)")
-    p.add_argument("--voxel_resolution", type=int, default=8,
-                   help="voxel grid side R of the projection layer (cost grows with R^3: 8 keeps CPU training "
-                        "at ~1 min per CFP fold; the model class defaults to 16)")
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the non-LoRA parameters")
-    p.add_argument("--lora_lr", type=float, default=2e-3, help="learning rate of the LoRA parameters")
-    p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--warmup_epochs", type=float, default=1.0)
-    p.add_argument("--identity_weight", type=float, default=5.0, help="weight of the in-batch identity term")
-    p.add_argument("--input_noise", type=float, default=0.0,
-                   help="augmentation: Gaussian noise of this expected norm added to the unit source embeddings")
-    p.add_argument("--temperature", type=float, default=0.05, help="temperature of the identity term")
-    p.add_argument("--use_amp", action="store_true", help="bf16 autocast on CPU, fp16 + GradScaler on CUDA")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--save_dir", default="runs/enhanced")
-    p.add_argument("--log_dir", default=None, help="TensorBoard folder (default: <save_dir>/tb)")
-    p.add_argument("--export_dir", default=None,
-                   help="also write the final model here (e.g. weights/dlib/enhanced)")
-    p.add_argument("--checkpoint_every", type=int, default=10, help="epochs between .pth checkpoints")
-    p.add_argument("--resume", default=None, help="checkpoint_epoch_N_enhanced.pth to continue from")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val_fold", type=int, default=0,
-                   help="CFP-FP fold (1..10) held out for validation; 0 trains on every identity")
-    p.add_argument("--max_identities", type=int, default=None, help="use only N identities per dataset, spread over the CFP-FP folds")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        cli = dict(f.metadata)
+        if f.type == "bool":
+            cli.setdefault("action", "store_true")
+        else:
+            cli["type"] = FIELD_TYPES[f.type.split(" | ")[0]]
+        p.add_argument(f"--{f.name}", default=getattr(defaults, f.name), **cli)
     return p
 
 
-def build_model(args: argparse.Namespace, embedding_dim: int) -> nn.Module:
-    """A fresh model of `args.model` for embeddings of width `embedding_dim`."""
-    if args.model == "dream":
+def build_model(config: TrainConfig, embedding_dim: int) -> nn.Module:
+    """A fresh model of `config.model` for embeddings of width `embedding_dim`."""
+    if config.model == "dream":
         return DreamResidual(d_model=embedding_dim)
-    kwargs = dict(d_model=embedding_dim, use_lora_attention=args.use_lora_attention,
-                  use_projection_layer=args.use_projection_layer, use_cross_view=args.use_cross_view,
-                  n_views=args.n_views, rank=args.rank, lora_alpha=args.lora_alpha, dropout=args.dropout)
-    for name in ("num_layers", "voxel_resolution"):  # None: the model's default
-        if getattr(args, name) is not None:
-            kwargs[name] = getattr(args, name)
-    return EnhancedTransformerDecoderOnly3D(**kwargs)
+    settings = {name: getattr(config, name) for name in MODEL_FIELDS if getattr(config, name) is not None}
+    return EnhancedTransformerDecoderOnly3D(d_model=embedding_dim, **settings)  # None: the model's default
 
 
 def model_inputs(batch: dict[str, torch.Tensor], multiview: bool = False) -> dict:
@@ -144,15 +186,15 @@ def cosine_schedule(total_steps: int, warmup_steps: int):
     return factor
 
 
-def param_groups(model: nn.Module, args: argparse.Namespace) -> list[dict]:
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """Two groups: LoRA parameters at `lora_lr`, the rest at `lr` (trainable ones only)."""
     lora_ids = {id(p) for p in getattr(model, "get_lora_parameters", lambda: [])()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     lora = [p for p in trainable if id(p) in lora_ids]
     rest = [p for p in trainable if id(p) not in lora_ids]
-    groups = [{"params": rest, "lr": args.lr, "name": "base"}]
+    groups = [{"params": rest, "lr": config.lr, "name": "base"}]
     if lora:
-        groups.append({"params": lora, "lr": args.lora_lr, "name": "lora"})
+        groups.append({"params": lora, "lr": config.lora_lr, "name": "lora"})
     return [g for g in groups if g["params"]]
 
 
@@ -172,117 +214,117 @@ def git_commit() -> str:
         return ""
 
 
-def select_records(args: argparse.Namespace) -> FaceRecords:
-    """The face records of `args.datasets`, each optionally cut to `max_identities` (see `first_identities`)."""
-    return FaceRecords.concatenate([first_identities(load_records(args.data_dir, name.strip(), args.backend),
-                                                     args.max_identities)
-                                    for name in args.datasets.split(",") if name.strip()])
+def select_records(config: TrainConfig) -> FaceRecords:
+    """The face records of `config.datasets`, each optionally cut to `max_identities` (see `first_identities`)."""
+    return FaceRecords.concatenate([first_identities(load_records(config.data_dir, name.strip(), config.backend),
+                                                     config.max_identities)
+                                    for name in config.datasets.split(",") if name.strip()])
 
 
 @torch.no_grad()
-def evaluate_pairs(model: nn.Module, pairs: dict[str, torch.Tensor], args: argparse.Namespace) -> dict:
+def evaluate_pairs(model: nn.Module, pairs: dict[str, torch.Tensor], config: TrainConfig) -> dict:
     """Validation loss and mean cosine to the target, in eval mode."""
     model.eval()
     out = torch.cat([model(**model_inputs({k: v[i:i + 512] for k, v in pairs.items()}))
                      for i in range(0, len(pairs["src"]), 512)])
-    loss, _ = embedding_loss(out, pairs["target"], pairs["identity"], args.identity_weight, args.temperature)
+    loss, _ = embedding_loss(out, pairs["target"], pairs["identity"], config.identity_weight, config.temperature)
     cos = F.cosine_similarity(out, pairs["target"], dim=-1).mean().item()
     raw = F.cosine_similarity(pairs["src"], pairs["target"], dim=-1).mean().item()
     return {"val_loss": loss.item(), "val_cosine": cos, "val_cosine_raw": raw}
 
 
-def train(args: argparse.Namespace) -> TrainResult:
-    """Train as `args` says; returns the final model and the per-epoch history."""
+def train(config: TrainConfig) -> TrainResult:
+    """Train as `config` says; returns the final model and the per-epoch history."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    device = torch.device(args.device)
-    save_dir = Path(args.save_dir)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = torch.device(config.device)
+    save_dir = Path(config.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
 
-    records = select_records(args)
-    train_mask, val_mask = fold_split(records, args.val_fold)
+    records = select_records(config)
+    train_mask, val_mask = fold_split(records, config.val_fold)
     train_pairs = stack_pairs(PosePairDataset(records.subset(train_mask)))
     val_pairs = stack_pairs(PosePairDataset(records.subset(val_mask))) if val_mask.any() else None
     embedding_dim = train_pairs["src"].shape[1]
 
     base_model = None
-    if args.use_prior_preservation or args.base_model_path:
-        if not args.base_model_path:
+    if config.use_prior_preservation or config.base_model_path:
+        if not config.base_model_path:
             raise SystemExit("--use_prior_preservation needs --base_model_path (the model to fine-tune)")
-        base_model, _ = load_pretrained(args.base_model_path, embedding_dim=embedding_dim)
-        model, _ = load_pretrained(args.base_model_path, embedding_dim=embedding_dim)
+        base_model, _ = load_pretrained(config.base_model_path, embedding_dim=embedding_dim)
+        model, _ = load_pretrained(config.base_model_path, embedding_dim=embedding_dim)
     else:
-        model = build_model(args, embedding_dim)
+        model = build_model(config, embedding_dim)
     model.to(device)
     prior = None
-    if args.use_prior_preservation:
+    if config.use_prior_preservation:
         base_model.to(device)
-        prior = EnhancedTransformerWithPrior(model, base_model, lambda_prior=args.lambda_prior)
+        prior = EnhancedTransformerWithPrior(model, base_model, lambda_prior=config.lambda_prior)
         prior_data = PriorPreservationDataset(
             base_model, {k: train_pairs[k] for k in ("src", "source_pose", "keypoints_3d", "target_pose")},
             cache_path=save_dir / "prior_samples.safetensors")
         print(f"prior samples: {len(prior_data)} ({'cache hit' if prior_data.cache_hit else 'built'})")
 
-    optimizer = torch.optim.AdamW(param_groups(model, args), weight_decay=args.weight_decay)
-    multiview = args.model == "enhanced" and args.use_cross_view
+    optimizer = torch.optim.AdamW(param_groups(model, config), weight_decay=config.weight_decay)
+    multiview = config.model == "enhanced" and config.use_cross_view
     n = len(train_pairs["src"])
-    steps_per_epoch = math.ceil(len(epoch_batches(n, args.batch_size, np.random.default_rng(0),
+    steps_per_epoch = math.ceil(len(epoch_batches(n, config.batch_size, np.random.default_rng(0),
                                                   train_pairs["identity"].numpy(),
                                                   train_pairs["source_pose"][:, 0].numpy(),
-                                                  args.n_views if multiview else 0))
-                                / args.gradient_accumulation_steps)
+                                                  config.n_views if multiview else 0))
+                                / config.gradient_accumulation_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_schedule(steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs)))
+        optimizer, cosine_schedule(steps_per_epoch * config.epochs, int(steps_per_epoch * config.warmup_epochs)))
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler("cuda", enabled=args.use_amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=config.use_amp and device.type == "cuda")
 
     start_epoch, best, history = 1, -float("inf"), []
-    if args.resume:
-        state = torch.load(args.resume, map_location=device, weights_only=True)
+    if config.resume:
+        state = torch.load(config.resume, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         torch.set_rng_state(state["rng"]["torch"])
         rng.bit_generator.state = state["rng"]["numpy"]
-        print(f"resumed from {args.resume} at epoch {state['epoch']}")
+        print(f"resumed from {config.resume} at epoch {state['epoch']}")
 
-    writer = SummaryWriter(args.log_dir or str(save_dir / "tb"))
-    metadata = {"backend": args.backend, "embedding_dim": embedding_dim, "datasets": args.datasets,
-                "val_fold": args.val_fold, "train_pairs": n, "epochs": args.epochs, "seed": args.seed,
-                "commit": git_commit(), "command": " ".join(sys.argv)}
+    writer = SummaryWriter(config.log_dir or str(save_dir / "tb"))
+    metadata = {"backend": config.backend, "embedding_dim": embedding_dim, "datasets": config.datasets,
+                "val_fold": config.val_fold, "train_pairs": n, "epochs": config.epochs, "seed": config.seed,
+                "commit": git_commit(), "command": config.command(), "train_config": asdict(config)}
     t0 = time.time()
-    for epoch in range(start_epoch, args.epochs + 1):
+    for epoch in range(start_epoch, config.epochs + 1):
         model.train()
-        batches = epoch_batches(n, args.batch_size, rng, train_pairs["identity"].numpy(),
-                                train_pairs["source_pose"][:, 0].numpy(), args.n_views if multiview else 0)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", disable=args.quiet, leave=False)
+        batches = epoch_batches(n, config.batch_size, rng, train_pairs["identity"].numpy(),
+                                train_pairs["source_pose"][:, 0].numpy(), config.n_views if multiview else 0)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=config.quiet, leave=False)
         running = 0.0
         for step, idx in enumerate(bar):
             batch = {k: v[torch.as_tensor(idx)].to(device) for k, v in train_pairs.items()}
-            if args.input_noise > 0:
-                noise = torch.randn_like(batch["src"]) * (args.input_noise / math.sqrt(batch["src"].shape[1]))
+            if config.input_noise > 0:
+                noise = torch.randn_like(batch["src"]) * (config.input_noise / math.sqrt(batch["src"].shape[1]))
                 batch["src"] = F.normalize(batch["src"] + noise, dim=-1)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=args.use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=config.use_amp):
                 if prior is not None:
                     prior_batch = prior_data.sample(len(idx), rng)
                     loss, parts = prior.compute_loss(
                         model_inputs(batch, multiview), prior_batch, batch["target"],
-                        lambda out, tgt: embedding_loss(out, tgt, batch["identity"], args.identity_weight,
-                                                        args.temperature)[0])
+                        lambda out, tgt: embedding_loss(out, tgt, batch["identity"], config.identity_weight,
+                                                        config.temperature)[0])
                 else:
                     out = model(**model_inputs(batch, multiview))
                     loss, parts = embedding_loss(out.float(), batch["target"], batch["identity"],
-                                                 args.identity_weight, args.temperature)
-            scaler.scale(loss / args.gradient_accumulation_steps).backward()
-            if (step + 1) % args.gradient_accumulation_steps == 0 or step + 1 == len(batches):
+                                                 config.identity_weight, config.temperature)
+            scaler.scale(loss / config.gradient_accumulation_steps).backward()
+            if (step + 1) % config.gradient_accumulation_steps == 0 or step + 1 == len(batches):
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 scaler.step(optimizer)
@@ -295,36 +337,36 @@ def train(args: argparse.Namespace) -> TrainResult:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         row = {"epoch": epoch, "train_loss": running / max(1, len(batches))}
         if val_pairs is not None:
-            row.update(evaluate_pairs(model, val_pairs, args))
+            row.update(evaluate_pairs(model, val_pairs, config))
             writer.add_scalar("Epoch/ValLoss", row["val_loss"], epoch)
             writer.add_scalar("Epoch/ValCosineSim", row["val_cosine"], epoch)
             if row["val_cosine"] > best:
                 best = row["val_cosine"]
                 save_pretrained(model, save_dir / "best_model", {**metadata, "epoch": epoch, **row})
         history.append(row)
-        if not args.quiet:
+        if not config.quiet:
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-        if epoch % args.checkpoint_every == 0 or epoch == args.epochs:
+        if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best,
-                        "history": history, "args": vars(args),
+                        "history": history, "args": asdict(config),
                         "rng": {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state}},
                        save_dir / f"checkpoint_epoch_{epoch}_enhanced.pth")
     writer.close()
     seconds = time.time() - t0
-    final_meta = {**metadata, "epoch": args.epochs, "train_seconds": round(seconds, 1),
+    final_meta = {**metadata, "epoch": config.epochs, "train_seconds": round(seconds, 1),
                   **(history[-1] if history else {})}
     save_pretrained(model, save_dir / "final_model", final_meta)
-    if args.export_dir:
-        save_pretrained(model, args.export_dir, final_meta)
+    if config.export_dir:
+        save_pretrained(model, config.export_dir, final_meta)
     return TrainResult(model=model, history=history, save_dir=save_dir, seconds=seconds)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    result = train(args)
-    print(f"trained {args.model} in {result.seconds:.1f} s; final model: {result.save_dir / 'final_model'}"
-          + (f" and {args.export_dir}" if args.export_dir else ""))
+    config = TrainConfig.from_args(argv)
+    result = train(config)
+    print(f"trained {config.model} in {result.seconds:.1f} s; final model: {result.save_dir / 'final_model'}"
+          + (f" and {config.export_dir}" if config.export_dir else ""))
 
 
 if __name__ == "__main__":
