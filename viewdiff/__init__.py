@@ -1,8 +1,11 @@
-"""viewdiff-face: pose-normalising face-embedding models.
+"""viewdiff-face: pose-aware face-embedding transformation.
 
-The model names below are exported lazily (PEP 562), so `import viewdiff` does not import torch;
-the face pipeline, data and gallery modules are imported directly, e.g.
-`from viewdiff.face_pipeline import FaceAnalyzer`.
+Packages (dependencies point one way: demo -> training -> faces / models -> paths, embeddings):
+`viewdiff.models` (torch pose transformers), `viewdiff.faces` (photo -> FaceRecord, no torch),
+`viewdiff.training` (records, datasets, train / evaluate / extract commands, metrics), `viewdiff.demo`
+(the Gradio demo's logic); `viewdiff.paths` (folders, environment variables) and `viewdiff.embeddings`
+(`l2_normalize`). The public names below are exported lazily (PEP 562): `import viewdiff` imports no
+torch, cv2, insightface or gradio until a name is used.
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ _EXPORTS = {
     "PriorPreservationLoss": "training.prior", "PriorPreservationDataset": "training.prior",
     "EnhancedTransformerWithPrior": "training.prior",
     "build_multiview_batches": "training.multiview",
+    "TransformerConfig": "models.config", "TrainConfig": "training.train",
+    "FaceAnalyzer": "faces.analyzer", "FaceRecord": "faces.records", "FaceAnalysisError": "faces.errors",
+    "l2_normalize": "embeddings", "shared_dir": "paths",
 }
 __all__ = sorted(_EXPORTS)
 
