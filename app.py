@@ -1,6 +1,7 @@
 """viewdiff-face demo: move a face embedding from the photo's head pose to a target pose.
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--backend auto|dlib|insightface] [--weights DIR] [--share]
+    python app.py [--host 127.0.0.1] [--port 7860] [--backend auto|dlib|insightface] [--weights DIR]
+                  [--persistent-gallery DIR] [--share]
 
 The port also comes from $GRADIO_SERVER_PORT and the host from $GRADIO_SERVER_NAME (what a Hugging
 Face Space sets), so the same file runs unchanged as a Space (`sdk: gradio`, `app_file: app.py`).
@@ -17,17 +18,30 @@ import sys
 
 import gradio as gr
 
-from viewdiff.demo.examples import ASSETS, example_label, example_photos
-from viewdiff.demo.service import POSE_LIMITS, VOXEL_QUANTITIES, DemoService, Reply, ViewOptions
+from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_label, example_photos
+from viewdiff.demo.panels import ATTENTION_CAPTION, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_CAPTION, VOXEL_QUANTITIES
+from viewdiff.demo.service import POSE_LIMITS, DemoService, Reply, ViewOptions
 
-OUTPUTS = ("session", "face_image", "face_info", "attention", "voxels", "similarity", "sweep", "status",
-           "gallery_table", "gallery_choice")
+OUTPUTS = ("session", "gallery", "face_image", "face_info", "attention", "voxels", "similarity", "sweep", "status",
+           "gallery_table", "gallery_choice", "undo")
+POSE_OUTPUTS = ("session", "attention", "voxels", "similarity", "sweep", "status")  # what a slider move changes
+VIEW_OUTPUTS = ("attention", "voxels")
+GALLERY_OUTPUTS = ("gallery", "gallery_table", "gallery_choice", "undo")
 INTRO = """# viewdiff-face: pose-aware face embeddings
-Drop in a face photo (or pick an example). The face backend finds the largest face, estimates its head
+Drop in a face photo (or pick an example). The face embedder finds the largest face, estimates its head
 pose and computes its identity embedding, once per photo. The **pose transformer** then maps that embedding
-to the **target pose** of the sliders: release a slider to rerun it. The plots show how similar the raw
-and transformed embeddings are to every gallery identity, the transformer's attention and its 3D voxel grid."""
+to the **target pose** of the sliders (release a slider to rerun it). The plots compare the raw and the
+transformed embedding with every gallery identity on one scale, and show the transformer's attention and
+its 3D voxel grid."""
+ENROL = """**Enrol, then probe.** 1. Drop a *frontal* photo of someone (the webcam works: look straight into it),
+type their name and press **Add**. 2. Drop a photo of the same person *turned to the side*. Raw (grey) and
+transformed (blue) bars are compared with the same gallery template; the green line is the same-person
+threshold. The shipped photos show each person once, so step 2 needs your own photos.{local}
+Your additions and removals stay in this browser tab: nobody else sees them and the server keeps nothing."""
+LOCAL_ENROL = (" Here, with the team data, the Pointing'04 examples are person 01, who is in the gallery from"
+               " another photo series.")
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
+SESSION_TTL_S = 3600  # a closed tab's photo analysis and gallery are dropped after this long
 
 
 def pass_files_through(image: gr.Image) -> gr.Image:
@@ -56,17 +70,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--backend", choices=("auto", "dlib", "insightface"), default="auto")
     p.add_argument("--weights", default=os.environ.get("VIEWDIFF_WEIGHTS"),
-                   help="enhanced weights folder (default weights/<backend>/enhanced, or $VIEWDIFF_WEIGHTS)")
+                   help="transformer weights folder (default: the loaded embedder's, or $VIEWDIFF_WEIGHTS)")
+    p.add_argument("--persistent-gallery", metavar="DIR", default=os.environ.get("VIEWDIFF_PERSISTENT_GALLERY"),
+                   help="keep ONE gallery in DIR, saved and shared by every visitor (local use only; default: "
+                        "each visitor's gallery stays in their browser session)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
     return p.parse_args(argv)
 
 
-def _respond(reply: Reply) -> list:
+def _respond(reply: Reply, names: tuple[str, ...] = OUTPUTS) -> list:
     for text in reply.warnings:
         gr.Warning(text)
     for text in reply.infos:
         gr.Info(text)
-    values = (reply.values.get(name, gr.skip()) for name in OUTPUTS)
+    values = (reply.values.get(name, gr.skip()) for name in names)
     # a plain dict is a property update; plots are dict subclasses (viewdiff.demo.plots.PlotSpec), passed as values
     return [gr.update(**v) if type(v) is dict else v for v in values]
 
@@ -76,7 +93,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
     resolution = service.voxel_resolution
     (yaw_lo, yaw_hi), (pitch_lo, pitch_hi), (roll_lo, roll_hi) = POSE_LIMITS
     with gr.Blocks(title="viewdiff-face demo") as demo:
-        session = gr.State(None)
+        session = gr.State(None, time_to_live=SESSION_TTL_S)
+        gallery = gr.State(None, time_to_live=SESSION_TTL_S)  # the visitor's own gallery (None: the defaults)
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
@@ -87,8 +105,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
                     gr.Examples(examples, inputs=photo, cache_examples=False, examples_per_page=12, label="Examples")
                     gr.Markdown("<small>" + " · ".join(f"{i + 1}: {example_label(p)}" for i, p in enumerate(examples))
                                 + "</small>", elem_id="example-captions")
-                face_image = gr.Image(label="Detected face: box and 5 keypoints of the face used", interactive=False,
-                                      height=300, elem_id="face-image")
+                face_image = gr.Image(label="Detected faces: the one used (green) with its 5 keypoints, others grey",
+                                      interactive=False, height=300, elem_id="face-image")
                 face_info = gr.Markdown("No photo yet.", elem_id="face-info")
             with gr.Column(scale=7):
                 with gr.Group():
@@ -100,72 +118,90 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 with gr.Row():
                     reset = gr.Button("Reset to frontal", size="sm", scale=0, elem_id="reset")
                     status = gr.Markdown("", elem_id="status")
-                similarity = gr.Plot(label="Gallery similarity", elem_id="similarity-plot")
-                sweep = gr.Plot(label="Pose sweep", elem_id="sweep-plot")
+                similarity = gr.Plot(label="Gallery similarity", elem_id="similarity-plot", show_label=False)
+                gr.Markdown(f"<small>{SIMILARITY_CAPTION}</small>", elem_id="similarity-caption")
+                sweep = gr.Plot(label="Pose sweep", elem_id="sweep-plot", show_label=False)
         with gr.Row(equal_height=False):
             with gr.Column():
-                with gr.Row():
-                    layer = gr.Dropdown([(f"layer {i + 1}", i) for i in range(layers)], value=max(layers - 1, 0),
-                                        label="Layer", interactive=layers > 0, elem_id="layer")
-                    head = gr.Dropdown([(f"head {i + 1}", i) for i in range(heads)], value=0, label="Head",
-                                       interactive=heads > 0, elem_id="head")
-                attention = gr.Plot(label="Attention map", elem_id="attention-plot")
+                with gr.Row(visible=layers > 0):
+                    layer = gr.Dropdown([(f"layer {i + 1}", i) for i in range(layers)], value=0 if layers else None,
+                                        label="Layer", elem_id="layer")
+                    head = gr.Dropdown([("mean of heads", MEAN_HEAD)] + [(f"head {i + 1}", i) for i in range(heads)],
+                                       value=MEAN_HEAD if heads else None, label="Head", elem_id="head")
+                attention = gr.Plot(label="Attention map", elem_id="attention-plot", show_label=False)
+                gr.Markdown(f"<small>{ATTENTION_CAPTION}</small>", elem_id="attention-caption")
             with gr.Column():
-                with gr.Row():
+                with gr.Row(visible=layers > 0):
                     quantity = gr.Radio(list(VOXEL_QUANTITIES), value=VOXEL_QUANTITIES[0], label="Voxel quantity")
                     axis = gr.Radio(["x", "y", "z"], value="z", label="Slice axis (z: depth)", elem_id="axis")
-                with gr.Row():
+                with gr.Row(visible=layers > 0):
                     index = gr.Slider(0, resolution - 1, value=resolution // 2, step=1, label="Slice",
                                       elem_id="slice")
                     as_3d = gr.Checkbox(False, label="3D isosurface view", elem_id="as-3d")
-                voxels = gr.Plot(label="Voxel grid of the 3D projection layer", elem_id="voxel-plot")
-        with gr.Accordion("Gallery", open=True):
+                voxels = gr.Plot(label="Voxel grid of the 3D projection layer", elem_id="voxel-plot", show_label=False)
+                gr.Markdown(f"<small>{VOXEL_CAPTION}</small>", elem_id="voxel-caption")
+        with gr.Accordion("Your gallery", open=True):
+            gr.Markdown(ENROL.format(local=LOCAL_ENROL if LOCAL_ASSETS.is_dir() else "") if not service.persistent
+                        else ENROL.split("Your additions")[0].format(local="") + "**This server keeps one gallery, "
+                        "saved on disk and shared by everyone who uses it** (`--persistent-gallery`).",
+                        elem_id="enrol-howto")
             gallery_table = gr.Dataframe(service.gallery_rows(), headers=["name", "source", "photos"],
                                          interactive=False, elem_id="gallery-table", max_height=260)
             with gr.Row():
                 name = gr.Textbox(label="Name", placeholder="e.g. Ada Lovelace", scale=3, elem_id="gallery-name")
                 add = gr.Button("Add this face to the gallery as NAME", scale=2, elem_id="gallery-add")
             with gr.Row():
-                gallery_choice = gr.Dropdown(service.gallery.names, value=None, label="Gallery entry", scale=3)
-                remove = gr.Button("Remove entry", variant="stop", scale=2)
+                gallery_choice = gr.Dropdown(service.gallery.names, value=None, label="Gallery entry", scale=3,
+                                             elem_id="gallery-choice")
+                remove = gr.Button("Remove entry", variant="stop", scale=1, elem_id="gallery-remove")
+                undo = gr.Button("Undo remove", scale=1, interactive=False, elem_id="gallery-undo")
         with gr.Accordion("Model card", open=True):
             gr.Markdown(service.model_card(), elem_id="model-card")
 
-        components = dict(session=session, face_image=face_image, face_info=face_info, attention=attention,
-                          voxels=voxels, similarity=similarity, sweep=sweep, status=status,
-                          gallery_table=gallery_table, gallery_choice=gallery_choice)
-        outputs = [components[name] for name in OUTPUTS]
+        components = dict(session=session, gallery=gallery, face_image=face_image, face_info=face_info,
+                          attention=attention, voxels=voxels, similarity=similarity, sweep=sweep, status=status,
+                          gallery_table=gallery_table, gallery_choice=gallery_choice, undo=undo)
+
+        def outputs(names):
+            return [components[n] for n in names]
         pose_inputs = [yaw, pitch, roll]
         view_inputs = [layer, head, quantity, axis, index, as_3d]
 
-        def bind(method, leading: int):
+        def bind(method, leading: int, names=OUTPUTS):
+            """callback(*lead, yaw, pitch, roll, *view, session, gallery) -> method(*lead, pose, view, session, gallery)."""
             def callback(*args):
                 lead, pose = args[:leading], args[leading:leading + 3]
                 view = ViewOptions(*args[leading + 3:leading + 3 + len(view_inputs)])
-                return _respond(method(*lead, pose, view, args[-1]))
+                return _respond(method(*lead, pose, view, *args[-2:]), names)
             return callback
 
         def redraw(*args):
-            return _respond(service.on_view(ViewOptions(*args[:-1]), args[-1]))
+            return _respond(service.on_view(ViewOptions(*args[:-1]), args[-1]), VIEW_OUTPUTS)
 
-        photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, session], outputs,
+        state = [session, gallery]
+        photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
                      concurrency_limit=1, concurrency_id="face")
         for slider in pose_inputs:
-            slider.release(bind(service.on_target, 0), [*pose_inputs, *view_inputs, session], outputs,
-                           show_progress="hidden", trigger_mode="always_last")
+            slider.release(bind(service.on_target, 0, POSE_OUTPUTS), [*pose_inputs, *view_inputs, *state],
+                           outputs(POSE_OUTPUTS), show_progress="hidden", trigger_mode="always_last")
         reset.click(lambda: (0, 0, 0), None, pose_inputs, queue=False).then(
-            bind(service.on_target, 0), [*pose_inputs, *view_inputs, session], outputs, show_progress="hidden")
+            bind(service.on_target, 0, POSE_OUTPUTS), [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS),
+            show_progress="hidden")
         for control in (layer, head, quantity, axis, as_3d):
-            control.change(redraw, [*view_inputs, session], outputs, show_progress="hidden")
-        index.release(redraw, [*view_inputs, session], outputs, show_progress="hidden", trigger_mode="always_last")
-        add.click(bind(service.on_add, 1), [name, *pose_inputs, *view_inputs, session], outputs)
-        remove.click(bind(service.on_remove, 1), [gallery_choice, *pose_inputs, *view_inputs, session], outputs)
+            control.change(redraw, [*view_inputs, session], outputs(VIEW_OUTPUTS), show_progress="hidden")
+        index.release(redraw, [*view_inputs, session], outputs(VIEW_OUTPUTS), show_progress="hidden",
+                      trigger_mode="always_last")
+        add.click(bind(service.on_add, 1), [name, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
+        remove.click(bind(service.on_remove, 1), [gallery_choice, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
+        undo.click(bind(service.on_undo, 0), [*pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
+        demo.load(lambda g: _respond(service.on_load(g), GALLERY_OUTPUTS), [gallery], outputs(GALLERY_OUTPUTS),
+                  show_progress="hidden")
     return demo
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-demo = build_demo(DemoService.load(ARGS.backend, ARGS.weights))
+demo = build_demo(DemoService.load(ARGS.backend, ARGS.weights, persistent_gallery=ARGS.persistent_gallery))
 demo.queue(default_concurrency_limit=CONCURRENCY, max_size=32)
 
 if __name__ == "__main__":

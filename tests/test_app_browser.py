@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,7 +25,6 @@ CHROMEDRIVER = shutil.which("chromedriver")
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", "--window-size=1400,1000")
-START_TIMEOUT_S = 180  # importing torch + gradio and loading the face models on a busy 2-core machine
 STEP_TIMEOUT_S = 60
 
 pytestmark = pytest.mark.skipif(
@@ -42,57 +38,46 @@ return g && g.layout ? {data: g.data.map(t => ({type: t.type, n: (t.y || t.z || 
                         title: g.layout.title && g.layout.title.text, shapes: g.layout.shapes || []} : null;"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def fresh_weights(folder: Path) -> Path:
+    """A fresh (identity) model of the shipped kind, saved like the shipped weights."""
+    import torch
+
+    from viewdiff.models.checkpoint import save_pretrained
+    from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
+    torch.manual_seed(0)
+    return save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=128, voxel_resolution=8), folder)
+
+
+def loadable(weights: Path) -> bool:
+    from viewdiff.models.checkpoint import WeightsError, load_pretrained
+    try:
+        load_pretrained(weights, embedding_dim=128)
+        return True
+    except WeightsError:
+        return False
+
+
+@contextmanager
+def app(tmp: Path, args: list[str], env: dict[str, str] | None = None):
+    """`python app.py ARGS` on a free port; its log must hold no traceback."""
+    from viewdiff.demo.local_server import ServerError, running_app
+    log_path = tmp / "app.log"
+    try:
+        with running_app(args, log_path, env) as (url, _):
+            yield url
+    except ServerError as exc:
+        pytest.fail(str(exc))
+    log_text = log_path.read_text()
+    assert "Traceback" not in log_text, log_text[-4000:]
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    """`python app.py` in a subprocess, with a throw-away gallery; the shipped weights when present."""
+    """`python app.py --backend dlib` with the shipped weights when they load, else a fresh model of that kind."""
     tmp = tmp_path_factory.mktemp("app")
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-           "VIEWDIFF_GALLERY_DIR": str(tmp / "gallery"), "VIEWDIFF_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1"}
-    env.pop("VIEWDIFF_WEIGHTS", None)
-    if not (REAL_WEIGHTS / "model.safetensors").is_file():  # no trained weights: a fresh model of the same kind
-        import torch
-
-        from viewdiff.models.checkpoint import save_pretrained
-        from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
-        torch.manual_seed(0)
-        env["VIEWDIFF_WEIGHTS"] = str(save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=128), tmp / "weights"))
-    log_path = tmp / "app.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--backend", "dlib"], cwd=REPO, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not answer on {url} within {START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.5)
+    weights = REAL_WEIGHTS if loadable(REAL_WEIGHTS) else fresh_weights(tmp / "weights")
+    with app(tmp, ["--backend", "dlib", "--weights", str(weights)]) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log_text = log_path.read_text()
-    assert "Traceback" not in log_text, log_text[-4000:]
 
 
 @pytest.fixture()
@@ -177,12 +162,14 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     for element_id, selector in rendered.items():
         wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, selector), f"{element_id} did not render")
     attention = figure(browser, "attention-plot")
-    assert attention["data"][0]["type"] == "heatmap" and attention["title"].startswith("Attention: layer")
-    assert attention["data"][0]["x"][0] == "0:pose" and attention["data"][0]["n"] == len(attention["data"][0]["x"])
-    assert figure(browser, "voxel-plot")["title"].startswith("Voxel grid: channel norm, slice z =")
+    assert attention["data"][0]["type"] == "heatmap" and attention["title"] == "Attention: layer 1, mean of 8 heads"
+    assert attention["data"][0]["x"][0] == "pose" and attention["data"][0]["n"] == len(attention["data"][0]["x"])
+    voxel = figure(browser, "voxel-plot")
+    assert voxel["title"].startswith("Voxel grid: channel norm, slice z =")
+    assert [t["type"] for t in voxel["data"]] == ["heatmap", "scatter"]  # the slice and the 5 keypoints
     similarity = figure(browser, "similarity-plot")
     assert [t["type"] for t in similarity["data"]] == ["bar", "bar"]  # raw and transformed
-    assert similarity["title"].startswith("Gallery similarity (best match:")
+    assert similarity["title"].startswith(("Closest:", "Match:", "Not in the gallery"))
     assert target_yaw_marker(browser) == 0  # target yaw marker at frontal
     screenshot(browser, OUTPUT / "app_browser_uploaded.png")
 
@@ -226,7 +213,91 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
          "the 3D toggle did nothing")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#voxel-plot .gl-container canvas"), "no 3D canvas")
 
-    assert "Pose transformer" in text(browser, "model-card") and "not loaded" not in text(browser, "model-card")
+    card = text(browser, "model-card")
+    assert "Pose transformer" in card and "not loaded" not in card and "/tmp/" not in card and str(REPO) not in card
+
+
+def enrol(driver, name: str) -> None:
+    """Type ``name`` and press "Add": the current face joins this visitor's gallery."""
+    from selenium.webdriver.common.by import By
+    box = driver.find_element(By.CSS_SELECTOR, "#gallery-name textarea, #gallery-name input")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.clear()
+    box.send_keys(name)
+    driver.find_element(By.ID, "gallery-add").click()
+    wait(driver, lambda d: name in text(d, "gallery-table"), f"{name} did not appear in the gallery table")
+
+
+def test_enrolled_face_is_private_to_the_browser_session(app_url, browser, tmp_path):
+    """Enrol then probe; the addition belongs to this page only: a reload shows the current (default) gallery."""
+    from selenium import webdriver  # noqa: F401  (the fixture made the driver)
+
+    browser.get(app_url)
+    wait(browser, lambda d: "Tom Hanks" in text(d, "gallery-table"), "no default gallery")
+    upload(browser, ASSETS / "cameraman_gray.png")
+    wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")
+    enrol(browser, "The Cameraman")
+    wait(browser, lambda d: "The Cameraman" in title(d, "similarity-plot"), "the new entry is not the best match")
+    browser.refresh()
+    wait(browser, lambda d: "Tom Hanks" in text(d, "gallery-table"), "no gallery after a reload")
+    assert "The Cameraman" not in text(browser, "gallery-table")
+
+
+@pytest.fixture(scope="module")
+def no_weights_url(tmp_path_factory):
+    """The demo with no transformer weights for its embedder (an empty --weights folder)."""
+    tmp = tmp_path_factory.mktemp("no_weights")
+    (tmp / "empty").mkdir()
+    with app(tmp, ["--backend", "dlib", "--weights", str(tmp / "empty")]) as url:
+        yield url
+
+
+def test_without_weights_face_analysis_and_raw_similarity_work(no_weights_url, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(no_weights_url)
+    upload(browser, ASSETS / "t1_face_yaw55.jpg")
+    wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#similarity-plot .barlayer .point"), "no raw bars")
+    assert [t["type"] for t in figure(browser, "similarity-plot")["data"]] == ["bar"]  # raw only
+    wait(browser, lambda d: "no pose-transformer weights" in d.find_element(By.ID, "attention-plot").text,
+         "the attention panel does not say why it is empty")
+    assert "--export_dir" in browser.find_element(By.ID, "voxel-plot").text
+    assert "No pose-transformer weights" in text(browser, "status")
+    toasts = [t.text for t in browser.find_elements(By.CSS_SELECTOR, ".toast-body")]
+    assert not [t for t in toasts if "error" in t.lower()], toasts  # e.g. "Value: 0 is not in the list of choices"
+    assert "Pose transformer: not loaded" in text(browser, "model-card")
+    screenshot(browser, OUTPUT / "app_browser_no_weights.png", down_to="#voxel-plot")
+
+
+@pytest.fixture(scope="module")
+def space_url(tmp_path_factory):
+    """A simulated Space: a fresh clone's defaults with no ../shared, no network and an empty home."""
+    from viewdiff.demo.local_server import space_env
+    tmp = tmp_path_factory.mktemp("space")
+    with app(tmp, [], space_env(tmp)) as url:
+        yield url
+
+
+def test_space_mode_tells_the_whole_story(space_url, browser):
+    """Shipped embedder pack, examples that are not gallery entries, enrol then probe."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(space_url)
+    wait(browser, lambda d: "Tom Hanks" in text(d, "gallery-table"), "no default gallery")
+    table, card = text(browser, "gallery-table"), text(browser, "model-card")
+    assert "Pointing'04" not in table and "50 Cent" not in table  # nothing of ../shared
+    assert "arcface_mbf128" in card and "../shared/models" not in card and str(REPO) not in card  # the shipped pack
+    captions = text(browser, "example-captions")
+    assert "frontal" in captions and "Tom Hanks" not in captions
+    upload(browser, ASSETS / "astronaut.jpg")  # an example: not in the gallery, so no self-match at 1.000
+    wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")
+    wait(browser, lambda d: title(d, "similarity-plot"), "no similarity plot")
+    assert "1.000" not in title(browser, "similarity-plot")
+    enrol(browser, "Eileen Collins")
+    wait(browser, lambda d: "Eileen Collins" in title(d, "similarity-plot"), "the enrolled face is not the best match")
+    assert "Enrol, then probe" in text(browser, "enrol-howto")
+    screenshot(browser, OUTPUT / "app_browser_space.png", down_to="#voxel-plot")
 
 
 def test_bad_photos_give_a_warning_not_a_traceback(app_url, browser, tmp_path):
@@ -244,9 +315,13 @@ def test_bad_photos_give_a_warning_not_a_traceback(app_url, browser, tmp_path):
         assert toasts
         page = browser.find_element(By.TAG_NAME, "body").text
         assert "Traceback" not in page and "Error" not in page.split("Cannot use this photo")[0][-200:]
+        assert "/tmp" not in text(browser, "face-info") and "not processed" not in page
         for close in browser.find_elements(By.CSS_SELECTOR, ".toast-close"):
             close.click()
     screenshot(browser, OUTPUT / "app_browser_bad_photo.png")
+    # a slider move after a bad photo says what to do instead of showing nothing
+    browser.find_element(By.ID, "reset").click()
+    wait(browser, lambda d: "Drop in a photo with a face first" in text(d, "status"), "no hint after a bad photo")
     # a good photo afterwards works again
     upload(browser, ASSETS / "astronaut.jpg")
     wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from viewdiff.demo.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
+from viewdiff.demo.examples import example_photos
+from viewdiff.demo.gallery import Gallery, GalleryError, default_gallery, default_identity_photos, open_gallery
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -54,7 +55,24 @@ def test_persistence_round_trip_per_backend(tmp_path):
     assert Gallery.load(tmp_path, "dlib", 128) is None  # written for another width
 
 
-def test_open_gallery_seeds_once_from_cached_defaults(tmp_path):
+def test_in_memory_gallery_and_undo_remove(tmp_path):
+    g = Gallery(None, "dlib", 3)
+    g.add("Ada", unit(1, 0, 0))
+    g.add("Bob", unit(0, 1, 0))
+    g.add("Cy", unit(0, 0, 1))
+    with pytest.raises(GalleryError, match="memory only"):
+        g.save()
+    copy = g.copy_to(None)
+    g.remove("Bob")
+    assert g.last_removed == "Bob" and g.names == ["Ada", "Cy"] and copy.names == ["Ada", "Bob", "Cy"]
+    assert g.undo_remove()["name"] == "Bob" and g.names == ["Ada", "Bob", "Cy"]  # back in its place
+    np.testing.assert_allclose(g.templates, copy.templates)
+    assert g.last_removed is None
+    with pytest.raises(GalleryError, match="Nothing to undo"):
+        g.undo_remove()
+
+
+def test_default_gallery_is_cached_and_persistent_copy_is_separate(tmp_path):
     photos = {"Ada": [Path("a1.jpg"), Path("a2.jpg")], "Bob": [Path("bad.jpg")]}
     calls = []
 
@@ -64,28 +82,30 @@ def test_open_gallery_seeds_once_from_cached_defaults(tmp_path):
             raise ValueError("no face")
         return unit(1, 0, 0) if path.name == "a1.jpg" else unit(0, 1, 0)
 
-    user = open_gallery(tmp_path / "user", tmp_path / "defaults", "dlib", 3, photos, embed)
-    assert user.names == ["Ada"] and user.entries[0]["count"] == 2
-    defaults = Gallery.load(tmp_path / "defaults", "dlib", 3)
+    defaults = default_gallery(tmp_path / "defaults", "dlib", 3, photos, embed)
+    assert defaults.names == ["Ada"] and defaults.entries[0]["count"] == 2
     assert "bad.jpg" in next(iter(defaults.meta["skipped"]))
+    user = open_gallery(tmp_path / "user", defaults)
     user.remove("Ada")
     user.save()
-    # a second user gallery reuses the cached defaults (no new embeddings); the first keeps its removal
-    other = open_gallery(tmp_path / "other", tmp_path / "defaults", "dlib", 3, photos, embed)
-    assert other.names == ["Ada"] and len(calls) == 3
-    assert open_gallery(tmp_path / "user", tmp_path / "defaults", "dlib", 3, photos, embed).names == []
+    # the cached defaults are reused (no new embeddings); the saved gallery keeps its removal
+    again = default_gallery(tmp_path / "defaults", "dlib", 3, photos, embed)
+    assert again.names == ["Ada"] and len(calls) == 3
+    assert open_gallery(tmp_path / "user", again).names == []
     # other face models (fingerprint): the cached defaults are rebuilt
-    open_gallery(tmp_path / "third", tmp_path / "defaults", "dlib", 3, photos, embed, fingerprint="detector v2")
+    default_gallery(tmp_path / "defaults", "dlib", 3, photos, embed, fingerprint="detector v2")
     assert len(calls) == 6
     assert Gallery.load(tmp_path / "defaults", "dlib", 3).meta["fingerprint"] == "detector v2"
 
 
-def test_default_identity_photos_finds_assets_and_shared():
-    photos = default_identity_photos(REPO / "assets", SHARED)
+def test_default_identity_photos_are_never_examples():
+    photos = default_identity_photos(REPO / "assets" / "gallery", SHARED)
     assert photos["Tom Hanks"][0].name == "Tom_Hanks_54745.png"
+    assert {"t1.jpg, person 3", "t1.jpg, person 6"} <= set(photos)
+    examples = {Path(p).resolve() for p in example_photos()}
+    assert not examples & {p.resolve() for files in photos.values() for p in files}
     if not (SHARED / "data" / "cfp").is_dir():
         pytest.skip("../shared/data/cfp not present")
     assert len(photos["Tom Hanks"]) == 4  # the asset photo + 3 CFP frontals
     assert all(p.is_file() for files in photos.values() for p in files)
     assert "Pointing'04 person 01" in photos and "50 Cent" in photos
-    assert photos["Eileen Collins"] == [REPO / "assets" / "astronaut.jpg"]

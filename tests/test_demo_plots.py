@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import pytest
 
 from viewdiff.demo import plots as demo_plots
+from viewdiff.demo.calibration import Threshold
 
 
 def figure(spec: demo_plots.PlotSpec) -> go.Figure:
@@ -30,8 +31,10 @@ def test_attention_figure_labels_every_token():
     heatmap = fig.data[0]
     assert isinstance(heatmap, go.Heatmap)
     np.testing.assert_allclose(np.asarray(heatmap.z), attention, rtol=1e-4)
-    assert list(heatmap.x) == ["0:pose", "1:e0", "2:e1", "3:3D"] == list(heatmap.y)
-    assert fig.layout.title.text == "layer 1, head 1"
+    assert list(heatmap.x) == ["pose", "e0", "e1", "3D"] == list(heatmap.y)  # readable: the names themselves
+    assert fig.layout.title.text == "layer 1, head 1" and fig.layout.xaxis.dtick == 1
+    # repeated names get their index, so plotly keeps one column per token
+    assert demo_plots.token_names(["e", "e", "3D"]) == ["0:e", "1:e", "2:3D"]
 
 
 @pytest.mark.parametrize("axis, expected", [("z", lambda v: v[2]), ("y", lambda v: v[:, 2]), ("x", lambda v: v[:, :, 2])])
@@ -42,6 +45,19 @@ def test_voxel_slice_follows_zyx_indexing(axis, expected):
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), expected(volume))
     assert (fig.data[0].zmin, fig.data[0].zmax) == (0, 63)  # colour range of the whole volume
     assert f"slice {axis} = 2 of 3" in fig.layout.title.text
+
+
+def test_voxel_slice_figure_marks_the_keypoints():
+    volume = np.zeros((8, 8, 8), np.float32)
+    keypoints = np.array([[1, 2, 3], [6, 2, 3], [3.5, 4, 1], [2, 6, 3], [5, 6, 3]], np.float32)  # x, y, z
+    names = ["left eye", "right eye", "nose", "left mouth", "right mouth"]
+    for axis, (cols, rows) in {"z": (0, 1), "y": (0, 2), "x": (1, 2)}.items():
+        marks = figure(demo_plots.voxel_slice_figure(volume, axis, 3, "density", keypoints, names)).data[1]
+        np.testing.assert_allclose(marks.x, keypoints[:, cols])
+        np.testing.assert_allclose(marks.y, keypoints[:, rows])
+        assert list(marks.text) == names
+    iso = figure(demo_plots.voxel_volume_figure(volume + np.arange(8)[:, None, None], "density", keypoints, names))
+    assert isinstance(iso.data[1], go.Scatter3d) and len(iso.data[1].x) == 5
 
 
 def test_voxel_slice_figure_clips_the_index():
@@ -57,22 +73,35 @@ def test_voxel_volume_figure_is_an_isosurface_of_all_voxels():
     assert (trace.z[1 * 25 + 2 * 5 + 3], trace.y[1 * 25 + 2 * 5 + 3], trace.x[1 * 25 + 2 * 5 + 3]) == (1, 2, 3)
 
 
-def test_similarity_figure_sorted_by_transformed_best_highlighted():
+def test_similarity_figure_sorted_by_transformed_best_highlighted_rank_change():
     fig = figure(demo_plots.similarity_figure(["a", "b", "c"], np.array([0.5, 0.2, 0.1]), np.array([0.4, 0.9, 0.3])))
     raw, transformed = fig.data
-    assert list(transformed.y) == ["b", "a", "c"] == list(raw.y)
+    assert list(transformed.y) == ["b ▲1", "a ▼1", "c"] == list(raw.y)  # rank raw -> transformed
     np.testing.assert_allclose(transformed.x, [0.9, 0.4, 0.3], rtol=1e-4)
     np.testing.assert_allclose(raw.x, [0.2, 0.5, 0.1], rtol=1e-4)
     band = fig.layout.shapes[0]  # the best match's row (category 0 after sorting) is shaded
     assert (band.y0, band.y1, band.line.color) == (-0.5, 0.5, demo_plots.BEST)
-    assert "best match: b (0.900)" in fig.layout.title.text
+    assert fig.layout.title.text.startswith("Closest: b (0.900); no same-person threshold")
+    assert tuple(fig.layout.xaxis.range) == (-0.02, 1.0)  # one fixed scale for both bars
+
+
+def test_similarity_figure_threshold_match_and_not_in_gallery():
+    threshold = Threshold(0.5, "CFP-FP")
+    match = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.3, 0.2]), np.array([0.6, 0.1]), threshold))
+    assert match.layout.title.text == "Match: a (0.600 ≥ 0.50)"
+    assert [s.type for s in match.layout.shapes] == ["rect", "line"] and match.layout.shapes[1].x0 == 0.5
+    assert match.layout.annotations[0].text == "same person ≥ 0.50"
+    miss = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.3, -0.4]), np.array([0.45, 0.1]), threshold))
+    assert miss.layout.title.text.startswith("Not in the gallery: best score 0.450 (a) is below 0.50")
+    assert [s.type for s in miss.layout.shapes] == ["line"]  # no best-match band below the threshold
+    assert miss.layout.xaxis.range[0] == pytest.approx(-0.52)
 
 
 def test_similarity_figure_raw_only():
     fig = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.2, 0.7]), None))
     assert len(fig.data) == 1 and list(fig.data[0].y) == ["b", "a"]
     assert len(fig.layout.shapes) == 1
-    assert "best match: b (0.700)" in fig.layout.title.text
+    assert "Closest: b (0.700)" in fig.layout.title.text
 
 
 def test_similarity_figure_empty_gallery():
@@ -80,15 +109,19 @@ def test_similarity_figure_empty_gallery():
     assert "gallery is empty" in fig.layout.title.text and not fig.layout.shapes
 
 
-def test_pose_sweep_figure():
+@pytest.mark.parametrize("target_yaw", [-90, 0, 90])
+def test_pose_sweep_figure(target_yaw):
     yaws = np.arange(-90, 91, 10)
-    sims = np.linspace(0.3, 0.8, len(yaws))
-    fig = figure(demo_plots.pose_sweep_figure(yaws, sims, 0.42, "Tom Hanks", 30))
+    sims = np.linspace(0.97, 0.99, len(yaws))  # a self-match: the axis must not zoom in on it
+    fig = figure(demo_plots.pose_sweep_figure(yaws, sims, 0.42, "Tom Hanks", target_yaw, Threshold(0.6, "x")))
     np.testing.assert_allclose(fig.data[0].x, yaws)
     np.testing.assert_allclose(fig.data[0].y, sims, rtol=1e-4)
-    assert {s.type for s in fig.layout.shapes} == {"line"} and len(fig.layout.shapes) == 2
-    assert fig.layout.shapes[1].x0 == 30 and fig.layout.shapes[0].y0 == pytest.approx(0.42)
+    assert {s.type for s in fig.layout.shapes} == {"line"} and len(fig.layout.shapes) == 3
+    assert fig.layout.shapes[1].x0 == target_yaw and fig.layout.shapes[0].y0 == pytest.approx(0.42)
+    assert fig.layout.shapes[2].y0 == 0.6 and tuple(fig.layout.yaxis.range) == (0.0, 1.0)
     assert "Tom Hanks" in fig.layout.title.text
+    raw_note, yaw_note = fig.layout.annotations[:2]  # the labels sit on opposite sides: no overlap at +-90
+    assert (raw_note.x < 0.5) == (target_yaw > 0) and yaw_note.xanchor == ("right" if target_yaw > 0 else "left")
 
 
 def test_message_figure_shows_the_text():

@@ -1,5 +1,6 @@
-"""Demo callbacks on real photos: analysis cached per photo, slider moves rerun only the model, bad
-inputs become messages, the gallery persists, the model card says what is loaded or how to fix it."""
+"""Demo callbacks on real photos: analysis cached per photo, slider moves rerun only the model, raw and
+transformed probe against the same raw gallery, bad inputs become messages without server paths,
+galleries are per visitor unless persistent, the model card says what is loaded or how to fix it."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from PIL import Image
 
 from viewdiff.demo import service as demo_service
 from viewdiff.demo.engine import SWEEP_YAWS
+from viewdiff.demo.calibration import Threshold
 from viewdiff.demo.gallery import Gallery
+from viewdiff.demo.panels import MEAN_HEAD
 from viewdiff.demo.plots import PlotSpec
-from viewdiff.demo.service import DemoService, Reply, ViewOptions
+from viewdiff.demo.service import NO_PHOTO, DemoService, Reply, ViewOptions
 from viewdiff.models.checkpoint import save_pretrained
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 from viewdiff.paths import shared_dir
@@ -32,7 +35,7 @@ needs_cfp = pytest.mark.skipif(not CFP.is_dir(), reason=f"CFP photos not found a
 
 def small_gallery_photos() -> dict[str, list[Path]]:
     """A few default identities (the asset photos and, when present, two CFP identities' frontals)."""
-    photos = {"Tom Hanks": [ASSETS / "Tom_Hanks_54745.png"], "Eileen Collins": [ASSETS / "astronaut.jpg"]}
+    photos = {"Tom Hanks": [ASSETS / "gallery" / "Tom_Hanks_54745.png"], "Eileen Collins": [ASSETS / "astronaut.jpg"]}
     if CFP.is_dir():
         photos["50 Cent"] = [CFP / "001" / "frontal" / "01.jpg", CFP / "001" / "frontal" / "02.jpg"]
         photos["Aaron Hernandez"] = [CFP / "002" / "frontal" / "01.jpg"]
@@ -51,22 +54,13 @@ def weights(tmp_path_factory) -> Path:
 def service(weights, tmp_path_factory) -> DemoService:
     threads = torch.get_num_threads()
     tmp = tmp_path_factory.mktemp("demo")
-    svc = DemoService.load("dlib", weights, tmp / "gallery", tmp / "defaults", small_gallery_photos())
+    svc = DemoService.load("dlib", weights, None, tmp / "defaults", small_gallery_photos())
     yield svc
     torch.set_num_threads(threads)  # DemoService.load sets 1 thread for the demo process
 
 
-@pytest.fixture()
-def fresh_gallery(service, tmp_path):
-    """The service with its own copy of the gallery under tmp_path (tests that change the gallery)."""
-    shared = service.gallery
-    service.gallery = shared.copy_to(tmp_path / "gallery")
-    yield service.gallery
-    service.gallery = shared
-
-
-def photo(service, path, target=(0, 0, 0), view=None) -> Reply:
-    reply = service.on_photo(str(path), target, view or ViewOptions(), None)
+def photo(service, path, target=(0, 0, 0), view=None, gallery=None) -> Reply:
+    reply = service.on_photo(str(path), target, view or ViewOptions(), None, gallery)
     assert isinstance(reply, Reply)
     return reply
 
@@ -90,7 +84,10 @@ def test_new_photo_gives_face_panel_and_all_plots(service):
     np.testing.assert_allclose(result.attention.sum(-1), 1, atol=1e-4)  # rows of softmax weights
     assert result.sweep.shape == SWEEP_YAWS.shape
     sim = reply.values["similarity"]
-    assert sim.data[0]["y"][0] == "Eileen Collins" and "best match: Eileen Collins" in sim.layout["title"]["text"]
+    assert sim.data[0]["y"][0] == "Eileen Collins" and "Closest: Eileen Collins" in sim.layout["title"]["text"]
+    assert reply.values["attention"].layout["title"]["text"] == "Attention: layer 1, mean of 8 heads"  # the default view
+    voxels = reply.values["voxels"]  # the face's 5 keypoints are marked on the slice
+    assert voxels.data[1]["type"] == "scatter" and len(voxels.data[1]["x"]) == 5 and "nose" in voxels.data[1]["text"]
 
 
 def test_slider_moves_rerun_only_the_pose_transformer(service, capsys):
@@ -119,12 +116,12 @@ def test_slider_moves_rerun_only_the_pose_transformer(service, capsys):
         print(f"\nslider callback (model + plots): median {np.median(timings):.1f} ms, max {max(timings):.1f} ms")
 
 
-def test_transform_matches_a_direct_model_call(service, monkeypatch):
+def test_transform_matches_a_direct_model_call(service):
+    """Transformed probe vs the RAW gallery: both scores use the same templates (one scale)."""
     record = photo(service, ASSETS / "cameraman_gray.png").values["session"].record
     target = np.array([20, -10, 5], np.float32)
     head = service.model.head.weight
     saved = head.detach().clone()
-    monkeypatch.setattr(service.engine, "gallery_cache", {})
     try:
         with torch.no_grad():  # a fresh model is the identity: give it a non-zero residual
             head.copy_(torch.randn_like(head) * 0.05)
@@ -132,17 +129,17 @@ def test_transform_matches_a_direct_model_call(service, monkeypatch):
         with torch.inference_mode():
             out = service.model(torch.from_numpy(record.embedding)[None], torch.from_numpy(record.source_pose)[None],
                                 torch.from_numpy(record.keypoints_3d)[None], torch.from_numpy(target)[None])
-            n = len(service.gallery.names)  # the gallery is moved to the same target pose (frontal source)
-            moved = service.model(torch.from_numpy(service.gallery.templates.astype(np.float32)),
-                                  torch.zeros(n, 3), torch.from_numpy(service.engine.frontal_keypoints_3d).expand(n, -1, -1),
-                                  torch.from_numpy(target).expand(n, -1))
     finally:
         with torch.no_grad():
             head.copy_(saved)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
-    np.testing.assert_allclose(result.transformed, unit(moved.numpy()) @ unit(out[0].numpy()), atol=1e-5)
-    assert not np.allclose(result.transformed, service.gallery.similarities(out[0].numpy()), atol=1e-3)
-    np.testing.assert_allclose(result.raw, service.gallery.similarities(record.embedding), atol=1e-6)
+    templates = service.gallery.templates
+    np.testing.assert_allclose(result.transformed, templates @ unit(out[0].numpy()), atol=1e-5)
+    np.testing.assert_allclose(result.raw, templates @ record.embedding, atol=1e-6)
+    assert not np.allclose(result.transformed, result.raw, atol=1e-3)
+    best = result.best  # the sweep: transformed similarity to the best identity's raw template along yaw
+    assert result.sweep.shape == SWEEP_YAWS.shape and np.all(np.abs(result.sweep) <= 1 + 1e-5)
+    assert result.names[best] == result.names[int(np.argmax(result.transformed))]
 
 
 @needs_cfp
@@ -184,6 +181,9 @@ def test_unusable_photo_is_a_message_not_an_exception(service, tmp_path, name, m
     reply = photo(service, path)
     assert len(reply.warnings) == 1 and message in reply.warnings[0].lower(), reply.warnings
     assert reply.warnings[0][0].isupper() and "Traceback" not in reply.warnings[0]
+    # no server path, no library wording ("85 bytes not processed", "SyntaxError: ...")
+    assert str(tmp_path) not in reply.warnings[0] and "/" not in reply.warnings[0].replace("JPEG or PNG", "")
+    assert "not processed" not in reply.warnings[0] and "Error" not in reply.warnings[0]
     # the results of a previous photo are cleared: they would not belong to this one
     assert reply.values["session"] is None and reply.values["face_image"] is None
     assert reply.values["face_info"].startswith("**Cannot use this photo.**")
@@ -192,10 +192,16 @@ def test_unusable_photo_is_a_message_not_an_exception(service, tmp_path, name, m
 
 def test_several_faces_use_the_largest_and_say_so(service):
     reply = photo(service, ASSETS / "t1.jpg")
-    assert reply.warnings == ["6 faces found; the largest is used"]
+    assert reply.warnings == ["6 faces found: using the largest one (green box; the others are grey)."]
     record = reply.values["session"].record
     assert record.num_faces == 6 and "6 faces in the photo" in reply.values["face_info"]
-    assert reply.values["face_image"].shape == (709, 1024, 3)  # shown at most 1024 px wide
+    image = reply.values["face_image"]
+    assert image.shape == (709, 1024, 3)  # shown at most 1024 px wide
+    # every face is drawn: the one used green, the other five grey (t1_face_yaw55's face at 905,54-1013,204)
+    scale = 1024 / 1280
+    assert tuple(image[int(54 * scale), int(960 * scale)]) == (170, 170, 170)
+    x1, y1 = (int(round(v * scale)) for v in record.bbox[:2])
+    assert tuple(image[y1, x1 + 10]) == (40, 220, 40)
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "I;16"])
@@ -251,7 +257,7 @@ def test_slider_values_are_clipped_and_none_is_zero(service):
     np.testing.assert_array_equal(demo_service.target_pose((120, None, -99)), [90, 0, -45])
     session = photo(service, ASSETS / "astronaut.jpg").values["session"]
     assert service.on_target((None, None, None), ViewOptions(), session).warnings == []
-    assert service.on_target((0, 0, 0), ViewOptions(), None) == Reply()  # no photo yet: nothing to do
+    assert service.on_target((0, 0, 0), ViewOptions(), None) == Reply({"status": NO_PHOTO})  # e.g. after a bad photo
     bad = service.on_target((float("nan"), 0, 0), ViewOptions(), session)
     assert bad.warnings and bad.warnings[0].startswith("Something went wrong")
 
@@ -264,64 +270,97 @@ def test_view_controls_redraw_without_running_anything(service, monkeypatch):
     monkeypatch.setattr(service, "transform", lambda *a, **k: pytest.fail("the model must not run"))
     reply = service.on_view(ViewOptions(layer=2, head=5, quantity="density", axis="x", index=3), session)
     assert set(reply.values) == {"attention", "voxels"} and service.analyzer.calls == calls
-    assert reply.values["attention"].layout["title"]["text"].startswith("Attention: layer 3, head 6")
+    assert reply.values["attention"].layout["title"]["text"] == "Attention: layer 3, head 6"
     np.testing.assert_allclose(reply.values["attention"].data[0]["z"], session.result.attention[2, 5])
     voxels = reply.values["voxels"]
     assert "density, slice x = 3 of 15" in voxels.layout["title"]["text"]
     np.testing.assert_allclose(voxels.data[0]["z"], session.result.volumes["density"][:, :, 3])
     iso = service.on_view(ViewOptions(quantity="channel norm", as_3d=True), session).values["voxels"]
     assert iso.data[0]["type"] == "isosurface" and len(iso.data[0]["value"]) == 16 ** 3
-    clipped = service.on_view(ViewOptions(layer=99, head=None, index=None), session).values["attention"]
-    assert clipped.layout["title"]["text"].startswith(f"Attention: layer {service.attention_shape[0]}, head 1")
+    clipped = service.on_view(ViewOptions(layer=99, head=99, index=None), session).values["attention"]
+    assert clipped.layout["title"]["text"] == f"Attention: layer {service.attention_shape[0]}, head 8"
+    mean = service.on_view(ViewOptions(layer=1, head=MEAN_HEAD), session).values["attention"]
+    np.testing.assert_allclose(mean.data[0]["z"], session.result.attention[1].mean(0), rtol=1e-5)
     assert set(service.on_view(ViewOptions(), None).values) == {"attention", "voxels"}  # no photo: messages
 
 
 # ----------------------------------------------------------------------------- gallery
 
-def test_add_and_remove_persist(service, fresh_gallery):
-    reply = photo(service, ASSETS / "cameraman_gray.png")
-    session = reply.values["session"]
-    added = service.on_add("  The   Cameraman ", (0, 0, 0), ViewOptions(), session)
+def test_each_visitor_has_their_own_gallery(service):
+    """Session galleries: a visitor's additions/removals go to their own copy, never to the defaults or others."""
+    defaults = list(service.gallery.names)
+    session = photo(service, ASSETS / "cameraman_gray.png").values["session"]
+    added = service.on_add("  The   Cameraman ", (0, 0, 0), ViewOptions(), session, None)
     assert added.infos == ["Added this face to 'The Cameraman' (1 photo)."] and added.warnings == []
-    assert added.values["gallery_choice"] == {"choices": fresh_gallery.names, "value": "The Cameraman"}
+    mine = added.values["gallery"]  # the visitor's own copy, made on the first change
+    assert isinstance(mine, Gallery) and mine is not service.gallery and mine.directory is None
+    assert added.values["gallery_choice"] == {"choices": defaults + ["The Cameraman"], "value": "The Cameraman"}
     assert ["The Cameraman", "user", 1] in added.values["gallery_table"]
-    result = added.values["session"].result  # similarities were recomputed with the new identity
+    result = added.values["session"].result  # similarities recomputed against the visitor's gallery
     assert result.names[result.best] == "The Cameraman" and result.raw[result.best] == pytest.approx(1, abs=1e-5)
-    again = service.on_add("The Cameraman", (0, 0, 0), ViewOptions(), session)
-    assert again.infos == ["Added this face to 'The Cameraman' (2 photos)."]
-    stored = Gallery.load(fresh_gallery.directory, fresh_gallery.key, 128)  # what a restart would read
-    assert "The Cameraman" in stored.names and stored.entries[-1]["count"] == 2
+    again = service.on_add("The Cameraman", (0, 0, 0), ViewOptions(), session, mine)
+    assert again.infos == ["Added this face to 'The Cameraman' (2 photos)."] and again.values["gallery"] is mine
+    assert service.gallery.names == defaults  # nobody else sees it
+    other = photo(service, ASSETS / "cameraman_gray.png").values["session"].result
+    assert "The Cameraman" not in other.names
+    assert service.on_load(None).values["gallery_table"] == service.gallery_rows()  # a new page: the defaults
+    assert ["The Cameraman", "user", 2] in service.on_load(mine).values["gallery_table"]  # a reload: current
 
-    removed = service.on_remove("Tom Hanks", (0, 0, 0), ViewOptions(), session)
-    assert removed.infos == ["Removed 'Tom Hanks' from the gallery."]
-    assert "Tom Hanks" not in removed.values["gallery_choice"]["choices"]
+
+def test_remove_can_be_undone(service):
+    session = photo(service, ASSETS / "astronaut.jpg").values["session"]
+    removed = service.on_remove("Tom Hanks", (0, 0, 0), ViewOptions(), session, None)
+    mine = removed.values["gallery"]
+    assert removed.infos == ["Removed 'Tom Hanks' from the gallery. \"Undo remove\" brings it back."]
+    assert "Tom Hanks" not in removed.values["gallery_choice"]["choices"] and "Tom Hanks" in service.gallery.names
     assert "Tom Hanks" not in removed.values["session"].result.names
-    assert "Tom Hanks" not in Gallery.load(fresh_gallery.directory, fresh_gallery.key, 128).names
+    assert removed.values["undo"] == {"interactive": True, "value": "Undo remove 'Tom Hanks'"}
+    undone = service.on_undo((0, 0, 0), ViewOptions(), session, mine)
+    assert undone.infos == ["'Tom Hanks' is back in the gallery."] and mine.names == service.gallery.names
+    assert undone.values["undo"]["interactive"] is False and "Tom Hanks" in undone.values["session"].result.names
+    assert service.on_undo((0, 0, 0), ViewOptions(), session, mine).warnings == ["Nothing to undo."]
 
 
-def test_gallery_mistakes_are_messages(service, fresh_gallery):
+def test_gallery_mistakes_are_messages(service):
     session = photo(service, ASSETS / "astronaut.jpg").values["session"]
     assert service.on_add("   ", (0, 0, 0), ViewOptions(), session).warnings == ["Type a name for this face first."]
     assert service.on_add("Ada", (0, 0, 0), ViewOptions(), None).warnings[0].startswith("Drop in a face photo first")
     assert service.on_remove(None, (0, 0, 0), ViewOptions(), session).warnings == ["Choose a gallery entry to remove."]
     assert service.on_remove("Nobody", (0, 0, 0), ViewOptions(), session).warnings == ["'Nobody' is not in the gallery."]
-    for name in list(fresh_gallery.names):  # an empty gallery: the plots say so
-        service.on_remove(name, (0, 0, 0), ViewOptions(), None)
-    reply = service.on_target((0, 0, 0), ViewOptions(), session)
+    mine = None
+    for name in list(service.gallery.names):  # an empty gallery: the plots say so
+        mine = service.on_remove(name, (0, 0, 0), ViewOptions(), None, mine).values["gallery"]
+    reply = service.on_target((0, 0, 0), ViewOptions(), session, mine)
     assert "gallery is empty" in reply.values["similarity"].layout["annotations"][0]["text"]
     assert "gallery is empty" in reply.values["sweep"].layout["annotations"][0]["text"]
+    assert service.gallery.names  # the defaults are untouched
 
 
-def test_gallery_survives_a_restart(weights, tmp_path):
-    photos = {"Tom Hanks": [ASSETS / "Tom_Hanks_54745.png"]}
+def test_persistent_gallery_is_shared_and_survives_a_restart(weights, tmp_path):
+    photos = {"Tom Hanks": [ASSETS / "gallery" / "Tom_Hanks_54745.png"]}
     first = DemoService.load("dlib", weights, tmp_path / "gallery", tmp_path / "defaults", photos, torch_threads=None)
-    first.gallery.remove("Tom Hanks")
-    first.gallery.add("Ada", np.ones(128, np.float32))
-    first.gallery.save()
+    assert first.persistent and "shared by everyone" in first.model_card()
+    session = photo(first, ASSETS / "astronaut.jpg").values["session"]
+    added = first.on_add("Eileen", (0, 0, 0), ViewOptions(), session, None)
+    assert added.values["gallery"] is None and first.gallery.names == ["Tom Hanks", "Eileen"]
+    first.on_remove("Tom Hanks", (0, 0, 0), ViewOptions(), session, None)
     calls = first.analyzer.calls
     second = DemoService.load("dlib", weights, tmp_path / "gallery", tmp_path / "defaults", photos, torch_threads=None)
-    assert second.gallery.names == ["Ada"] and first.analyzer.calls == calls  # the user's gallery, not the defaults
-    assert second.gallery.meta["skipped"] == {} and len(second.gallery.meta["photos"]) == 1
+    assert second.gallery.names == ["Eileen"] and first.analyzer.calls == calls  # the saved gallery, not the defaults
+    assert Gallery.load(tmp_path / "defaults", second.gallery.key, 128).names == ["Tom Hanks"]  # defaults untouched
+
+
+def test_threshold_line_and_not_in_gallery(service, monkeypatch):
+    session = photo(service, ASSETS / "cameraman_gray.png").values["session"]
+    best = float(session.result.transformed.max())
+    for value, title in [(best + 0.01, "Not in the gallery"), (best - 0.01, "Match: ")]:
+        monkeypatch.setattr(service.panels, "threshold", Threshold(value, "test"))
+        reply = service.on_target((0, 0, 0), ViewOptions(), session)
+        sim, sweep = reply.values["similarity"], reply.values["sweep"]
+        assert sim.layout["title"]["text"].startswith(title)
+        assert any(s["type"] == "line" and s["x0"] == value for s in sim.layout["shapes"])
+        assert any(s.get("y0") == value for s in sweep.layout["shapes"])
+        assert sweep.layout["yaxis"]["range"][1] == 1.0  # a fixed axis, not zoomed to the data
 
 
 # ----------------------------------------------------------------------------- model card
@@ -329,8 +368,10 @@ def test_gallery_survives_a_restart(weights, tmp_path):
 def test_model_card_names_the_loaded_models(service, weights):
     card = service.model_card()
     assert "backend: `dlib`" in card and "embedding_dim: `128`" in card
-    assert f"`EnhancedTransformerDecoderOnly3D` from `{weights}`" in card and "d_model=128" in card
-    assert "note: `test model`" in card and "not loaded" not in card
+    assert f"`EnhancedTransformerDecoderOnly3D` from `{weights.parent.name}/{weights.name}`" in card
+    assert "d_model=128" in card and "note: `test model`" in card and "not loaded" not in card
+    assert "/tmp/" not in card and str(REPO) not in card  # no server paths
+    assert "same-person threshold" in card and "each visitor's additions" in card
 
 
 @pytest.mark.parametrize("make, expected", [
@@ -340,25 +381,29 @@ def test_model_card_names_the_loaded_models(service, weights):
 ])
 def test_missing_or_mismatched_weights_explain_the_fix(service, tmp_path, make, expected):
     weights_dir = make(tmp_path)
-    svc = DemoService.load("dlib", weights_dir, tmp_path / "gallery", tmp_path / "defaults",
-                           {"Tom Hanks": [ASSETS / "Tom_Hanks_54745.png"]}, torch_threads=None)
+    svc = DemoService.load("dlib", weights_dir, None, tmp_path / "defaults",
+                           {"Tom Hanks": [ASSETS / "gallery" / "Tom_Hanks_54745.png"]}, torch_threads=None)
     assert svc.model is None and svc.attention_shape == (0, 0)
     card = svc.model_card()
-    assert "Pose transformer: not loaded" in card and expected in card
-    assert "python -m viewdiff.training.train --backend dlib --export_dir weights/dlib/enhanced" in card
+    assert "Pose transformer: not loaded" in card and expected in card and str(tmp_path) not in card
+    assert "python -m viewdiff.training.train --backend dlib --datasets cfp,pointing04 --export_dir" in card
     reply = svc.on_photo(str(ASSETS / "astronaut.jpg"), (0, 0, 0), ViewOptions(), None)
-    assert reply.warnings == [] and "not loaded" in reply.values["status"]
+    assert reply.warnings == [] and "No pose-transformer weights" in reply.values["status"]
+    assert "estimated source pose" in reply.values["face_info"]  # face analysis and pose work
     assert len(reply.values["similarity"].data) == 1  # raw similarity still works
-    assert "not loaded" in reply.values["attention"].layout["annotations"][0]["text"]
-    assert "not loaded" in reply.values["sweep"].layout["annotations"][0]["text"]
+    for panel in ("attention", "sweep", "voxels"):  # the transformer panels say why and how to get weights
+        note = reply.values[panel].layout["annotations"][0]["text"]
+        assert "no pose-transformer weights" in note and "--export_dir" in note and "model card" in note
+    session = reply.values["session"]
+    assert svc.on_target((30, 0, 0), ViewOptions(), session).warnings == []
+    assert svc.on_view(ViewOptions(layer=None, head=None), session).warnings == []  # empty dropdowns
 
 
 # ----------------------------------------------------------------------------- shipped weights
 
 @pytest.mark.skipif(not (REAL_WEIGHTS / "model.safetensors").is_file(), reason=f"no trained weights in {REAL_WEIGHTS}")
 def test_shipped_weights_load_and_transform(tmp_path):
-    svc = DemoService.load("dlib", None, tmp_path / "gallery", tmp_path / "defaults", small_gallery_photos(),
-                           torch_threads=None)
+    svc = DemoService.load("dlib", None, None, tmp_path / "defaults", small_gallery_photos(), torch_threads=None)
     assert svc.model is not None and svc.weights_dir == REAL_WEIGHTS, svc.weights_error
     assert "Pose transformer: not loaded" not in svc.model_card()
     reply = photo(svc, ASSETS / "t1_face_yaw55.jpg")

@@ -1,9 +1,10 @@
 """The demo's pose-transformer engine: one model run per slider move, with its two caches and a lock.
 
-`PoseEngine.transform(record, target)` runs the model on the photo's embedding at one target pose
-(plus the 19-pose yaw sweep when the session has no sweep for the target pitch/roll) and compares the
-result with the gallery moved to the same target pose(s) (`gallery_at`, cached): both sides live in
-the model's space. Caches drop their oldest entries first (`put_bounded`).
+`PoseEngine.transform(record, target, gallery)` runs the model on the photo's embedding at one target
+pose (plus the 19-pose yaw sweep when the session has no sweep for the target pitch/roll) and compares
+the raw and the transformed probe with the same *raw* gallery (the evaluated protocol: transformed
+probe vs raw gallery), so both similarities are on one scale and one threshold applies to both.
+The sweep cache drops its oldest entries first (`put_bounded`).
 """
 from __future__ import annotations
 
@@ -16,12 +17,10 @@ import torch
 
 from viewdiff.demo.gallery import Gallery
 from viewdiff.embeddings import cosine_matrix, l2_normalize
-from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.faces.records import FaceRecord
 
 SWEEP_YAWS = np.arange(-90, 91, 10, dtype=np.float32)
-SWEEP_CACHE_SIZE = 64     # (pitch, roll) sweeps kept per session
-GALLERY_CACHE_SIZE = 256  # (target poses, templates) -> gallery moved to those poses
+SWEEP_CACHE_SIZE = 16     # (pitch, roll) sweeps kept per session: 16 x 19 x D floats
 
 
 def sweep_poses(pitch: float, roll: float) -> np.ndarray:
@@ -42,9 +41,9 @@ class PoseResult:
 
     target: np.ndarray  # [3]
     names: list[str]
-    raw: np.ndarray  # [N] similarity of the photo's embedding to each identity
+    raw: np.ndarray  # [N] cosine of the photo's raw embedding to each identity's raw template
     transformed: np.ndarray | None = None  # [N] same for the transformed embedding (None: no model)
-    sweep: np.ndarray | None = None  # [len(SWEEP_YAWS)] similarity to the best identity along the sweep
+    sweep: np.ndarray | None = None  # [len(SWEEP_YAWS)] transformed similarity to the best identity along the sweep
     attention: np.ndarray | None = None  # [L, H, T, T]
     token_labels: list[str] = field(default_factory=list)
     volumes: dict[str, np.ndarray] = field(default_factory=dict)  # quantity -> [R, R, R] (z, y, x)
@@ -65,9 +64,7 @@ class PoseEngine:
 
     def __init__(self, model: torch.nn.Module | None):
         self.model = model
-        self.gallery_cache: dict[tuple[bytes, bytes], np.ndarray] = {}
         self.lock = threading.Lock()
-        self.frontal_keypoints_3d = keypoints_3d_from_pose((0.0, 0.0, 0.0))  # [5, 3] of the gallery templates
 
     @torch.inference_mode()
     def warm_up(self, embedding_dim: int) -> None:
@@ -79,58 +76,39 @@ class PoseEngine:
     def transform(self, record: FaceRecord, target: np.ndarray, gallery: Gallery,
                   sweeps: dict[tuple[float, float], np.ndarray] | None = None) -> PoseResult:
         """Run the pose transformer at ``target`` (and the yaw sweep unless ``sweeps`` holds it); gallery similarities."""
-        names, raw = gallery.names, gallery.similarities(record.embedding)
+        names, templates = gallery.names, gallery.templates
+        raw = cosine_matrix(record.embedding[None], templates)[0] if names else np.zeros(0, np.float32)
         if self.model is None:
             return PoseResult(target, names, raw)
         sweeps = {} if sweeps is None else sweeps
         key = (float(target[1]), float(target[2]))
         poses = target[None] if key in sweeps else np.concatenate([target[None], sweep_poses(*key)])
         batch = len(poses)
+        inputs = {"src": torch.as_tensor(record.embedding, dtype=torch.float32).expand(batch, -1),
+                  "source_pose": torch.as_tensor(record.source_pose, dtype=torch.float32).expand(batch, -1),
+                  "keypoints_3d": torch.as_tensor(record.keypoints_3d, dtype=torch.float32).expand(batch, -1, -1),
+                  "target_pose": torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32))}
+        mirror = getattr(record, "embedding_mirror", None)
+        if mirror is not None:  # the mirrored face's embedding, for models trained with it
+            inputs["src_mirror"] = torch.as_tensor(mirror, dtype=torch.float32).expand(batch, -1)
         with self.lock, torch.inference_mode():
             start = time.perf_counter()
-            out = self.model(src=torch.as_tensor(record.embedding, dtype=torch.float32).expand(batch, -1),
-                             source_pose=torch.as_tensor(record.source_pose, dtype=torch.float32).expand(batch, -1),
-                             keypoints_3d=torch.as_tensor(record.keypoints_3d, dtype=torch.float32)
-                             .expand(batch, -1, -1),
-                             target_pose=torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32)))
+            out = self.model(**inputs)
             model_ms = (time.perf_counter() - start) * 1000
             viz = getattr(self.model, "last_visualization", None) or {}
-        out = out.float().cpu().numpy()
+            volumes = {}
+            if viz.get("voxels") is not None:
+                volumes["channel norm"] = viz["voxels"][0].float().norm(dim=0).numpy()
+            if viz.get("density") is not None:
+                volumes["density"] = viz["density"][0, 0].float().numpy().copy()
+            attention = np.stack([a[0].float().numpy() for a in viz["attention"]]) if viz.get("attention") else None
+            labels = list(viz.get("token_labels", []))
+        out = l2_normalize(out.float().cpu().numpy())
         if key not in sweeps:
             put_bounded(sweeps, key, out[1:], SWEEP_CACHE_SIZE)
-        volumes = {}
-        if viz.get("voxels") is not None:
-            volumes["channel norm"] = viz["voxels"][0].float().norm(dim=0).numpy()
-        if viz.get("density") is not None:
-            volumes["density"] = viz["density"][0, 0].float().numpy()
-        attention = np.stack([a[0].float().numpy() for a in viz["attention"]]) if viz.get("attention") else None
-        transformed = None
-        if names:  # the gallery moved to the same target pose(s): both sides live in the model's space
-            transformed = cosine_matrix(out[0][None], self.gallery_at(gallery, target[None])[0])[0]
-        result = PoseResult(target, names, raw, transformed=transformed, attention=attention,
-                            token_labels=list(viz.get("token_labels", [])), volumes=volumes, model_ms=model_ms,
-                            model_poses=batch)
-        if names:
-            best = self.gallery_at(gallery, sweep_poses(*key), rows=[result.best])[:, 0]
-            result.sweep = np.sum(l2_normalize(sweeps[key]) * l2_normalize(best), axis=1)
+        result = PoseResult(target, names, raw, attention=attention, token_labels=labels, volumes=volumes,
+                            model_ms=model_ms, model_poses=batch)
+        if names:  # transformed probe vs the raw gallery: the same templates as the raw scores
+            result.transformed = cosine_matrix(out[:1], templates)[0]
+            result.sweep = sweeps[key] @ templates[result.best]
         return result
-
-    @torch.inference_mode()
-    def gallery_at(self, gallery: Gallery, poses: np.ndarray, rows: list[int] | None = None) -> np.ndarray:
-        """Gallery templates (frontal) moved to each target pose: poses [P, 3] -> [P, N, D] (cached by content).
-
-        rows: only these gallery entries (N = len(rows)); default all.
-        """
-        templates = gallery.templates.astype(np.float32)
-        templates = templates if rows is None else templates[rows]
-        poses = np.ascontiguousarray(poses, dtype=np.float32)
-        key = (poses.tobytes(), templates.tobytes())
-        if key not in self.gallery_cache:
-            p, n = len(poses), len(templates)
-            with self.lock:
-                out = self.model(src=torch.from_numpy(np.tile(templates, (p, 1))),
-                                 source_pose=torch.zeros(p * n, 3),
-                                 keypoints_3d=torch.from_numpy(self.frontal_keypoints_3d).expand(p * n, -1, -1),
-                                 target_pose=torch.from_numpy(np.repeat(poses, n, axis=0)))
-            put_bounded(self.gallery_cache, key, out.float().numpy().reshape(p, n, -1), GALLERY_CACHE_SIZE)
-        return self.gallery_cache[key]

@@ -1,4 +1,8 @@
-"""The demo's example photos: the committed ones in assets/ (captioned) and local Pointing'04 copies."""
+"""The demo's example photos: the committed ones in assets/ (captioned) and local Pointing'04 copies.
+
+No example photo is also a default-gallery photo (those live in assets/gallery/), so a probe never
+meets its own photo.
+"""
 from __future__ import annotations
 
 import shutil
@@ -8,6 +12,7 @@ from viewdiff.paths import REPO_ROOT, shared_dir
 
 ASSETS = REPO_ROOT / "assets"
 LOCAL_ASSETS = ASSETS / "local"
+GALLERY_ASSETS = ASSETS / "gallery"  # redistributable photos of the default gallery (not examples)
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Pointing'04 person 01, series 1, tilt 0, pan (= yaw) 0/30/60/90: local examples, never committed.
 POINTING04_EXAMPLES = {f"pointing04_person01_yaw{pan:02d}.jpg": f"Person01/person011{46 + pan // 15}+0+{pan}.jpg"
@@ -15,7 +20,7 @@ POINTING04_EXAMPLES = {f"pointing04_person01_yaw{pan:02d}.jpg": f"Person01/perso
 # Captions of the committed example photos (assets/README.md says where each comes from).
 EXAMPLE_LABELS = {"astronaut.jpg": "frontal", "t1_face_yaw55.jpg": "turned ~55°",
                   "cameraman_gray.png": "grayscale, turned ~60°", "t1.jpg": "6 faces: the largest is used",
-                  "Tom_Hanks_54745.png": "112 px aligned crop", "cat_no_face.jpg": "no face (a cat)"}
+                  "cat_no_face.jpg": "no face (a cat)"}
 
 
 def example_photos() -> list[str]:

@@ -1,8 +1,10 @@
-"""Persistent gallery of named identities for one face backend (``<dir>/<key>.npz`` + ``.json``).
+"""Galleries of named identities for one face embedder: in memory (a visitor's own) or saved
+(``<dir>/<key>.npz`` + ``.json``: the cached default gallery, or a local ``--persistent-gallery``).
 
-An identity's template is the L2-normalised sum of its photos' L2-normalised embeddings; adding a
-photo under an existing name refines that template. Embeddings are per backend (128-d dlib,
-512-d ArcFace), so each backend key has its own pair of files.
+An identity's template is the L2-normalised sum of its photos' L2-normalised *raw* embeddings (what
+the embedder gives); adding a photo under an existing name refines that template. Embeddings are per
+embedder (128-d dlib, 128-d ArcFace MobileFaceNet, 512-d ArcFace), so each key has its own files.
+A removal can be undone (`Gallery.undo_remove`).
 """
 
 from __future__ import annotations
@@ -33,15 +35,16 @@ def _atomic_write(path: Path, write) -> None:
 
 
 class Gallery:
-    """Identity templates of dimension ``dim`` stored under ``directory`` as ``<key>.npz/.json``."""
+    """Identity templates of dimension ``dim``; saved under ``directory`` as ``<key>.npz/.json`` (None: in memory)."""
 
-    def __init__(self, directory: str | os.PathLike, key: str, dim: int, meta: dict | None = None):
-        self.directory = Path(directory)
+    def __init__(self, directory: str | os.PathLike | None, key: str, dim: int, meta: dict | None = None):
+        self.directory = Path(directory) if directory is not None else None
         self.key = key
         self.dim = int(dim)
         self.meta = dict(meta or {})
         self._sums = np.zeros((0, self.dim), np.float32)
         self._entries: list[dict] = []
+        self._removed: tuple[int, dict, np.ndarray] | None = None  # (index, entry, sum) of the last removal
         self._lock = threading.RLock()
 
     @property
@@ -67,6 +70,8 @@ class Gallery:
         return gallery
 
     def save(self) -> None:
+        if self.directory is None:
+            raise GalleryError("This gallery lives in memory only (no folder to save it to).")
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
             sums = self._sums.copy()
@@ -79,8 +84,15 @@ class Gallery:
             _atomic_write(self.npz_path, write_npz)
             _atomic_write(self.json_path, lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
 
-    def copy_to(self, directory: str | os.PathLike) -> "Gallery":
-        """An independent copy of this gallery that will be saved under ``directory``."""
+    def __getstate__(self) -> dict:  # copy / pickle without the lock
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def copy_to(self, directory: str | os.PathLike | None) -> "Gallery":
+        """An independent copy of this gallery that will be saved under ``directory`` (None: in memory only)."""
         with self._lock:
             other = Gallery(directory, self.key, self.dim, self.meta)
             other._sums, other._entries = self._sums.copy(), [dict(e) for e in self._entries]
@@ -131,12 +143,33 @@ class Gallery:
             return dict(self._entries[self.names.index(name)])
 
     def remove(self, name: str) -> None:
+        """Remove identity ``name``; `undo_remove` brings back the last removed one."""
         with self._lock:
             if name not in self.names:
                 raise GalleryError(f"'{name}' is not in the gallery.")
             i = self.names.index(name)
+            self._removed = (i, self._entries[i], self._sums[i].copy())
             self._sums = np.delete(self._sums, i, axis=0)
             del self._entries[i]
+
+    @property
+    def last_removed(self) -> str | None:
+        """Name of the identity `undo_remove` would restore (None: nothing to undo)."""
+        return self._removed[1]["name"] if self._removed else None
+
+    def undo_remove(self) -> dict:
+        """Put the last removed identity back where it was; returns its entry."""
+        with self._lock:
+            if self._removed is None:
+                raise GalleryError("Nothing to undo.")
+            i, entry, row = self._removed
+            if entry["name"] in self.names:
+                raise GalleryError(f"'{entry['name']}' is in the gallery again: nothing to undo.")
+            i = min(i, len(self._entries))
+            self._sums = np.insert(self._sums, i, row, axis=0)
+            self._entries.insert(i, entry)
+            self._removed = None
+            return dict(entry)
 
     def similarities(self, embedding: np.ndarray) -> np.ndarray:
         """Cosine similarity of ``embedding`` ``[D]`` or ``[B, D]`` to every identity: ``[N]`` / ``[B, N]``."""
@@ -144,22 +177,29 @@ class Gallery:
         return emb @ self.templates.T
 
 
-# Default identities: the named asset photos, plus (when ../shared is present) a few CFP identities'
-# frontal photos and Pointing'04 people's frontal photos from series 2 (the demo's local examples
-# are series 1, so a query never meets its own photo).
-ASSET_IDENTITIES = {"Tom_Hanks_54745.png": "Tom Hanks", "astronaut.jpg": "Eileen Collins"}
+# Default identities, never the demo's example photos (a probe must not meet its own photo): the
+# redistributable photos in assets/gallery/ (Tom Hanks's aligned crop and four faces cropped from the
+# group photo t1.jpg, whose largest face and the turned face t1_face_yaw55.jpg are examples), plus,
+# when ../shared is present, a few CFP identities' frontal photos and Pointing'04 people's frontal
+# photos from series 2 (the local examples are series 1).
+ASSET_IDENTITIES = {"Tom_Hanks_54745.png": "Tom Hanks", "t1_person3.jpg": "t1.jpg, person 3",
+                    "t1_person4.jpg": "t1.jpg, person 4", "t1_person5.jpg": "t1.jpg, person 5",
+                    "t1_person6.jpg": "t1.jpg, person 6"}
 CFP_IDENTITIES = (465, 1, 2, 3, 4)  # 1-based lines of list_name.txt; 465 is Tom Hanks
 CFP_FRONTALS_PER_IDENTITY = 3
 POINTING04_PEOPLE = (1, 2, 3)
 
 
-def default_identity_photos(assets_dir: str | os.PathLike, shared_dir: str | os.PathLike) -> dict[str, list[Path]]:
-    """``{identity name: [photo paths]}`` for the default gallery, from what exists on disk."""
-    assets_dir, shared_dir = Path(assets_dir), Path(shared_dir)
+def default_identity_photos(gallery_assets: str | os.PathLike, shared_dir: str | os.PathLike) -> dict[str, list[Path]]:
+    """``{identity name: [photo paths]}`` for the default gallery, from what exists on disk.
+
+    gallery_assets: the folder of the redistributable gallery photos (``assets/gallery``).
+    """
+    gallery_assets, shared_dir = Path(gallery_assets), Path(shared_dir)
     photos: dict[str, list[Path]] = {}
     for file_name, name in ASSET_IDENTITIES.items():
-        if (assets_dir / file_name).is_file():
-            photos.setdefault(name, []).append(assets_dir / file_name)
+        if (gallery_assets / file_name).is_file():
+            photos.setdefault(name, []).append(gallery_assets / file_name)
     cfp = shared_dir / "data" / "cfp" / "Data"
     if (cfp / "list_name.txt").is_file():
         names = (cfp / "list_name.txt").read_text().splitlines()
@@ -192,22 +232,30 @@ def _photo_list(photos: dict[str, list[Path]]) -> list[str]:
     return sorted(f"{name}={f}" for name, files in photos.items() for f in files)
 
 
-def open_gallery(user_dir, defaults_dir, key: str, dim: int, photos: dict[str, list[Path]], embed,
-                 fingerprint: str = "") -> Gallery:
-    """The user's gallery under ``user_dir``; on first use a copy of the default gallery.
+def default_gallery(defaults_dir, key: str, dim: int, photos: dict[str, list[Path]], embed,
+                    fingerprint: str = "") -> Gallery:
+    """The default gallery of ``photos``, cached under ``defaults_dir``.
 
-    The default gallery is cached under ``defaults_dir`` and rebuilt only when the list of default
-    photos or ``fingerprint`` (what computed the embeddings, e.g. the face models) changes, so
-    embeddings are computed once per backend.
+    Rebuilt only when the list of default photos or ``fingerprint`` (what computed the embeddings,
+    e.g. the face models) changes, so embeddings are computed once per embedder. A cache folder that
+    cannot be written (a read-only install) only costs the rebuild at the next start.
     """
-    user = Gallery.load(user_dir, key, dim)
-    if user is not None:
-        return user
     defaults = Gallery.load(defaults_dir, key, dim)
     if (defaults is None or defaults.meta.get("photos") != _photo_list(photos)
             or defaults.meta.get("fingerprint", "") != fingerprint):
         defaults = build_gallery(defaults_dir, key, dim, photos, embed, fingerprint)
-        defaults.save()
+        try:
+            defaults.save()
+        except OSError:
+            pass
+    return defaults
+
+
+def open_gallery(user_dir, defaults: Gallery) -> Gallery:
+    """The saved gallery under ``user_dir`` (``--persistent-gallery``); on first use a copy of ``defaults``."""
+    user = Gallery.load(user_dir, defaults.key, defaults.dim)
+    if user is not None:
+        return user
     user = defaults.copy_to(user_dir)
     user.save()
     return user

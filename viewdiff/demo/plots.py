@@ -24,6 +24,7 @@ TRANSFORMED = "#1f77b4"
 KEYPOINT_COLOURS = [(0, 200, 255), (0, 120, 255), (255, 60, 60), (60, 200, 60), (40, 160, 40)]
 VOXEL_AXES = ("x", "y", "z")
 BEST_BAND = "rgba(214, 39, 40, 0.12)"
+SAME_PERSON = "#2ca02c"
 
 
 def _colorscale(colours: list[str]) -> list[list]:
@@ -107,16 +108,23 @@ def message_figure(title: str, text: str) -> PlotSpec:
                    yaxis={"visible": False})
 
 
+def token_names(labels: Sequence[str]) -> list[str]:
+    """Token labels as they are when unique, else prefixed with their index (plotly merges equal categories)."""
+    labels = [str(name) for name in labels]
+    return labels if len(set(labels)) == len(labels) else [f"{i}:{name}" for i, name in enumerate(labels)]
+
+
 def attention_figure(attention: np.ndarray, labels: Sequence[str], title: str) -> PlotSpec:
-    """Heatmap of one head's ``[T, T]`` attention weights (rows: queries, columns: keys)."""
+    """Heatmap of ``[T, T]`` attention weights (rows: queries, columns: keys)."""
     attention = np.asarray(attention, dtype=np.float32)
-    labels = [f"{i}:{name}" for i, name in enumerate(labels)]  # unique, so plotly keeps every cell
+    labels = token_names(labels)
     heatmap = {"type": "heatmap", "z": attention, "x": labels, "y": labels, "colorscale": VIRIDIS, "zmin": 0,
-               "colorbar": {"title": {"text": "weight"}},
-               "hovertemplate": "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"}
-    return _figure([heatmap], title, height=420,
-                   xaxis={"title": {"text": "key token"}, "tickangle": -45, "type": "category", "dtick": 1},
-                   yaxis={"title": {"text": "query token"}, "autorange": "reversed", "type": "category", "dtick": 1})
+               "colorbar": {"title": {"text": "weight"}, "thickness": 12},
+               "hovertemplate": "query %{y} reads key %{x}<br>weight %{z:.3f}<extra></extra>"}
+    tick = {"type": "category", "dtick": 1, "tickfont": {"size": 11}}
+    return _figure([heatmap], title, height=440,
+                   xaxis={"title": {"text": "key token (read)"}, "tickangle": -90, **tick},
+                   yaxis={"title": {"text": "query token (reads)"}, "autorange": "reversed", **tick})
 
 
 def voxel_slice(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
@@ -124,24 +132,48 @@ def voxel_slice(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
     return np.take(volume, index, axis={"z": 0, "y": 1, "x": 2}[axis])
 
 
-def voxel_slice_figure(volume: np.ndarray, axis: str, index: int, quantity: str) -> PlotSpec:
+SLICE_AXES = {"z": ("y", "x"), "y": ("z", "x"), "x": ("z", "y")}  # slice axis -> (rows, columns)
+
+
+def _keypoint_marks(keypoints: np.ndarray, names: Sequence[str], rows: str, cols: str, axis: str,
+                    index: int) -> dict:
+    """Scatter of the keypoints [K, 3] (x, y, z voxel units) projected onto the slice plane."""
+    kp = {"x": keypoints[:, 0], "y": keypoints[:, 1], "z": keypoints[:, 2]}
+    return {"type": "scatter", "x": kp[cols], "y": kp[rows], "mode": "markers+text", "text": list(names),
+            "textposition": "top center", "textfont": {"color": "#00c8ff", "size": 11},
+            "customdata": kp[axis] - index, "showlegend": False,
+            "marker": {"symbol": "x-thin", "size": 11, "line": {"width": 2, "color": "#00c8ff"}},
+            "hovertemplate": f"%{{text}}: {cols} %{{x:.1f}}, {rows} %{{y:.1f}}<br>"
+                             f"%{{customdata:+.1f}} voxels from this slice along {axis}<extra></extra>"}
+
+
+def voxel_slice_figure(volume: np.ndarray, axis: str, index: int, quantity: str,
+                       keypoints: np.ndarray | None = None, names: Sequence[str] = ()) -> PlotSpec:
     """Heatmap of ``voxel_slice(volume, axis, index)`` with the two remaining axes labelled.
 
-    The colour range is the whole volume's, so moving the slice compares like with like.
+    The colour range is the whole volume's, so moving the slice compares like with like. keypoints
+    [K, 3] (x, y, z in voxel units) are marked where they project onto the slice plane.
     """
     volume = np.asarray(volume, dtype=np.float32)
     index = int(np.clip(index, 0, volume.shape[0] - 1))
-    rows, cols = {"z": ("y", "x"), "y": ("z", "x"), "x": ("z", "y")}[axis]
+    rows, cols = SLICE_AXES[axis]
     heatmap = {"type": "heatmap", "z": voxel_slice(volume, axis, index), "colorscale": MAGMA,
-               "zmin": float(volume.min()), "zmax": float(volume.max()), "colorbar": {"title": {"text": quantity}},
+               "zmin": float(volume.min()), "zmax": float(volume.max()),
+               "colorbar": {"title": {"text": quantity}, "thickness": 12},
                "hovertemplate": f"{cols} %{{x}}, {rows} %{{y}}<br>{quantity} %{{z:.3g}}<extra></extra>"}
-    return _figure([heatmap], f"Voxel grid: {quantity}, slice {axis} = {index} of {volume.shape[0] - 1}",
-                   xaxis={"title": {"text": cols}, "constrain": "domain"},
-                   yaxis={"title": {"text": rows}, "scaleanchor": "x", "autorange": "reversed"})
+    data = [heatmap]
+    if keypoints is not None:
+        data.append(_keypoint_marks(np.asarray(keypoints, np.float32), names, rows, cols, axis, index))
+    last = volume.shape[0] - 1
+    return _figure(data, f"Voxel grid: {quantity}, slice {axis} = {index} of {last}",
+                   xaxis={"title": {"text": cols}, "constrain": "domain", "range": [-0.5, last + 0.5]},
+                   yaxis={"title": {"text": rows + (" (0 = front)" if rows == "z" else "")}, "scaleanchor": "x",
+                          "range": [last + 0.5, -0.5]})
 
 
-def voxel_volume_figure(volume: np.ndarray, quantity: str) -> PlotSpec:
-    """3D isosurfaces of a ``[R, R, R]`` volume indexed ``[z, y, x]``."""
+def voxel_volume_figure(volume: np.ndarray, quantity: str, keypoints: np.ndarray | None = None,
+                        names: Sequence[str] = ()) -> PlotSpec:
+    """3D isosurfaces of a ``[R, R, R]`` volume indexed ``[z, y, x]`` (and the keypoints [K, 3] as markers)."""
     volume = np.asarray(volume, dtype=np.float32)
     z, y, x = np.mgrid[: volume.shape[0], : volume.shape[1], : volume.shape[2]]
     lo, hi = float(np.quantile(volume, 0.6)), float(volume.max())
@@ -149,53 +181,102 @@ def voxel_volume_figure(volume: np.ndarray, quantity: str) -> PlotSpec:
            "isomin": lo, "isomax": hi, "surface": {"count": 4}, "opacity": 0.35, "colorscale": MAGMA,
            "caps": {"x": {"show": False}, "y": {"show": False}, "z": {"show": False}},
            "colorbar": {"title": {"text": quantity}}}
+    data = [iso]
+    if keypoints is not None:
+        kp = np.asarray(keypoints, np.float32)
+        data.append({"type": "scatter3d", "x": kp[:, 0], "y": kp[:, 1], "z": kp[:, 2], "mode": "markers+text",
+                     "text": list(names), "marker": {"size": 4, "color": "#00c8ff"}, "showlegend": False})
     scene = {"xaxis": {"title": {"text": "x"}}, "yaxis": {"title": {"text": "y"}},
              "zaxis": {"title": {"text": "z (depth)"}}, "aspectmode": "cube"}
-    return _figure([iso], f"Voxel grid: {quantity} (isosurfaces above the 60th percentile)", scene=scene)
+    return _figure(data, f"Voxel grid: {quantity} (isosurfaces above the 60th percentile)", scene=scene)
 
 
-def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.ndarray | None) -> PlotSpec:
-    """Horizontal bars of cosine similarity per identity, best first; the best match's row is shaded red.
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based rank of each score (1 = highest)."""
+    ranks = np.empty(len(scores), int)
+    ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    return ranks
 
-    Sorted (and "best") by the transformed similarity when there is one, else by the raw one.
+
+def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.ndarray | None,
+                      threshold=None) -> PlotSpec:
+    """Horizontal bars of cosine similarity per identity on one fixed scale, best first.
+
+    raw and transformed are both against the same raw gallery. Sorted (and "best") by the
+    transformed similarity when there is one, else by the raw one; each name carries its rank
+    change (raw -> transformed). threshold (`Threshold` or None): a same-person line; the best
+    match is named only above it, else the title says "not in the gallery".
     """
     raw = np.asarray(raw, dtype=np.float32)
     key = raw if transformed is None else np.asarray(transformed, dtype=np.float32)
     order = np.argsort(-key, kind="stable")
-    sorted_names = [names[i] for i in order]
-    bars = [{"type": "bar", "y": sorted_names, "x": raw[order], "orientation": "h", "name": "raw (photo's pose)",
-             "marker": {"color": RAW if transformed is not None else TRANSFORMED},
-             "hovertemplate": "%{y}: %{x:.3f}<extra>raw</extra>"}]
+    raw_rank, key_rank = _ranks(raw), _ranks(key)
+    labels = []
+    for i in order:
+        moved = raw_rank[i] - key_rank[i]
+        mark = f" ▲{moved}" if moved > 0 else f" ▼{-moved}" if moved < 0 else ""
+        labels.append(f"{names[i]}{mark if transformed is not None else ''}")
+    rank_text = [f"rank {raw_rank[i]} raw → {key_rank[i]} transformed" for i in order]
+    bars = [{"type": "bar", "y": labels, "x": raw[order], "orientation": "h", "name": "raw probe",
+             "marker": {"color": RAW}, "customdata": rank_text,
+             "hovertemplate": "%{y}: %{x:.3f}<br>%{customdata}<extra>raw</extra>"}]
     if transformed is not None:
-        bars.append({"type": "bar", "y": sorted_names, "x": key[order], "orientation": "h",
-                     "name": "transformed (target pose)", "marker": {"color": TRANSFORMED},
-                     "hovertemplate": "%{y}: %{x:.3f}<extra>transformed</extra>"})
-    shapes = [{"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": -0.5, "y1": 0.5,
-               "fillcolor": BEST_BAND, "line": {"color": BEST, "width": 1}, "layer": "below"}] if len(order) else []
-    low = min(0.0, float(np.min(raw, initial=0.0)), float(np.min(key, initial=0.0))) - 0.02
-    best = f"best match: {sorted_names[0]} ({key[order[0]]:.3f})" if len(order) else "gallery is empty"
-    return _figure(bars, f"Gallery similarity ({best})", height=max(300, 100 + 34 * len(order)),
-                   barmode="group", shapes=shapes, margin={"l": 10, "r": 10, "t": 70, "b": 10},
+        bars.append({"type": "bar", "y": labels, "x": key[order], "orientation": "h",
+                     "name": "transformed probe (target pose)", "marker": {"color": TRANSFORMED},
+                     "customdata": rank_text, "hovertemplate": "%{y}: %{x:.3f}<br>%{customdata}<extra>transformed</extra>"})
+    best, score = (names[order[0]], float(key[order[0]])) if len(order) else (None, 0.0)
+    shapes, notes = [], []
+    if best is not None and (threshold is None or score >= threshold.value):
+        shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": -0.5, "y1": 0.5,
+                       "fillcolor": BEST_BAND, "line": {"color": BEST, "width": 1}, "layer": "below"})
+    if threshold is not None:
+        shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": threshold.value,
+                       "x1": threshold.value, "line": {"color": SAME_PERSON, "width": 2, "dash": "dash"}})
+        notes.append({"text": f"same person ≥ {threshold.value:.2f}", "yref": "paper", "y": 0, "yanchor": "top",
+                      "x": threshold.value, "showarrow": False, "font": {"color": SAME_PERSON, "size": 11}})
+    if best is None:
+        title = "Gallery similarity (gallery is empty)"
+    elif threshold is None:
+        title = f"Closest: {best} ({score:.3f}); no same-person threshold for this embedder"
+    elif score >= threshold.value:
+        title = f"Match: {best} ({score:.3f} ≥ {threshold.value:.2f})"
+    else:
+        title = f"Not in the gallery: best score {score:.3f} ({best}) is below {threshold.value:.2f}"
+    low = min(0.0, float(np.min(raw, initial=0.0)), float(np.min(key, initial=0.0)))
+    return _figure(bars, title, height=max(280, 110 + 30 * len(order)), barmode="group", shapes=shapes,
+                   annotations=notes, margin={"l": 10, "r": 10, "t": 64, "b": 30},
                    legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"},
-                   xaxis={"title": {"text": "cosine similarity"}, "range": [low, 1.0]},
+                   xaxis={"title": {"text": "cosine similarity to the raw gallery template"},
+                          "range": [math.floor(low * 10) / 10 - 0.02, 1.0]},
                    yaxis={"autorange": "reversed", "type": "category", "dtick": 1})
 
 
-def pose_sweep_figure(yaws: np.ndarray, transformed: np.ndarray, raw: float, name: str,
-                      target_yaw: float) -> PlotSpec:
-    """Similarity to identity ``name`` as the target yaw sweeps; raw similarity as a flat reference."""
-    line = {"type": "scatter", "x": np.asarray(yaws, dtype=np.float32),
-            "y": np.asarray(transformed, dtype=np.float32), "mode": "lines+markers", "name": "transformed",
-            "line": {"color": TRANSFORMED}, "hovertemplate": "yaw %{x}°: %{y:.3f}<extra></extra>"}
+def pose_sweep_figure(yaws: np.ndarray, transformed: np.ndarray, raw: float, name: str, target_yaw: float,
+                      threshold=None) -> PlotSpec:
+    """Similarity to identity ``name`` as the target yaw sweeps, on a fixed y-axis; raw similarity and
+    the same-person threshold as flat references, the current target yaw as a vertical marker."""
+    transformed = np.asarray(transformed, dtype=np.float32)
+    line = {"type": "scatter", "x": np.asarray(yaws, dtype=np.float32), "y": transformed,
+            "mode": "lines+markers", "name": "transformed", "line": {"color": TRANSFORMED},
+            "hovertemplate": "target yaw %{x}°: %{y:.3f}<extra></extra>"}
     shapes = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": float(raw), "y1": float(raw),
                "line": {"color": RAW, "dash": "dash"}},
               {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": float(target_yaw), "x1": float(target_yaw),
                "line": {"color": BEST, "dash": "dot"}}]
-    notes = [{"text": f"raw {raw:.3f}", "xref": "paper", "x": 1, "xanchor": "right", "y": float(raw),
-              "yanchor": "bottom", "showarrow": False, "font": {"color": "#5f6b77"}},
-             {"text": "target yaw", "yref": "paper", "y": 1, "yanchor": "bottom", "x": float(target_yaw),
-              "showarrow": False, "font": {"color": BEST}}]
-    return _figure([line], f"Pose sweep: similarity to {name}", height=300, shapes=shapes, annotations=notes,
-                   showlegend=False,
+    # labels on the side away from the target-yaw marker, so they never overlap it
+    side = ({"x": 0, "xanchor": "left"} if target_yaw > 0 else {"x": 1, "xanchor": "right"})
+    notes = [{"text": f"raw {raw:.3f}", "xref": "paper", "y": float(raw), "yanchor": "bottom", "showarrow": False,
+              "font": {"color": "#5f6b77"}, **side},
+             {"text": f"target yaw {target_yaw:+.0f}°", "yref": "paper", "y": 1, "yanchor": "bottom",
+              "x": float(target_yaw), "xanchor": "right" if target_yaw > 0 else "left", "showarrow": False,
+              "font": {"color": BEST}}]
+    if threshold is not None:
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": threshold.value,
+                       "y1": threshold.value, "line": {"color": SAME_PERSON, "dash": "dash", "width": 1}})
+        notes.append({"text": f"same person {threshold.value:.2f}", "xref": "paper", "y": threshold.value,
+                      "yanchor": "top", "showarrow": False, "font": {"color": SAME_PERSON, "size": 11}, **side})
+    low = min(0.0, float(np.nanmin(transformed, initial=0.0)), float(raw))
+    return _figure([line], f"Pose sweep: transformed similarity to {name}", height=300, shapes=shapes,
+                   annotations=notes, showlegend=False,
                    xaxis={"title": {"text": "target yaw (deg)"}, "range": [-95, 95], "dtick": 30},
-                   yaxis={"title": {"text": "cosine similarity"}})
+                   yaxis={"title": {"text": "cosine similarity"}, "range": [math.floor(low * 5) / 5, 1.0]})

@@ -1,17 +1,20 @@
-"""Callback logic of the demo, free of UI code: face analysis, pose transform, gallery, model card.
+"""Callback logic of the demo, free of UI code: face analysis, pose transform, galleries, model card.
 
 Every callback returns a `Reply`: new values for named outputs (an absent name: leave it as it is;
 a dict: update that component's properties) plus warnings / infos for the user. Bad input and
-unexpected errors become a short warning; nothing raises.
+unexpected errors become a short message without server paths; nothing raises.
 
-Cost model: a new photo is analysed once (face detection, landmarks, embedding, head pose: 0.3-2 s
-on a CPU) and cached in the session; a slider move only reruns the pose transformer on the cached
-record (one target pose, plus the 19-pose yaw sweep when the target pitch/roll changed) and redraws
-the plots from plain plotly JSON (`viewdiff.demo.plots.PlotSpec`). The model runs live in
-`viewdiff.demo.engine`, the example photos in `viewdiff.demo.examples`.
+Galleries: by default each visitor has their own (``gallery`` state: an in-memory copy of the default
+gallery, made on the first change; never shared, never saved on the server). With
+``persistent_gallery=DIR`` (``app.py --persistent-gallery DIR``, for local use) there is one gallery,
+saved in DIR and shared by every visitor of that server.
+
+Cost model: a new photo is analysed once (face detection, landmarks, embedding, head pose) and
+cached in the session; a slider move only reruns the pose transformer on the cached record (one
+target pose, plus the 19-pose yaw sweep when the target pitch/roll changed) and redraws the plots
+from plain plotly JSON. Model runs: `viewdiff.demo.engine`; figures: `viewdiff.demo.panels`.
 
     python -m viewdiff.demo.service --populate-assets-from-shared   # local Pointing'04 examples
-    python -m viewdiff.demo.service --bench [--weights DIR]         # slider-callback latency
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ import numpy as np
 import torch
 
 from viewdiff.demo import plots
-from viewdiff.demo.engine import SWEEP_YAWS, PoseEngine, PoseResult
-from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_photos, populate_assets_from_shared
-from viewdiff.demo.gallery import Gallery, GalleryError, default_identity_photos, open_gallery
+from viewdiff.demo.calibration import same_person_threshold, weights_for
+from viewdiff.demo.engine import PoseEngine, PoseResult
+from viewdiff.demo.examples import GALLERY_ASSETS, LOCAL_ASSETS, populate_assets_from_shared
+from viewdiff.demo.gallery import Gallery, GalleryError, default_gallery, default_identity_photos, open_gallery
+from viewdiff.demo.messages import display_path, sentence, user_message
+from viewdiff.demo.model_card import model_card
+from viewdiff.demo.panels import Panels, ViewOptions
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.faces.records import FaceRecord
@@ -43,40 +50,21 @@ from viewdiff.paths import REPO_ROOT, shared_dir
 log = logging.getLogger("viewdiff.demo")
 
 DEFAULT_GALLERY_CACHE = REPO_ROOT / "data" / "cache" / "demo_gallery"
-VOXEL_QUANTITIES = ("channel norm", "density")
 POSE_LIMITS = ((-90.0, 90.0), (-60.0, 60.0), (-45.0, 45.0))  # target yaw, pitch, roll (degrees)
 DISPLAY_MAX_SIDE = 1024  # the annotated photo is shown at most this big
-
-
-@dataclass
-class ViewOptions:
-    """What the attention / voxel panels show (the values of their controls)."""
-
-    layer: int | None = 0
-    head: int | None = 0
-    quantity: str = VOXEL_QUANTITIES[0]
-    axis: str = "z"
-    index: int | None = 0
-    as_3d: bool = False
-
-    def __post_init__(self):  # values straight from the UI: None when a control is empty
-        self.layer, self.head, self.index = (int(v or 0) for v in (self.layer, self.head, self.index))
-        self.quantity = self.quantity if self.quantity in VOXEL_QUANTITIES else VOXEL_QUANTITIES[0]
-        self.axis = self.axis if self.axis in plots.VOXEL_AXES else "z"
-        self.as_3d = bool(self.as_3d)
+NO_PHOTO = "Drop in a photo with a face first (or pick an example)."
 
 
 @dataclass
 class Session:
-    """Per-browser-session state: the analysed photo, the last pose result and the sweep cache.
+    """Per-browser-session state of the current photo: its analysis, the last pose result and the sweep cache.
 
-    ``sweeps``: (target pitch, target roll) -> transformed embeddings ``[len(SWEEP_YAWS), D]`` of the
-    yaw sweep; it does not depend on the target yaw, so a yaw move runs the model on one pose only.
+    ``sweeps``: (target pitch, target roll) -> unit transformed embeddings ``[len(SWEEP_YAWS), D]`` of
+    the yaw sweep; it does not depend on the target yaw, so a yaw move runs the model on one pose only.
     """
 
     photo_name: str
     record: FaceRecord
-    annotated: np.ndarray
     result: PoseResult | None = None
     sweeps: dict[tuple[float, float], np.ndarray] = field(default_factory=dict)
 
@@ -88,11 +76,6 @@ class Reply:
     infos: list[str] = field(default_factory=list)
 
 
-def _sentence(text: str) -> str:
-    text = str(text).strip()
-    return text[:1].upper() + text[1:] if text else text
-
-
 def _guarded(callback):
     """Turn bad input into a warning and anything unexpected into a logged, short message."""
 
@@ -101,7 +84,7 @@ def _guarded(callback):
         try:
             return callback(*args, **kwargs)
         except (FaceAnalysisError, GalleryError) as exc:
-            return Reply(warnings=[_sentence(exc)])
+            return Reply(warnings=[user_message(exc)])
         except Exception as exc:
             log.exception("unexpected error in %s", callback.__name__)
             return Reply(warnings=[f"Something went wrong ({type(exc).__name__}); it was logged. "
@@ -118,21 +101,27 @@ def target_pose(values) -> np.ndarray:
     return np.array([np.clip(v, lo, hi) for v, (lo, hi) in zip(values, POSE_LIMITS)], dtype=np.float32)
 
 
-def display_image(image: np.ndarray, record: FaceRecord) -> np.ndarray:
-    """The photo at most `DISPLAY_MAX_SIDE` big with the used face's box and keypoints drawn."""
+def display_image(image: np.ndarray, boxes: list, keypoints: list) -> np.ndarray:
+    """The photo at most `DISPLAY_MAX_SIDE` big with every face's box (the one used first, green) and keypoints."""
     scale = min(1.0, DISPLAY_MAX_SIDE / max(image.shape[:2]))
     if scale < 1:
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return plots.annotate_faces(image, [np.asarray(record.bbox) * scale], [np.asarray(record.keypoints) * scale])
+    return plots.annotate_faces(image, [np.asarray(b)[:4] * scale for b in boxes],
+                                [np.asarray(k) * scale for k in keypoints])
 
 
 class DemoService:
-    """Models loaded once (face backend, pose transformer, gallery) and the demo's callbacks."""
+    """Models loaded once (face backend, pose transformer, default gallery) and the demo's callbacks."""
 
     def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, model: torch.nn.Module | None,
-                 weights_dir: Path, weights_info: dict | None = None, weights_error: str | None = None):
+                 weights_dir: Path, weights_info: dict | None = None, weights_error: str | None = None,
+                 persistent: bool = False):
         self.analyzer, self.gallery, self.engine = analyzer, gallery, PoseEngine(model)
         self.weights_dir, self.weights_info, self.weights_error = weights_dir, weights_info or {}, weights_error
+        self.persistent = persistent
+        self.fingerprint = getattr(analyzer, "fingerprint", None) or analyzer.describe().get("fingerprint")
+        self.threshold = same_person_threshold(self.fingerprint)
+        self.panels = Panels(model is not None, self.threshold)
 
     @property
     def model(self) -> torch.nn.Module | None:
@@ -141,22 +130,26 @@ class DemoService:
 
     @classmethod
     def load(cls, backend: str = "auto", weights_dir: str | os.PathLike | None = None,
-             gallery_dir: str | os.PathLike | None = None, defaults_dir: str | os.PathLike | None = None,
+             persistent_gallery: str | os.PathLike | None = None, defaults_dir: str | os.PathLike | None = None,
              default_photos: dict[str, list[Path]] | None = None, torch_threads: int | None = 1) -> "DemoService":
-        """Load the face backend, the enhanced weights (a missing model is reported, not raised) and the gallery.
+        """Load the face backend, the transformer weights of its embedder (missing: reported, not raised) and
+        the default gallery.
 
-        gallery_dir: the user's gallery (default ``$VIEWDIFF_GALLERY_DIR`` or ``gallery/``), created on
-        first use as a copy of the default gallery of ``default_photos`` (default:
-        `default_identity_photos` of assets/ and ../shared), whose embeddings are cached in ``defaults_dir``.
+        persistent_gallery: a folder for one saved gallery shared by every visitor (local use); default
+        None: each visitor's changes stay in their own session. default_photos: the default gallery's
+        photos (default: `default_identity_photos` of assets/gallery and ../shared), whose embeddings
+        are cached in ``defaults_dir``.
 
         torch_threads: intra-op threads for the pose transformer (a few MFLOPs per pose): one thread
-        avoids the thread hand-offs that cost 10-100x its run time on a busy 2-core machine (measured:
-        one pose 5 ms with 1 thread, ~500 ms with 2 under load). None leaves torch's setting alone.
+        avoids the thread hand-offs that cost 10-100x its run time on a busy 2-core machine. None
+        leaves torch's setting alone.
         """
         if torch_threads:
             torch.set_num_threads(torch_threads)
         analyzer = FaceAnalyzer(backend=backend)
-        weights = Path(weights_dir) if weights_dir else REPO_ROOT / "weights" / analyzer.backend / "enhanced"
+        describe = analyzer.describe()
+        fingerprint = getattr(analyzer, "fingerprint", None) or describe.get("fingerprint")
+        weights = Path(weights_dir) if weights_dir else weights_for(fingerprint, analyzer.backend)
         model, info, error = None, {}, None
         try:
             model, metadata = load_pretrained(weights, embedding_dim=analyzer.embedding_dim)
@@ -164,12 +157,13 @@ class DemoService:
         except WeightsError as exc:
             error = str(exc)
             log.warning("pose transformer not loaded: %s", error)
-        gallery_dir = Path(gallery_dir or os.environ.get("VIEWDIFF_GALLERY_DIR") or REPO_ROOT / "gallery")
-        photos = default_identity_photos(ASSETS, shared_dir()) if default_photos is None else default_photos
-        gallery = open_gallery(gallery_dir, Path(defaults_dir or DEFAULT_GALLERY_CACHE), gallery_key(analyzer),
-                               analyzer.embedding_dim, photos, lambda path: analyzer.analyze(path).embedding,
-                               fingerprint=json.dumps(analyzer.describe(), sort_keys=True, default=str))
-        service = cls(analyzer, gallery, model, weights, info, error)
+        photos = default_identity_photos(GALLERY_ASSETS, shared_dir()) if default_photos is None else default_photos
+        gallery = default_gallery(Path(defaults_dir or DEFAULT_GALLERY_CACHE), gallery_key(analyzer),
+                                  analyzer.embedding_dim, photos, lambda path: analyzer.analyze(path).embedding,
+                                  fingerprint=json.dumps(describe, sort_keys=True, default=str))
+        if persistent_gallery:
+            gallery = open_gallery(persistent_gallery, gallery)
+        service = cls(analyzer, gallery, model, weights, info, error, persistent=bool(persistent_gallery))
         if model is not None:
             service.engine.warm_up(analyzer.embedding_dim)
         return service
@@ -186,102 +180,60 @@ class DemoService:
         return int(self.weights_info.get("config", {}).get("voxel_resolution", 16))
 
     def model_card(self) -> str:
-        """Markdown: what face backend and which enhanced weights are loaded, or what is missing and the fix."""
-        describe = self.analyzer.describe()
-        lines = ["**Face backend**"] + [f"- {k}: `{v}`" for k, v in describe.items()]
-        if self.analyzer.fallback_reason:
-            lines.append(f"- why not insightface: {self.analyzer.fallback_reason} (install a pack, e.g. "
-                         "`~/.insightface/models/buffalo_l/`, for 512-d ArcFace embeddings)")
-        lines.append(f"- gallery: {len(self.gallery)} identities in `{self.gallery.json_path}`")
-        if self.model is None:
-            lines += [f"\n**Pose transformer: not loaded** (looked in `{self.weights_dir}`)", "",
-                      f"> {self.weights_error}", "",
-                      "Face analysis and raw gallery similarity still work; the attention, voxel and "
-                      "transformed-similarity plots need the weights. **Fix:** train and export weights for "
-                      f"this backend, e.g. `python -m viewdiff.training.train --backend {self.analyzer.backend} "
-                      f"--export_dir weights/{self.analyzer.backend}/enhanced`, then restart the demo "
-                      "(or pass `--weights DIR`)."]
+        """Markdown: what embedder, threshold and transformer weights are loaded, or what is missing and the fix."""
+        if self.persistent:
+            where = f"one gallery saved in `{display_path(self.gallery.directory)}`, shared by everyone using this server"
         else:
-            config = self.weights_info["config"]
-            lines += [f"\n**Pose transformer**: `{self.weights_info['class']}` from `{self.weights_dir}`",
-                      "- " + ", ".join(f"{k}={v}" for k, v in config.items())]
-            if self.weights_info["metadata"]:
-                lines += ["\n**Training metadata**"]
-                lines += [f"- {k}: `{v}`" for k, v in self.weights_info["metadata"].items()]
-        return "\n".join(lines)
+            where = ("each visitor's additions and removals stay in their own browser session (never saved on "
+                     "the server, gone when the page is closed)")
+        line = f"{len(self.gallery)} default identities; {where}"
+        return model_card(self.analyzer.describe(), self.analyzer.fallback_reason, line, self.threshold,
+                          self.fingerprint, self.weights_dir, self.weights_info if self.model else {},
+                          self.weights_error, self.analyzer.backend)
 
-    def gallery_rows(self) -> list[list]:
-        return [[e["name"], e["source"], e["count"]] for e in self.gallery.entries]
+    def gallery_for(self, state: Gallery | None) -> Gallery:
+        """The gallery a visitor sees: the shared saved one, their own copy, or (before any change) the defaults."""
+        return self.gallery if self.persistent or state is None else state
+
+    def gallery_rows(self, state: Gallery | None = None) -> list[list]:
+        return [[e["name"], e["source"], e["count"]] for e in self.gallery_for(state).entries]
 
     # ----- computations -----
-    def analyze(self, image: Any, photo_name: str) -> tuple[Session, list[str]]:
-        """Analyse a photo (largest face); returns the session and notes for the user (e.g. several faces)."""
+    def analyze(self, image: Any, photo_name: str) -> tuple[Session, np.ndarray, list[str]]:
+        """Analyse a photo (largest face); returns the session, the annotated photo and notes for the user."""
         image = self.analyzer.load_image(image)
         record = self.analyzer.analyze(image)
-        notes = [_sentence(record.warning)] if record.warning else []
-        if record.num_faces > 1 and not record.warning:
-            notes.append(f"{record.num_faces} faces found: using the largest one (green box).")
-        return Session(photo_name, record, display_image(image, record)), notes
+        boxes, keypoints = [record.bbox], [record.keypoints]
+        notes = []
+        if record.num_faces > 1:
+            others = other_faces(self.analyzer, image, record)
+            boxes, keypoints = boxes + [b for b, _ in others], keypoints + [k for _, k in others]
+            notes.append(f"{record.num_faces} faces found: using the largest one (green box; the others are grey).")
+        if record.warning and "faces found" not in record.warning:
+            notes.append(sentence(record.warning))
+        elif record.warning and "px" in record.warning:
+            notes.append(sentence(record.warning.split("; ", 1)[-1]))
+        return Session(photo_name, record), display_image(image, boxes, keypoints), notes
 
-    def transform(self, record: FaceRecord, target: np.ndarray,
+    def transform(self, record: FaceRecord, target: np.ndarray, gallery: Gallery | None = None,
                   sweeps: dict[tuple[float, float], np.ndarray] | None = None) -> PoseResult:
         """The pose transformer at ``target`` with gallery similarities (see `PoseEngine.transform`)."""
-        return self.engine.transform(record, target, self.gallery, sweeps)
-
-    # ----- figures -----
-    def attention_plot(self, result: PoseResult | None, view: ViewOptions):
-        if result is None or result.attention is None:
-            return plots.message_figure("Attention map", self._missing("attention weights", result))
-        layer = int(np.clip(view.layer, 0, result.attention.shape[0] - 1))
-        head = int(np.clip(view.head, 0, result.attention.shape[1] - 1))
-        return plots.attention_figure(result.attention[layer, head], result.token_labels,
-                                           f"Attention: layer {layer + 1}, head {head + 1} "
-                                           f"(rows attend to columns; each row sums to 1)")
-
-    def voxel_plot(self, result: PoseResult | None, view: ViewOptions):
-        volume = result.volumes.get(view.quantity) if result is not None else None
-        if volume is None:
-            return plots.message_figure("Voxel grid", self._missing(f"voxel {view.quantity}", result))
-        if view.as_3d:
-            return plots.voxel_volume_figure(volume, view.quantity)
-        return plots.voxel_slice_figure(volume, view.axis, view.index, view.quantity)
-
-    def similarity_plot(self, result: PoseResult | None):
-        if result is None or not result.names:
-            return plots.message_figure("Gallery similarity", "The gallery is empty: add a face below."
-                                             if result is not None else "Drop in a face photo.")
-        return plots.similarity_figure(result.names, result.raw, result.transformed)
-
-    def sweep_plot(self, result: PoseResult | None):
-        if result is None or result.sweep is None:
-            empty = result is not None and self.model is not None and not result.names
-            return plots.message_figure("Pose sweep", "No sweep: the gallery is empty." if empty
-                                             else self._missing("the pose sweep", result))
-        best = result.best
-        return plots.pose_sweep_figure(SWEEP_YAWS, result.sweep, float(result.raw[best]),
-                                            result.names[best], float(result.target[0]))
-
-    def _missing(self, what: str, result: PoseResult | None) -> str:
-        if result is None:
-            return "Drop in a face photo."
-        if self.model is None:
-            return f"No {what}: the pose transformer is not loaded.<br>See the model card for the fix."
-        return f"The loaded model ({self.weights_info['class']}) does not produce {what}."
+        return self.engine.transform(record, target, self.gallery if gallery is None else gallery, sweeps)
 
     # ----- callbacks -----
-    def _outputs(self, session: Session | None, view: ViewOptions) -> dict[str, Any]:
+    def _plots(self, session: Session | None, view: ViewOptions) -> dict[str, Any]:
         result = session.result if session is not None else None
-        return {"session": session, "attention": self.attention_plot(result, view),
-                "voxels": self.voxel_plot(result, view), "similarity": self.similarity_plot(result),
-                "sweep": self.sweep_plot(result)}
+        record = session.record if session is not None else None
+        return {"attention": self.panels.attention(result, view), "voxels": self.panels.voxels(result, view, record),
+                "similarity": self.panels.similarity(result), "sweep": self.panels.sweep(result)}
 
-    def _rerun(self, session: Session, target, view: ViewOptions) -> dict[str, Any]:
+    def _rerun(self, session: Session, target, view: ViewOptions, gallery: Gallery) -> dict[str, Any]:
         start = time.perf_counter()
-        session.result = self.transform(session.record, target_pose(target), session.sweeps)
-        values = self._outputs(session, view)
+        session.result = self.transform(session.record, target_pose(target), gallery, session.sweeps)
+        values = {"session": session, **self._plots(session, view)}
         result = session.result
         if self.model is None:
-            values["status"] = "Pose transformer not loaded: raw similarity only (see the model card)."
+            values["status"] = "No pose-transformer weights for this embedder: raw similarity only (see the model card)."
         else:
             values["status"] = (f"Server time {(time.perf_counter() - start) * 1000:.0f} ms: pose transformer "
                                 f"{result.model_ms:.0f} ms for {result.model_poses} target "
@@ -289,7 +241,8 @@ class DemoService:
         return values
 
     @_guarded
-    def on_photo(self, image: Any, target, view: ViewOptions, session: Session | None) -> Reply:
+    def on_photo(self, image: Any, target, view: ViewOptions, session: Session | None,
+                 gallery: Gallery | None = None) -> Reply:
         """A new photo: analyse it once, then transform to the target pose.
 
         A photo that cannot be used clears the results (they would belong to the previous photo) and
@@ -299,61 +252,118 @@ class DemoService:
             return Reply()
         name = Path(image).name if isinstance(image, (str, os.PathLike)) else "photo"
         try:
-            new, notes = self.analyze(image, name)
+            new, annotated, notes = self.analyze(image, name)
         except FaceAnalysisError as exc:
-            message = _sentence(exc)
-            values = self._outputs(None, view) | {"face_image": None, "face_info": f"**Cannot use this photo.** "
-                                                  f"{message}", "status": ""}
+            message = user_message(exc, image if isinstance(image, (str, os.PathLike)) else None)
+            values = {"session": None, **self._plots(None, view), "face_image": None, "status": "",
+                      "face_info": f"**Cannot use this photo.** {message}"}
             return Reply(values, warnings=[message])
-        values = self._rerun(new, target, view)
-        values.update(face_image=new.annotated, face_info=face_info(new))
+        values = self._rerun(new, target, view, self.gallery_for(gallery))
+        values.update(face_image=annotated, face_info=face_info(new))
         return Reply(values, warnings=notes)
 
     @_guarded
-    def on_target(self, target, view: ViewOptions, session: Session | None) -> Reply:
+    def on_target(self, target, view: ViewOptions, session: Session | None, gallery: Gallery | None = None) -> Reply:
         """A slider moved: rerun only the pose transformer on the cached analysis."""
         if session is None:
-            return Reply()
-        return Reply(self._rerun(session, target, view))
+            return Reply({"status": NO_PHOTO})
+        return Reply(self._rerun(session, target, view, self.gallery_for(gallery)))
 
     @_guarded
     def on_view(self, view: ViewOptions, session: Session | None) -> Reply:
         """Layer/head or voxel controls changed: redraw from the last result, no model run."""
         result = session.result if session is not None else None
-        return Reply({"attention": self.attention_plot(result, view), "voxels": self.voxel_plot(result, view)})
+        record = session.record if session is not None else None
+        return Reply({"attention": self.panels.attention(result, view),
+                      "voxels": self.panels.voxels(result, view, record)})
 
     @_guarded
-    def on_add(self, name: str, target, view: ViewOptions, session: Session | None) -> Reply:
-        """Add the current face to the gallery as ``name`` (persisted)."""
+    def on_load(self, gallery: Gallery | None = None) -> Reply:
+        """A page (re)load: the visitor's gallery as it is now."""
+        return Reply(self._gallery_values(self.gallery_for(gallery), None))
+
+    def _own(self, gallery: Gallery | None) -> Gallery:
+        """The gallery a change goes to: the shared saved one, or the visitor's own copy (made on the first change)."""
+        if self.persistent:
+            return self.gallery
+        return gallery if gallery is not None else self.gallery.copy_to(None)
+
+    def _changed(self, gallery: Gallery, selected: str | None, target, view: ViewOptions,
+                 session: Session | None) -> dict[str, Any]:
+        if self.persistent:
+            gallery.save()
+        values = self._gallery_values(gallery, selected)
+        if session is not None:
+            values |= self._rerun(session, target, view, gallery)
+        return values
+
+    @_guarded
+    def on_add(self, name: str, target, view: ViewOptions, session: Session | None,
+               gallery: Gallery | None = None) -> Reply:
+        """Add the current face to the visitor's gallery as ``name``."""
         if session is None:
             return Reply(warnings=["Drop in a face photo first, then add it to the gallery."])
-        entry = self.gallery.add(name, session.record.embedding)
-        self.gallery.save()
-        values = self._rerun(session, target, view) | self._gallery_values(entry["name"])
+        gallery = self._own(gallery)
+        entry = gallery.add(name, session.record.embedding)
         info = f"Added this face to '{entry['name']}' ({entry['count']} photo{'s' * (entry['count'] > 1)})."
-        return Reply(values, infos=[info])
+        return Reply(self._changed(gallery, entry["name"], target, view, session), infos=[info])
 
     @_guarded
-    def on_remove(self, name: str | None, target, view: ViewOptions, session: Session | None) -> Reply:
-        """Remove identity ``name`` from the gallery (persisted)."""
+    def on_remove(self, name: str | None, target, view: ViewOptions, session: Session | None,
+                  gallery: Gallery | None = None) -> Reply:
+        """Remove identity ``name`` from the visitor's gallery (undo brings it back)."""
         if not name:
             return Reply(warnings=["Choose a gallery entry to remove."])
-        self.gallery.remove(name)
-        self.gallery.save()
-        values = self._gallery_values(None)
-        if session is not None:
-            values |= self._rerun(session, target, view)
-        return Reply(values, infos=[f"Removed '{name}' from the gallery."])
+        gallery = self._own(gallery)
+        gallery.remove(name)
+        return Reply(self._changed(gallery, None, target, view, session),
+                     infos=[f"Removed '{name}' from the gallery. \"Undo remove\" brings it back."])
 
-    def _gallery_values(self, selected: str | None) -> dict[str, Any]:
-        return {"gallery_table": self.gallery_rows(),
-                "gallery_choice": {"choices": self.gallery.names, "value": selected}}
+    @_guarded
+    def on_undo(self, target, view: ViewOptions, session: Session | None, gallery: Gallery | None = None) -> Reply:
+        """Bring back the last removed identity."""
+        gallery = self.gallery_for(gallery)
+        entry = gallery.undo_remove()
+        return Reply(self._changed(gallery, entry["name"], target, view, session),
+                     infos=[f"'{entry['name']}' is back in the gallery."])
+
+    def _gallery_values(self, gallery: Gallery, selected: str | None) -> dict[str, Any]:
+        undo = gallery.last_removed
+        return {"gallery": None if self.persistent or gallery is self.gallery else gallery,
+                "gallery_table": self.gallery_rows(gallery),
+                "gallery_choice": {"choices": gallery.names, "value": selected},
+                "undo": {"interactive": undo is not None,
+                         "value": f"Undo remove '{undo}'" if undo else "Undo remove"}}
+
+
+def other_faces(analyzer: FaceAnalyzer, image: np.ndarray, record: FaceRecord) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(box [4], keypoints [5, 2]) of the faces other than ``record``'s, in original pixels, for the face panel.
+
+    The analyzer reports how many faces it found but describes only the largest; this reruns the
+    backend's detector alone (one detection, no embeddings) on the same working copy of the image.
+    """
+    from viewdiff.faces.analyzer import WORK_MAX_SIDE
+    detect = getattr(getattr(analyzer, "_impl", None), "detect", None)
+    if detect is None:
+        return []
+    scale = min(1.0, WORK_MAX_SIDE / max(image.shape[:2]))
+    work = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
+    boxes, kps = detect(np.ascontiguousarray(work[..., ::-1]))
+    used = np.asarray(record.bbox)[:4]
+    faces = []
+    for i in range(len(boxes)):
+        box = np.asarray(boxes[i][:4], np.float32) / scale
+        if np.abs(box - used).max() > 0.1 * max(used[2] - used[0], 1):  # not the face already drawn
+            points = np.asarray(kps[i], np.float32) / scale if kps is not None else np.zeros((0, 2), np.float32)
+            faces.append((box, points))
+    return faces
 
 
 def gallery_key(analyzer: FaceAnalyzer) -> str:
-    """Gallery file key: embeddings from different backends (or packs) never mix."""
+    """Gallery file key: embeddings from different embedders never mix."""
+    fingerprint = getattr(analyzer, "fingerprint", None) or analyzer.describe().get("fingerprint")
     pack = analyzer.describe().get("pack")
-    return analyzer.backend + (f"-{Path(str(pack)).name}" if pack else "")
+    return analyzer.backend + (f"-{Path(str(pack)).name}" if pack else "") + (f"-{fingerprint}" if fingerprint else "")
 
 
 def face_info(session: Session) -> str:
@@ -367,43 +377,15 @@ def face_info(session: Session) -> str:
             f"{r.num_faces} face{'s' * (r.num_faces != 1)} in the photo")
 
 
-def bench(weights: str | None, repeats: int = 30) -> dict[str, float]:
-    """Median milliseconds of the slider callback (model + plots) on the committed example photos."""
-    service = DemoService.load(weights_dir=weights, gallery_dir=DEFAULT_GALLERY_CACHE.parent / "bench_gallery")
-    rng = np.random.default_rng(0)
-    times: dict[str, list[float]] = {"yaw move": [], "pitch move": []}
-    for photo in example_photos():
-        reply = service.on_photo(photo, (0, 0, 0), ViewOptions(), None)
-        session = reply.values.get("session")
-        if session is None:
-            continue
-        for i in range(repeats):
-            kind = "pitch move" if i % 3 == 0 else "yaw move"
-            pose = (float(rng.integers(-90, 91)), float(rng.integers(-30, 31)) if kind == "pitch move" else 0.0, 0.0)
-            if kind == "pitch move":  # a new pitch/roll: the sweep is recomputed
-                session.sweeps.clear()
-            start = time.perf_counter()
-            service.on_target(pose, ViewOptions(), session)
-            times[kind].append((time.perf_counter() - start) * 1000)
-    return {f"{kind} median ms": float(np.median(v)) for kind, v in times.items() if v} | \
-           {f"{kind} p90 ms": float(np.percentile(v, 90)) for kind, v in times.items() if v}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--populate-assets-from-shared", action="store_true",
                         help=f"copy Pointing'04 photos at yaw 0/30/60/90 from {shared_dir()} into {LOCAL_ASSETS}")
-    parser.add_argument("--bench", action="store_true", help="time the slider callback on the example photos")
-    parser.add_argument("--weights", default=None, help="enhanced weights folder for --bench")
     args = parser.parse_args(argv)
-    if not (args.populate_assets_from_shared or args.bench):
+    if not args.populate_assets_from_shared:
         parser.error("nothing to do (see --help)")
-    if args.populate_assets_from_shared:
-        for path in populate_assets_from_shared():
-            print(path)
-    if args.bench:
-        for key, value in bench(args.weights).items():
-            print(f"{key}: {value:.1f}")
+    for path in populate_assets_from_shared():
+        print(path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""Where the demo finds what belongs to the loaded embedder: its transformer weights and its
+"same person" threshold (cosine at a false-accept rate of 1% on CFP-FP, in ``weights/thresholds.json``).
+
+Both are keyed by the embedder's fingerprint (a hash of its recognition model), so weights or a
+threshold computed for one embedder are never used with another.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from viewdiff.paths import REPO_ROOT
+
+THRESHOLDS = REPO_ROOT / "weights" / "thresholds.json"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A same-person cosine threshold and where it comes from (shown on the page)."""
+
+    value: float
+    source: str
+
+
+def same_person_threshold(fingerprint: str | None, path: Path = THRESHOLDS) -> Threshold | None:
+    """The embedder's ``cosine_far1`` from ``path``; None when the file, the fingerprint or the value is missing."""
+    if not fingerprint:
+        return None
+    try:
+        entry = json.loads(Path(path).read_text()).get(fingerprint) or {}
+        return Threshold(float(entry["cosine_far1"]), str(entry.get("source", "")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def weights_for(fingerprint: str | None, backend: str) -> Path:
+    """The transformer weights folder for this embedder (it may not exist: the demo then runs without them).
+
+    `viewdiff.models.checkpoint.find_weights(fingerprint)` where the package has it
+    (``weights/transformer/<fingerprint>/``), else the older ``weights/<backend>/enhanced``.
+    """
+    from viewdiff.models import checkpoint
+    find = getattr(checkpoint, "find_weights", None)
+    if find is not None and fingerprint:
+        found = find(fingerprint)
+        return Path(found) if found is not None else REPO_ROOT / "weights" / "transformer" / fingerprint
+    return REPO_ROOT / "weights" / backend / "enhanced"

@@ -1,0 +1,116 @@
+"""What each plot panel of the demo shows for a pose result and the view controls, or why it is empty.
+
+`Panels` turns a `PoseResult` (or None) into the four figures (`viewdiff.demo.plots`): the gallery
+similarity (raw and transformed probe against the same raw gallery, with the embedder's same-person
+threshold when one is known), the pose sweep, the attention map and the voxel grid with the face's 3D
+keypoints. An empty panel says why and what to do (drop a photo, add to the gallery, get weights).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from viewdiff.demo import plots
+from viewdiff.demo.calibration import Threshold
+from viewdiff.demo.engine import SWEEP_YAWS, PoseResult
+from viewdiff.models.projection import rotation_matrix
+
+VOXEL_QUANTITIES = ("channel norm", "density")
+MEAN_HEAD = -1  # the head control's value for the mean over heads
+KEYPOINT_NAMES = ("left eye", "right eye", "nose", "left mouth", "right mouth")
+ATTENTION_CAPTION = ("Rows: the token that looks (query); columns: the tokens it reads (keys); each row sums "
+                     "to 1. `pose`: the source and target pose, `e0`..`e15`: the 16 chunks of the embedding, "
+                     "`3D`: the projection layer's rendered voxels. Layer 1 shows the most structure; deeper "
+                     "layers spread their weight almost evenly.")
+VOXEL_CAPTION = ("The projection layer lifts the 5 face keypoints into an 8×8×8 (or 16³) grid, rotates it from "
+                 "the photo's pose to the target pose and renders it along z (depth, 0 = front). Markers: the "
+                 "face's 3D keypoints after the same rotation, projected onto the slice (hover for depth).")
+SIMILARITY_CAPTION = ("Both bars compare with the same raw gallery templates (transformed probe vs raw gallery, "
+                      "the evaluated protocol), so they share one scale. ▲/▼: rank change from raw to transformed. "
+                      "Green dashed line, when the embedder has one: the same-person threshold (cosine at a 1% "
+                      "false-accept rate on CFP-FP); below it the probe is \"not in the gallery\".")
+
+
+@dataclass
+class ViewOptions:
+    """What the attention / voxel panels show (the values of their controls)."""
+
+    layer: int | None = 0
+    head: int | None = MEAN_HEAD
+    quantity: str = VOXEL_QUANTITIES[0]
+    axis: str = "z"
+    index: int | None = 0
+    as_3d: bool = False
+
+    def __post_init__(self):  # values straight from the UI: None when a control is empty
+        self.layer, self.index = int(self.layer or 0), int(self.index or 0)
+        self.head = MEAN_HEAD if self.head is None else int(self.head)
+        self.quantity = self.quantity if self.quantity in VOXEL_QUANTITIES else VOXEL_QUANTITIES[0]
+        self.axis = self.axis if self.axis in plots.VOXEL_AXES else "z"
+        self.as_3d = bool(self.as_3d)
+
+
+def keypoints_in_grid(keypoints_3d: np.ndarray, source_pose: np.ndarray, target: np.ndarray,
+                      resolution: int) -> np.ndarray:
+    """The face's 3D keypoints [K, 3] (x, y, z in [-1, 1]) moved as the projection layer moves the grid
+    (``R(target) R(source)^T``), in voxel-index units: [K, 3] (x, y, z)."""
+    angles = torch.as_tensor(np.stack([target, source_pose]), dtype=torch.float32)
+    target_rot, source_rot = rotation_matrix(angles).numpy()
+    moved = np.asarray(keypoints_3d, np.float32) @ (target_rot @ source_rot.T).T
+    return (moved + 1) / 2 * (resolution - 1)
+
+
+class Panels:
+    """Figures for one loaded model (or none) and one embedder's threshold (or none)."""
+
+    def __init__(self, model_loaded: bool, threshold: Threshold | None):
+        self.model_loaded, self.threshold = model_loaded, threshold
+
+    def missing(self, what: str, result: PoseResult | None) -> str:
+        if result is None:
+            return "Drop in a face photo."
+        if not self.model_loaded:
+            return (f"No {what}: there are no pose-transformer weights for this face embedder.<br>"
+                    "Face analysis, head pose and raw similarity work without them.<br>"
+                    "To get weights, train them: the command (--export_dir ...) is in the model card below.")
+        return f"The loaded model does not produce {what}."
+
+    def attention(self, result: PoseResult | None, view: ViewOptions) -> plots.PlotSpec:
+        if result is None or result.attention is None:
+            return plots.message_figure("Attention map", self.missing("attention weights", result))
+        layers, heads = result.attention.shape[:2]
+        layer = int(np.clip(view.layer, 0, layers - 1))
+        if view.head == MEAN_HEAD:
+            weights, which = result.attention[layer].mean(0), f"mean of {heads} heads"
+        else:
+            head = int(np.clip(view.head, 0, heads - 1))
+            weights, which = result.attention[layer, head], f"head {head + 1}"
+        return plots.attention_figure(weights, result.token_labels, f"Attention: layer {layer + 1}, {which}")
+
+    def voxels(self, result: PoseResult | None, view: ViewOptions, record=None) -> plots.PlotSpec:
+        volume = result.volumes.get(view.quantity) if result is not None else None
+        if volume is None:
+            return plots.message_figure("Voxel grid", self.missing(f"voxel {view.quantity}", result))
+        keypoints = None
+        if record is not None and getattr(record, "keypoints_3d", None) is not None:
+            keypoints = keypoints_in_grid(record.keypoints_3d, record.source_pose, result.target, volume.shape[0])
+        if view.as_3d:
+            return plots.voxel_volume_figure(volume, view.quantity, keypoints, KEYPOINT_NAMES)
+        return plots.voxel_slice_figure(volume, view.axis, view.index, view.quantity, keypoints, KEYPOINT_NAMES)
+
+    def similarity(self, result: PoseResult | None) -> plots.PlotSpec:
+        if result is None or not result.names:
+            return plots.message_figure("Gallery similarity", "Your gallery is empty: add a face below."
+                                        if result is not None else "Drop in a face photo.")
+        return plots.similarity_figure(result.names, result.raw, result.transformed, self.threshold)
+
+    def sweep(self, result: PoseResult | None) -> plots.PlotSpec:
+        if result is None or result.sweep is None:
+            if result is not None and self.model_loaded and not result.names:
+                return plots.message_figure("Pose sweep", "No sweep: your gallery is empty.")
+            return plots.message_figure("Pose sweep", self.missing("pose sweep", result))
+        best = result.best
+        return plots.pose_sweep_figure(SWEEP_YAWS, result.sweep, float(result.raw[best]), result.names[best],
+                                       float(result.target[0]), self.threshold)
