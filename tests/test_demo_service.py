@@ -35,7 +35,7 @@ needs_cfp = pytest.mark.skipif(not CFP.is_dir(), reason=f"CFP photos not found a
 
 def small_gallery_photos() -> dict[str, list[Path]]:
     """A few default identities (the asset photos and, when present, two CFP identities' frontals)."""
-    photos = {"Tom Hanks": [ASSETS / "gallery" / "Tom_Hanks_54745.png"], "Eileen Collins": [ASSETS / "astronaut.jpg"]}
+    photos = {"Tom Hanks": [ASSETS / "identities" / "Tom_Hanks_54745.png"], "Eileen Collins": [ASSETS / "astronaut.jpg"]}
     if CFP.is_dir():
         photos["50 Cent"] = [CFP / "001" / "frontal" / "01.jpg", CFP / "001" / "frontal" / "02.jpg"]
         photos["Aaron Hernandez"] = [CFP / "002" / "frontal" / "01.jpg"]
@@ -337,7 +337,7 @@ def test_gallery_mistakes_are_messages(service):
 
 
 def test_persistent_gallery_is_shared_and_survives_a_restart(weights, tmp_path):
-    photos = {"Tom Hanks": [ASSETS / "gallery" / "Tom_Hanks_54745.png"]}
+    photos = {"Tom Hanks": [ASSETS / "identities" / "Tom_Hanks_54745.png"]}
     first = DemoService.load("dlib", weights, tmp_path / "gallery", tmp_path / "defaults", photos, torch_threads=None)
     assert first.persistent and "shared by everyone" in first.model_card()
     session = photo(first, ASSETS / "astronaut.jpg").values["session"]
@@ -382,7 +382,7 @@ def test_model_card_names_the_loaded_models(service, weights):
 def test_missing_or_mismatched_weights_explain_the_fix(service, tmp_path, make, expected):
     weights_dir = make(tmp_path)
     svc = DemoService.load("dlib", weights_dir, None, tmp_path / "defaults",
-                           {"Tom Hanks": [ASSETS / "gallery" / "Tom_Hanks_54745.png"]}, torch_threads=None)
+                           {"Tom Hanks": [ASSETS / "identities" / "Tom_Hanks_54745.png"]}, torch_threads=None)
     assert svc.model is None and svc.attention_shape == (0, 0)
     card = svc.model_card()
     assert "Pose transformer: not loaded" in card and expected in card and str(tmp_path) not in card

@@ -1,6 +1,6 @@
 """The demo's example photos: the committed ones in assets/ (captioned) and local Pointing'04 copies.
 
-No example photo is also a default-gallery photo (those live in assets/gallery/), so a probe never
+No example photo is also a default-gallery photo (those live in assets/identities/), so a probe never
 meets its own photo.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from viewdiff.paths import REPO_ROOT, shared_dir
 
 ASSETS = REPO_ROOT / "assets"
 LOCAL_ASSETS = ASSETS / "local"
-GALLERY_ASSETS = ASSETS / "gallery"  # redistributable photos of the default gallery (not examples)
+GALLERY_ASSETS = ASSETS / "identities"  # redistributable photos of the default gallery (not examples)
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Pointing'04 person 01, series 1, tilt 0, pan (= yaw) 0/30/60/90: local examples, never committed.
 POINTING04_EXAMPLES = {f"pointing04_person01_yaw{pan:02d}.jpg": f"Person01/person011{46 + pan // 15}+0+{pan}.jpg"

@@ -178,7 +178,7 @@ class Gallery:
 
 
 # Default identities, never the demo's example photos (a probe must not meet its own photo): the
-# redistributable photos in assets/gallery/ (Tom Hanks's aligned crop and four faces cropped from the
+# redistributable photos in assets/identities/ (Tom Hanks's aligned crop and four faces cropped from the
 # group photo t1.jpg, whose largest face and the turned face t1_face_yaw55.jpg are examples), plus,
 # when ../shared is present, a few CFP identities' frontal photos and Pointing'04 people's frontal
 # photos from series 2 (the local examples are series 1).
@@ -193,7 +193,7 @@ POINTING04_PEOPLE = (1, 2, 3)
 def default_identity_photos(gallery_assets: str | os.PathLike, shared_dir: str | os.PathLike) -> dict[str, list[Path]]:
     """``{identity name: [photo paths]}`` for the default gallery, from what exists on disk.
 
-    gallery_assets: the folder of the redistributable gallery photos (``assets/gallery``).
+    gallery_assets: the folder of the redistributable gallery photos (``assets/identities``).
     """
     gallery_assets, shared_dir = Path(gallery_assets), Path(shared_dir)
     photos: dict[str, list[Path]] = {}

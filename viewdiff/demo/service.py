@@ -137,7 +137,7 @@ class DemoService:
 
         persistent_gallery: a folder for one saved gallery shared by every visitor (local use); default
         None: each visitor's changes stay in their own session. default_photos: the default gallery's
-        photos (default: `default_identity_photos` of assets/gallery and ../shared), whose embeddings
+        photos (default: `default_identity_photos` of assets/identities and ../shared), whose embeddings
         are cached in ``defaults_dir``.
 
         torch_threads: intra-op threads for the pose transformer (a few MFLOPs per pose): one thread
