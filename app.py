@@ -15,11 +15,14 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import gradio as gr
+import plotly
 
 from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_label, example_photos
 from viewdiff.demo.panels import ATTENTION_CAPTION, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_CAPTION, VOXEL_QUANTITIES
+from viewdiff.demo.plots import PlotSpec
 from viewdiff.demo.service import POSE_LIMITS, DemoService, Reply, ViewOptions
 
 OUTPUTS = ("session", "gallery", "face_image", "face_info", "attention", "voxels", "similarity", "sweep", "status",
@@ -41,6 +44,37 @@ Your additions and removals stay in this browser tab: nobody else sees them and 
 LOCAL_ENROL = (" Here, with the team data, the Pointing'04 examples are person 01, who is in the gallery from"
                " another photo series.")
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
+# A yaw move that keeps the pose-sweep curve moves only its target-yaw marker: done in the page at once
+# (Plotly.relayout), and the reply leaves the sweep figure out (viewdiff.demo.service.Session.sweep_shown).
+# Mirrors viewdiff.demo.plots.pose_sweep_figure: shapes[1] is the marker, annotations[0] the raw label,
+# annotations[1] the marker's label, annotations[2] the threshold label (when there is one).
+MOVE_SWEEP_MARKER = """(yaw) => {
+  const g = document.querySelector('#sweep-plot .js-plotly-plot');
+  if (!g || !window.Plotly || !g.layout || !g.layout.shapes || g.layout.shapes.length < 2) return [];
+  const right = yaw > 0, side = {x: right ? 0 : 1, xanchor: right ? 'left' : 'right'};
+  const update = {'shapes[1].x0': yaw, 'shapes[1].x1': yaw, 'annotations[1].x': yaw,
+                  'annotations[1].xanchor': right ? 'right' : 'left',
+                  'annotations[1].text': 'target yaw ' + (yaw < 0 ? '-' : '+') + Math.abs(Math.round(yaw)) + '°'};
+  for (const i of [0, 2]) if (g.layout.annotations && g.layout.annotations.length > i) {
+    update['annotations[' + i + '].x'] = side.x; update['annotations[' + i + '].xanchor'] = side.xanchor; }
+  window.Plotly.relayout(g, update);
+  return [];
+}"""
+# Plots are drawn by our own plotly.js call (one Plotly.react per update) in a gr.HTML: gr.Plot remounts
+# its plotly component on every new value and draws it twice (~4x the work of one react per slider move).
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+PLOT_HEAD = f'<script src="/gradio_api/file={PLOTLY_JS.as_posix()}"></script>'
+PLOT_TEMPLATE = '<div class="vd-plot" style="width: 100%; min-height: 120px"></div>'
+DRAW_PLOT = """
+function draw() {
+  const target = element.querySelector('.vd-plot');
+  if (!target || !props.value || !window.Plotly) return;
+  const figure = JSON.parse(props.value);
+  window.Plotly.react(target, figure.data, figure.layout, {responsive: true, displaylogo: false});
+}
+draw();
+watch('value', draw);
+"""
 SESSION_TTL_S = 3600  # a closed tab's photo analysis and gallery are dropped after this long
 
 
@@ -78,14 +112,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def plot_panel(elem_id: str) -> gr.HTML:
+    """A plot area that draws `viewdiff.demo.plots.PlotSpec` JSON with plotly.js (see `DRAW_PLOT`)."""
+    return gr.HTML(None, html_template=PLOT_TEMPLATE, js_on_load=DRAW_PLOT, head=PLOT_HEAD, elem_id=elem_id,
+                   apply_default_css=False)
+
+
 def _respond(reply: Reply, names: tuple[str, ...] = OUTPUTS) -> list:
     for text in reply.warnings:
         gr.Warning(text)
     for text in reply.infos:
         gr.Info(text)
     values = (reply.values.get(name, gr.skip()) for name in names)
-    # a plain dict is a property update; plots are dict subclasses (viewdiff.demo.plots.PlotSpec), passed as values
-    return [gr.update(**v) if type(v) is dict else v for v in values]
+    # a plain dict is a property update; plots (viewdiff.demo.plots.PlotSpec, a dict subclass) go as JSON text
+    return [gr.update(**v) if type(v) is dict else v.to_json() if isinstance(v, PlotSpec) else v for v in values]
 
 
 def build_demo(service: DemoService) -> gr.Blocks:
@@ -118,9 +158,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 with gr.Row():
                     reset = gr.Button("Reset to frontal", size="sm", scale=0, elem_id="reset")
                     status = gr.Markdown("", elem_id="status")
-                similarity = gr.Plot(label="Gallery similarity", elem_id="similarity-plot", show_label=False)
+                similarity = plot_panel("similarity-plot")
                 gr.Markdown(f"<small>{SIMILARITY_CAPTION}</small>", elem_id="similarity-caption")
-                sweep = gr.Plot(label="Pose sweep", elem_id="sweep-plot", show_label=False)
+                sweep = plot_panel("sweep-plot")
         with gr.Row(equal_height=False):
             with gr.Column():
                 with gr.Row(visible=layers > 0):
@@ -128,7 +168,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                         label="Layer", elem_id="layer")
                     head = gr.Dropdown([("mean of heads", MEAN_HEAD)] + [(f"head {i + 1}", i) for i in range(heads)],
                                        value=MEAN_HEAD if heads else None, label="Head", elem_id="head")
-                attention = gr.Plot(label="Attention map", elem_id="attention-plot", show_label=False)
+                attention = plot_panel("attention-plot")
                 gr.Markdown(f"<small>{ATTENTION_CAPTION}</small>", elem_id="attention-caption")
             with gr.Column():
                 with gr.Row(visible=layers > 0):
@@ -138,7 +178,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                     index = gr.Slider(0, resolution - 1, value=resolution // 2, step=1, label="Slice",
                                       elem_id="slice")
                     as_3d = gr.Checkbox(False, label="3D isosurface view", elem_id="as-3d")
-                voxels = gr.Plot(label="Voxel grid of the 3D projection layer", elem_id="voxel-plot", show_label=False)
+                voxels = plot_panel("voxel-plot")
                 gr.Markdown(f"<small>{VOXEL_CAPTION}</small>", elem_id="voxel-caption")
         with gr.Accordion("Your gallery", open=True):
             gr.Markdown(ENROL.format(local=LOCAL_ENROL if LOCAL_ASSETS.is_dir() else "") if not service.persistent
@@ -167,12 +207,12 @@ def build_demo(service: DemoService) -> gr.Blocks:
         pose_inputs = [yaw, pitch, roll]
         view_inputs = [layer, head, quantity, axis, index, as_3d]
 
-        def bind(method, leading: int, names=OUTPUTS):
+        def bind(method, leading: int, names=OUTPUTS, **options):
             """callback(*lead, yaw, pitch, roll, *view, session, gallery) -> method(*lead, pose, view, session, gallery)."""
             def callback(*args):
                 lead, pose = args[:leading], args[leading:leading + 3]
                 view = ViewOptions(*args[leading + 3:leading + 3 + len(view_inputs)])
-                return _respond(method(*lead, pose, view, *args[-2:]), names)
+                return _respond(method(*lead, pose, view, *args[-2:], **options), names)
             return callback
 
         def redraw(*args):
@@ -181,9 +221,11 @@ def build_demo(service: DemoService) -> gr.Blocks:
         state = [session, gallery]
         photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
                      concurrency_limit=1, concurrency_id="face")
+        yaw.release(None, [yaw], None, js=MOVE_SWEEP_MARKER, queue=False)
         for slider in pose_inputs:
-            slider.release(bind(service.on_target, 0, POSE_OUTPUTS), [*pose_inputs, *view_inputs, *state],
-                           outputs(POSE_OUTPUTS), show_progress="hidden", trigger_mode="always_last")
+            slider.release(bind(service.on_target, 0, POSE_OUTPUTS, client_moves_marker=True),
+                           [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS), show_progress="hidden",
+                           trigger_mode="always_last", queue=False)
         reset.click(lambda: (0, 0, 0), None, pose_inputs, queue=False).then(
             bind(service.on_target, 0, POSE_OUTPUTS), [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS),
             show_progress="hidden")
@@ -205,5 +247,5 @@ demo = build_demo(DemoService.load(ARGS.backend, ARGS.weights, persistent_galler
 demo.queue(default_concurrency_limit=CONCURRENCY, max_size=32)
 
 if __name__ == "__main__":
-    demo.launch(server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share, allowed_paths=[str(ASSETS)],
+    demo.launch(server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share, allowed_paths=[str(ASSETS), str(PLOTLY_JS)],
                 max_file_size="40mb")

@@ -116,6 +116,15 @@ def test_slider_moves_rerun_only_the_pose_transformer(service, capsys):
         print(f"\nslider callback (model + plots): median {np.median(timings):.1f} ms, max {max(timings):.1f} ms")
 
 
+def test_slider_release_leaves_an_unchanged_sweep_out(service):
+    """A yaw move keeps the sweep curve (the page moves its marker): the reply leaves that figure out."""
+    session = photo(service, ASSETS / "t1_face_yaw55.jpg").values["session"]
+    first = service.on_target((20, 0, 0), ViewOptions(), session, client_moves_marker=True)
+    assert "sweep" not in first.values and {"attention", "voxels", "similarity"} <= set(first.values)
+    assert "sweep" in service.on_target((20, 15, 0), ViewOptions(), session, client_moves_marker=True).values
+    assert "sweep" in service.on_target((-20, 15, 0), ViewOptions(), session).values  # e.g. reset: always sent
+
+
 def test_transform_matches_a_direct_model_call(service):
     """Transformed probe vs the RAW gallery: both scores use the same templates (one scale)."""
     record = photo(service, ASSETS / "cameraman_gray.png").values["session"].record

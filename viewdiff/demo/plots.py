@@ -75,12 +75,13 @@ class PlotSpec(dict):
 
 
 def _axis(**kwargs) -> dict:
-    return {"gridcolor": GRID, "zerolinecolor": GRID, "automargin": True, **kwargs}
+    # fixed margins instead of automargin: automargin makes plotly lay a figure out twice per redraw
+    return {"gridcolor": GRID, "zerolinecolor": GRID, **kwargs}
 
 
 def _figure(data: list[dict], title: str, height: int = 380, **layout) -> PlotSpec:
     base = {"title": {"text": title, "x": 0.02, "font": {"size": 14}}, "height": height,
-            "margin": {"l": 10, "r": 10, "t": 44, "b": 10}, "paper_bgcolor": "white", "plot_bgcolor": "white",
+            "margin": {"l": 64, "r": 10, "t": 44, "b": 48}, "paper_bgcolor": "white", "plot_bgcolor": "white",
             "xaxis": _axis(), "yaxis": _axis()}
     for key, value in layout.items():
         base[key] = {**base[key], **value} if key in ("xaxis", "yaxis") else value
@@ -122,7 +123,7 @@ def attention_figure(attention: np.ndarray, labels: Sequence[str], title: str) -
                "colorbar": {"title": {"text": "weight"}, "thickness": 12},
                "hovertemplate": "query %{y} reads key %{x}<br>weight %{z:.3f}<extra></extra>"}
     tick = {"type": "category", "dtick": 1, "tickfont": {"size": 11}}
-    return _figure([heatmap], title, height=440,
+    return _figure([heatmap], title, height=440, margin={"l": 96, "r": 10, "t": 44, "b": 90},
                    xaxis={"title": {"text": "key token (read)"}, "tickangle": -90, **tick},
                    yaxis={"title": {"text": "query token (reads)"}, "autorange": "reversed", **tick})
 
@@ -244,7 +245,7 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
         title = f"Not in the gallery: best score {score:.3f} ({best}) is below {threshold.value:.2f}"
     low = min(0.0, float(np.min(raw, initial=0.0)), float(np.min(key, initial=0.0)))
     return _figure(bars, title, height=max(280, 110 + 30 * len(order)), barmode="group", shapes=shapes,
-                   annotations=notes, margin={"l": 10, "r": 10, "t": 64, "b": 30},
+                   annotations=notes, margin={"l": 8 + 7 * max(map(len, labels), default=10), "r": 10, "t": 64, "b": 48},
                    legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"},
                    xaxis={"title": {"text": "cosine similarity to the raw gallery template"},
                           "range": [math.floor(low * 10) / 10 - 0.02, 1.0]},

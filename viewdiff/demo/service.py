@@ -61,12 +61,15 @@ class Session:
 
     ``sweeps``: (target pitch, target roll) -> unit transformed embeddings ``[len(SWEEP_YAWS), D]`` of
     the yaw sweep; it does not depend on the target yaw, so a yaw move runs the model on one pose only.
+    ``sweep_shown``: what the pose-sweep plot on the page shows (`sweep_key`): a yaw move that keeps it
+    sends no new sweep figure (the page moves its target-yaw marker itself, `app.MOVE_SWEEP_MARKER`).
     """
 
     photo_name: str
     record: FaceRecord
     result: PoseResult | None = None
     sweeps: dict[tuple[float, float], np.ndarray] = field(default_factory=dict)
+    sweep_shown: tuple | None = None
 
 
 @dataclass
@@ -227,11 +230,17 @@ class DemoService:
         return {"attention": self.panels.attention(result, view), "voxels": self.panels.voxels(result, view, record),
                 "similarity": self.panels.similarity(result), "sweep": self.panels.sweep(result)}
 
-    def _rerun(self, session: Session, target, view: ViewOptions, gallery: Gallery) -> dict[str, Any]:
+    def _rerun(self, session: Session, target, view: ViewOptions, gallery: Gallery,
+               client_moves_marker: bool = False) -> dict[str, Any]:
+        """Rerun the model; with ``client_moves_marker`` (a slider release), an unchanged sweep is not resent."""
         start = time.perf_counter()
         session.result = self.transform(session.record, target_pose(target), gallery, session.sweeps)
         values = {"session": session, **self._plots(session, view)}
         result = session.result
+        shown = sweep_key(result, gallery)
+        if client_moves_marker and shown is not None and shown == session.sweep_shown:
+            del values["sweep"]  # the same curve: only its target-yaw marker moves, in the page
+        session.sweep_shown = shown
         if self.model is None:
             values["status"] = "No pose-transformer weights for this embedder: raw similarity only (see the model card)."
         else:
@@ -263,11 +272,16 @@ class DemoService:
         return Reply(values, warnings=notes)
 
     @_guarded
-    def on_target(self, target, view: ViewOptions, session: Session | None, gallery: Gallery | None = None) -> Reply:
-        """A slider moved: rerun only the pose transformer on the cached analysis."""
+    def on_target(self, target, view: ViewOptions, session: Session | None, gallery: Gallery | None = None,
+                  client_moves_marker: bool = False) -> Reply:
+        """A slider moved: rerun only the pose transformer on the cached analysis.
+
+        client_moves_marker: the page moved the sweep's target-yaw marker itself (slider release), so an
+        unchanged sweep is left out of the reply.
+        """
         if session is None:
             return Reply({"status": NO_PHOTO})
-        return Reply(self._rerun(session, target, view, self.gallery_for(gallery)))
+        return Reply(self._rerun(session, target, view, self.gallery_for(gallery), client_moves_marker))
 
     @_guarded
     def on_view(self, view: ViewOptions, session: Session | None) -> Reply:
@@ -357,6 +371,15 @@ def other_faces(analyzer: FaceAnalyzer, image: np.ndarray, record: FaceRecord) -
             points = np.asarray(kps[i], np.float32) / scale if kps is not None else np.zeros((0, 2), np.float32)
             faces.append((box, points))
     return faces
+
+
+def sweep_key(result: PoseResult, gallery: Gallery) -> tuple | None:
+    """What the pose-sweep curve depends on: target pitch/roll, the best identity and its template (None: no sweep)."""
+    if result.sweep is None:
+        return None
+    best = result.best
+    return (float(result.target[1]), float(result.target[2]), result.names[best],
+            gallery.templates[best].tobytes(), result.sweep.tobytes())
 
 
 def gallery_key(analyzer: FaceAnalyzer) -> str:

@@ -1,0 +1,177 @@
+"""Demo latency as a visitor feels it, measured in headless Chromium (prints numbers, not a test).
+
+    python benchmarks/bench_demo.py [--moves 30] [--url http://127.0.0.1:7860/] [--space] [-- APP ARGS]
+
+Starts ``app.py`` on a free 127.0.0.1 port (or uses ``--url``), uploads photos and drags the yaw
+slider. Times are taken inside the page (``performance.now()``):
+
+- photo -> result: from handing the file to the upload input until the face panel names the photo
+  and all four plots have been redrawn (upload, face analysis, model, plots, rendering);
+- slider release -> plots: from the slider's ``pointerup`` until the similarity, attention and voxel
+  plots have been redrawn by plotly, the pose sweep's target-yaw marker sits at the new yaw, and the
+  next frame has been painted.
+
+``--space`` runs the app as a simulated Space (no ../shared, no network, empty home).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from viewdiff.demo.local_server import running_app, space_env  # noqa: E402
+
+PLOTS = ("similarity-plot", "sweep-plot", "attention-plot", "voxel-plot")
+# Remember each plot's current data array; plotly replaces it on every redraw.
+JS_ARM = """
+window.__bench = {t0: null, t1: null, refs: {}, seen: {}, status: null};
+for (const id of arguments[0]) {
+  const g = document.querySelector('#' + id + ' .js-plotly-plot');
+  window.__bench.refs[id] = g ? g.data : null;
+}
+const ids = arguments[0], check = arguments[1];
+const statusText = (document.querySelector('#status') || {}).innerText;
+function done() {
+  const b = window.__bench, now = performance.now();
+  if (b.status === null && (document.querySelector('#status') || {}).innerText !== statusText) b.status = now;
+  for (const id of ids) {
+    const g = document.querySelector('#' + id + ' .js-plotly-plot');
+    if (!(id in b.seen) && g && g.data && g.data !== b.refs[id]) b.seen[id] = now;
+  }
+  let marker = true;
+  if (check === 'yaw') {  // the pose sweep's target-yaw marker sits at the slider's value
+    const g = document.querySelector('#sweep-plot .js-plotly-plot');
+    const yaw = Number(document.querySelector('#yaw input[type=number]').value);
+    marker = g && g.layout && g.layout.shapes && g.layout.shapes.length > 1 && g.layout.shapes[1].x0 === yaw;
+    if (marker && !('sweep marker' in b.seen)) b.seen['sweep marker'] = now;
+  }
+  return ids.every(id => id in b.seen) && marker
+         && (!check || check === 'yaw' || document.querySelector(check[0]).innerText.includes(check[1]));
+}
+function poll() {
+  if (window.__bench.t0 !== null && done()) {
+    requestAnimationFrame(() => { window.__bench.t1 = performance.now(); });
+    return;
+  }
+  requestAnimationFrame(poll);
+}
+requestAnimationFrame(poll);
+"""
+JS_START_ON_RELEASE = """
+const input = document.querySelector('#yaw input[type=range]');
+input.addEventListener('pointerup', () => { window.__bench.t0 = performance.now(); }, {once: true, capture: true});
+"""
+
+
+def driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp(prefix='bench-chrome-')}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+BREAKDOWN: dict[str, list[float]] = {}  # "status" (the reply reached the page) and each plot: ms after t0
+
+
+def wait_for(browser, timeout: float = 60.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        b = browser.execute_script("const b = window.__bench; return b && b.t1 !== null ? b : null")
+        if b is not None:
+            for key, t in [("status", b["status"]), *b["seen"].items()]:
+                if t is not None:
+                    BREAKDOWN.setdefault(key, []).append(float(t) - float(b["t0"]))
+            return float(b["t1"]) - float(b["t0"])
+        time.sleep(0.02)
+    raise TimeoutError("the page did not update")
+
+
+def upload(browser, path: Path) -> float:
+    from selenium.webdriver.common.by import By
+    for button in browser.find_elements(By.CSS_SELECTOR, "#photo button[aria-label='Remove Image']"):
+        button.click()
+        time.sleep(0.3)
+    file_input = browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]")
+    browser.execute_script(JS_ARM, list(PLOTS), ["#face-info", path.name])
+    browser.execute_script("window.__bench.t0 = performance.now()")
+    file_input.send_keys(str(path))
+    return wait_for(browser)
+
+
+def move_yaw(browser, fraction: float) -> float:
+    """Click-and-release the yaw slider at ``fraction`` of its width; ms from release to redrawn plots."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    slider = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
+    browser.execute_script(JS_ARM, [p for p in PLOTS if p != "sweep-plot"], "yaw")
+    browser.execute_script(JS_START_ON_RELEASE)
+    width = slider.size["width"]
+    ActionChains(browser).move_to_element_with_offset(slider, int((fraction - 0.5) * width * 0.96), 0) \
+        .click_and_hold().release().perform()
+    return wait_for(browser)
+
+
+def summary(name: str, values: list[float]) -> str:
+    values = sorted(values)
+    p90 = values[min(len(values) - 1, int(round(0.9 * (len(values) - 1))))]
+    return (f"{name}: median {statistics.median(values):.0f} ms, p90 {p90:.0f} ms, "
+            f"min {values[0]:.0f} ms, max {values[-1]:.0f} ms (n={len(values)})")
+
+
+def run(url: str, moves: int, photos: list[Path]) -> None:
+    browser = driver()
+    try:
+        browser.get(url)
+        time.sleep(2)
+        photo_ms = {}
+        for path in photos:
+            photo_ms[path.name] = [upload(browser, path) for _ in range(1)]
+            time.sleep(0.5)
+        slider_ms = []
+        BREAKDOWN.clear()
+        for i in range(moves):
+            slider_ms.append(move_yaw(browser, 0.1 + 0.8 * ((i * 7) % 11) / 10))
+            time.sleep(0.2)
+        for name, values in photo_ms.items():
+            print(summary(f"photo -> result ({name})", values))
+        print(summary("yaw slider release -> all plots redrawn", slider_ms))
+        for key, values in BREAKDOWN.items():
+            print("   " + summary(f"release -> {'status text (reply arrived)' if key == 'status' else key + ' redrawn'}",
+                                  values))
+    finally:
+        browser.quit()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--moves", type=int, default=30)
+    parser.add_argument("--url", default=None, help="a running demo (default: start app.py)")
+    parser.add_argument("--space", action="store_true", help="run app.py as a simulated Space")
+    parser.add_argument("app_args", nargs="*", help="arguments for app.py (after --)")
+    args = parser.parse_args()
+    photos = [REPO / "assets" / "t1.jpg", REPO / "assets" / "t1_face_yaw55.jpg", REPO / "assets" / "astronaut.jpg"]
+    if args.url:
+        run(args.url, args.moves, photos)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
+        env = space_env(Path(tmp)) if args.space else None
+        with contextlib.ExitStack() as stack:
+            url, _ = stack.enter_context(running_app(args.app_args, Path(tmp) / "app.log", env))
+            print(f"app.py {' '.join(args.app_args)} at {url}{' (Space mode)' if args.space else ''}")
+            run(url, args.moves, photos)
+
+
+if __name__ == "__main__":
+    main()
