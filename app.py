@@ -146,7 +146,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                     gr.Markdown("<small>" + " · ".join(f"{i + 1}: {example_label(p)}" for i, p in enumerate(examples))
                                 + "</small>", elem_id="example-captions")
                 face_image = gr.Image(label="Detected faces: the one used (green) with its 5 keypoints, others grey",
-                                      interactive=False, height=300, elem_id="face-image")
+                                      interactive=False, height=300, elem_id="face-image", format="jpeg")
                 face_info = gr.Markdown("No photo yet.", elem_id="face-info")
             with gr.Column(scale=7):
                 with gr.Group():
@@ -220,12 +220,12 @@ def build_demo(service: DemoService) -> gr.Blocks:
 
         state = [session, gallery]
         photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
-                     concurrency_limit=1, concurrency_id="face")
+                     concurrency_limit=1, concurrency_id="face", api_name="photo")
         yaw.release(None, [yaw], None, js=MOVE_SWEEP_MARKER, queue=False)
         for slider in pose_inputs:
             slider.release(bind(service.on_target, 0, POSE_OUTPUTS, client_moves_marker=True),
                            [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS), show_progress="hidden",
-                           trigger_mode="always_last", queue=False)
+                           trigger_mode="always_last", queue=False, api_name=f"target_{slider.elem_id}")
         reset.click(lambda: (0, 0, 0), None, pose_inputs, queue=False).then(
             bind(service.on_target, 0, POSE_OUTPUTS), [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS),
             show_progress="hidden")
@@ -233,7 +233,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
             control.change(redraw, [*view_inputs, session], outputs(VIEW_OUTPUTS), show_progress="hidden")
         index.release(redraw, [*view_inputs, session], outputs(VIEW_OUTPUTS), show_progress="hidden",
                       trigger_mode="always_last")
-        add.click(bind(service.on_add, 1), [name, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
+        add.click(bind(service.on_add, 1), [name, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
+                  api_name="add")
         remove.click(bind(service.on_remove, 1), [gallery_choice, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
         undo.click(bind(service.on_undo, 0), [*pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
         demo.load(lambda g: _respond(service.on_load(g), GALLERY_OUTPUTS), [gallery], outputs(GALLERY_OUTPUTS),
