@@ -39,8 +39,10 @@ its 3D voxel grid."""
 ENROL = """**Enrol, then probe.** 1. Drop a *frontal* photo of someone (the webcam works: look straight into it),
 type their name and press **Add**. 2. Drop a photo of the same person *turned to the side*. Raw (grey) and
 transformed (blue) bars are compared with the same gallery template; the green line is the same-person
-threshold. The shipped photos show each person once, so step 2 needs your own photos.{local}
-Your additions and removals stay in this browser tab: nobody else sees them and the server keeps nothing."""
+threshold. The shipped photos show each person once, so step 2 needs your own photos.{local} {where}"""
+PRIVATE = "Your additions and removals stay in this browser tab: nobody else sees them and the server keeps nothing."
+SHARED = ("**This server keeps one gallery, saved on disk and shared by everyone who uses it** "
+          "(`--persistent-gallery`).")
 LOCAL_ENROL = (" Here, with the team data, the Pointing'04 examples are person 01, who is in the gallery from"
                " another photo series.")
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
@@ -132,7 +134,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
     layers, heads = service.attention_shape
     resolution = service.voxel_resolution
     (yaw_lo, yaw_hi), (pitch_lo, pitch_hi), (roll_lo, roll_hi) = POSE_LIMITS
-    with gr.Blocks(title="viewdiff-face demo") as demo:
+    # uploaded photos and annotated images are files in gradio's cache: drop those older than an hour
+    with gr.Blocks(title="viewdiff-face demo", delete_cache=(SESSION_TTL_S, SESSION_TTL_S)) as demo:
         session = gr.State(None, time_to_live=SESSION_TTL_S)
         gallery = gr.State(None, time_to_live=SESSION_TTL_S)  # the visitor's own gallery (None: the defaults)
         gr.Markdown(INTRO)
@@ -181,10 +184,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 voxels = plot_panel("voxel-plot")
                 gr.Markdown(f"<small>{VOXEL_CAPTION}</small>", elem_id="voxel-caption")
         with gr.Accordion("Your gallery", open=True):
-            gr.Markdown(ENROL.format(local=LOCAL_ENROL if LOCAL_ASSETS.is_dir() else "") if not service.persistent
-                        else ENROL.split("Your additions")[0].format(local="") + "**This server keeps one gallery, "
-                        "saved on disk and shared by everyone who uses it** (`--persistent-gallery`).",
-                        elem_id="enrol-howto")
+            gr.Markdown(ENROL.format(local=LOCAL_ENROL if LOCAL_ASSETS.is_dir() else "",
+                                     where=SHARED if service.persistent else PRIVATE), elem_id="enrol-howto")
             gallery_table = gr.Dataframe(service.gallery_rows(), headers=["name", "source", "photos"],
                                          interactive=False, elem_id="gallery-table", max_height=260)
             with gr.Row():
