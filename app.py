@@ -21,7 +21,7 @@ import gradio as gr
 import plotly
 
 from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_label, example_photos
-from viewdiff.demo.panels import ATTENTION_CAPTION, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_CAPTION, VOXEL_QUANTITIES
+from viewdiff.demo.panels import ATTENTION_CAPTION, FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_CAPTION, VOXEL_QUANTITIES
 from viewdiff.demo.plots import PlotSpec
 from viewdiff.demo.service import POSE_LIMITS, DemoService, Reply, ViewOptions
 
@@ -169,8 +169,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 with gr.Row(visible=layers > 0):
                     layer = gr.Dropdown([(f"layer {i + 1}", i) for i in range(layers)], value=0 if layers else None,
                                         label="Layer", elem_id="layer")
-                    head = gr.Dropdown([("mean of heads", MEAN_HEAD)] + [(f"head {i + 1}", i) for i in range(heads)],
-                                       value=MEAN_HEAD if heads else None, label="Head", elem_id="head")
+                    head = gr.Dropdown([("most focused head", FOCUSED_HEAD), ("mean of heads", MEAN_HEAD)]
+                                       + [(f"head {i + 1}", i) for i in range(heads)],
+                                       value=FOCUSED_HEAD if heads else None, label="Head", elem_id="head")
                 attention = plot_panel("attention-plot")
                 gr.Markdown(f"<small>{ATTENTION_CAPTION}</small>", elem_id="attention-caption")
             with gr.Column():

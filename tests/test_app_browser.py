@@ -162,7 +162,7 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     for element_id, selector in rendered.items():
         wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, selector), f"{element_id} did not render")
     attention = figure(browser, "attention-plot")
-    assert attention["data"][0]["type"] == "heatmap" and attention["title"] == "Attention: layer 1, mean of 8 heads"
+    assert attention["data"][0]["type"] == "heatmap" and attention["title"].startswith("Attention: layer 1, head")
     assert attention["data"][0]["x"][0] == "pose" and attention["data"][0]["n"] == len(attention["data"][0]["x"])
     voxel = figure(browser, "voxel-plot")
     assert voxel["title"].startswith("Voxel grid: channel norm, slice z =")

@@ -85,7 +85,13 @@ def test_new_photo_gives_face_panel_and_all_plots(service):
     assert result.sweep.shape == SWEEP_YAWS.shape
     sim = reply.values["similarity"]
     assert sim.data[0]["y"][0] == "Eileen Collins" and "Closest: Eileen Collins" in sim.layout["title"]["text"]
-    assert reply.values["attention"].layout["title"]["text"] == "Attention: layer 1, mean of 8 heads"  # the default view
+    # the default view: layer 1, its most focused head (lowest row entropy)
+    attention = session.result.attention[0]
+    entropy = -(attention * np.log(np.clip(attention, 1e-12, None))).sum(-1).mean(-1)
+    focused = int(np.argmin(entropy))
+    assert reply.values["attention"].layout["title"]["text"] == \
+        f"Attention: layer 1, head {focused + 1} (the most focused of 8)"
+    np.testing.assert_allclose(reply.values["attention"].data[0]["z"], attention[focused], rtol=1e-5)
     voxels = reply.values["voxels"]  # the face's 5 keypoints are marked on the slice
     assert voxels.data[1]["type"] == "scatter" and len(voxels.data[1]["x"]) == 5 and "nose" in voxels.data[1]["text"]
 

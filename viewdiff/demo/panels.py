@@ -19,11 +19,12 @@ from viewdiff.models.projection import rotation_matrix
 
 VOXEL_QUANTITIES = ("channel norm", "density")
 MEAN_HEAD = -1  # the head control's value for the mean over heads
+FOCUSED_HEAD = -2  # ... for the head whose rows are most peaked (lowest mean entropy): the default view
 KEYPOINT_NAMES = ("left eye", "right eye", "nose", "left mouth", "right mouth")
 ATTENTION_CAPTION = ("Rows: the token that looks (query); columns: the tokens it reads (keys); each row sums "
                      "to 1. `pose`: the source and target pose, `e0`..`e15`: the 16 chunks of the embedding, "
-                     "`3D`: the projection layer's rendered voxels. Layer 1 shows the most structure; deeper "
-                     "layers spread their weight almost evenly.")
+                     "`3D`: the projection layer's rendered voxels. Layer 1 and its most focused head show the most "
+                     "structure; deeper layers spread their weight almost evenly.")
 VOXEL_CAPTION = ("The projection layer lifts the 5 face keypoints into an 8×8×8 (or 16³) grid, rotates it from "
                  "the photo's pose to the target pose and renders it along z (depth, 0 = front). Markers: the "
                  "face's 3D keypoints after the same rotation, projected onto the slice (hover for depth).")
@@ -38,7 +39,7 @@ class ViewOptions:
     """What the attention / voxel panels show (the values of their controls)."""
 
     layer: int | None = 0
-    head: int | None = MEAN_HEAD
+    head: int | None = FOCUSED_HEAD
     quantity: str = VOXEL_QUANTITIES[0]
     axis: str = "z"
     index: int | None = 0
@@ -46,10 +47,16 @@ class ViewOptions:
 
     def __post_init__(self):  # values straight from the UI: None when a control is empty
         self.layer, self.index = int(self.layer or 0), int(self.index or 0)
-        self.head = MEAN_HEAD if self.head is None else int(self.head)
+        self.head = FOCUSED_HEAD if self.head is None else int(self.head)
         self.quantity = self.quantity if self.quantity in VOXEL_QUANTITIES else VOXEL_QUANTITIES[0]
         self.axis = self.axis if self.axis in plots.VOXEL_AXES else "z"
         self.as_3d = bool(self.as_3d)
+
+
+def most_focused_head(attention: np.ndarray) -> int:
+    """The head of ``[H, T, T]`` attention whose rows have the lowest mean entropy (the most peaked weights)."""
+    weights = np.clip(np.asarray(attention, np.float64), 1e-12, None)
+    return int(np.argmin(-(weights * np.log(weights)).sum(-1).mean(-1)))
 
 
 def keypoints_in_grid(keypoints_3d: np.ndarray, source_pose: np.ndarray, target: np.ndarray,
@@ -84,6 +91,9 @@ class Panels:
         layer = int(np.clip(view.layer, 0, layers - 1))
         if view.head == MEAN_HEAD:
             weights, which = result.attention[layer].mean(0), f"mean of {heads} heads"
+        elif view.head == FOCUSED_HEAD:
+            head = most_focused_head(result.attention[layer])
+            weights, which = result.attention[layer, head], f"head {head + 1} (the most focused of {heads})"
         else:
             head = int(np.clip(view.head, 0, heads - 1))
             weights, which = result.attention[layer, head], f"head {head + 1}"
