@@ -1,6 +1,6 @@
-"""FaceAnalyzer on real photos (offline dlib backend).
+"""FaceAnalyzer on real photos: the default backend (the shipped InsightFace pack) and the dlib fallback.
 
-Real inputs: `assets/` (t1.jpg: 6 faces, Tom_Hanks_54745.png: an aligned crop), CFP and Pointing'04
+Real inputs: `assets/` (t1.jpg: 6 faces, identities/Tom_Hanks_54745.png: an aligned crop), CFP and Pointing'04
 from ../shared (located with `shared_dir()`; those tests skip only when the folder is absent), and
 broken / huge / grey / RGBA / face-less images derived from them.
 """
@@ -19,13 +19,15 @@ from PIL import Image
 
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.faces.errors import ImageReadError, ImageTooLargeError, NoFaceError
+from viewdiff.faces.head_pose import POSE_SOURCE
 from viewdiff.faces.images import load_image
 from viewdiff.faces.records import FaceRecord
 from viewdiff.paths import shared_dir
 
 REPO = Path(__file__).resolve().parent.parent
 T1 = REPO / "assets" / "t1.jpg"
-HANKS = REPO / "assets" / "Tom_Hanks_54745.png"
+HANKS = REPO / "assets" / "identities" / "Tom_Hanks_54745.png"
+ARCFACE_FINGERPRINT = "0a08a264481d7c1b"   # sha256 of weights/insightface/arcface_mbf128/mobilefacenet_arcface_128.onnx
 DATA = shared_dir() / "data"
 CFP = DATA / "cfp" / "Data" / "Images"
 P04 = DATA / "pointing04"
@@ -36,8 +38,8 @@ needs_p04 = pytest.mark.skipif(not P04.is_dir(), reason=f"Pointing'04 not found 
 
 @pytest.fixture(scope="module")
 def fa() -> FaceAnalyzer:
-    """One dlib-backend analyzer for the module (loading the models takes seconds)."""
-    return FaceAnalyzer(backend="dlib")
+    """One default analyzer for the module: SCRFD + ArcFace from weights/, no ../shared, no download."""
+    return FaceAnalyzer()
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +53,20 @@ def cos(a, b) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def check_record(r: FaceRecord, width: int, height: int, dim: int = 128) -> None:
+def check_record(r: FaceRecord, width: int, height: int, dim: int = 128, backend: str = "insightface") -> None:
     assert r.bbox.shape == (4,) and r.bbox.dtype == np.float32
     x1, y1, x2, y2 = r.bbox
     assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
     assert r.keypoints.shape == (5, 2)
     assert r.embedding.shape == (dim,) and r.embedding.dtype == np.float32
     assert abs(float(np.linalg.norm(r.embedding)) - 1) < 1e-5
+    assert r.embedding_mirror.shape == (dim,) and abs(float(np.linalg.norm(r.embedding_mirror)) - 1) < 1e-5
+    assert 0.5 < float(r.embedding @ r.embedding_mirror) < 0.9999   # the same person, another view
     assert r.source_pose.shape == (3,) and np.isfinite(r.source_pose).all()
-    assert r.pose_source in ("pnp5", "pnp68", "landmark_3d_68")
+    assert r.pose_source == POSE_SOURCE and r.pose_features.shape == (7,)
     assert r.keypoints_3d.shape == (5, 3)
     assert r.aligned_crop.shape == (112, 112, 3) and r.aligned_crop.dtype == np.uint8
-    assert r.num_faces >= 1 and r.backend == "dlib"
+    assert r.num_faces >= 1 and r.backend == backend
 
 
 # ----------------------------------------------------------------------------- assets
@@ -260,8 +264,7 @@ def test_cfp_frontal_vs_profile_pose_and_identity(fa):
         if view == "frontal":
             assert yaw < 20, f"{i}/frontal/{n:02d}: |yaw| {yaw:.1f}"
         else:
-            assert yaw > 35, f"{i}/profile/{n:02d}: |yaw| {yaw:.1f}"
-        assert r.pose_source == "pnp5"
+            assert yaw > 55, f"{i}/profile/{n:02d}: |yaw| {yaw:.1f}"
     emb = {key: r.embedding for key, r in recs.items()}
     for i in idents:   # frontal-frontal: own identity closer than any other identity
         same = cos(emb[(i, "frontal", 1)], emb[(i, "frontal", 2)])
@@ -305,6 +308,24 @@ def test_tiny_face_gets_a_warning(fa):
     except NoFaceError:
         pytest.skip("the detector finds no face this small")
     assert rec.warning and "px" in rec.warning and "faces found" in rec.warning
+
+
+def test_default_is_the_shipped_arcface_pack(fa):
+    assert fa.backend == "insightface" and fa.embedding_dim == 128 and fa.fingerprint == ARCFACE_FINGERPRINT
+    described = fa.describe()
+    assert described["pack"] == "arcface_mbf128" and described["fingerprint"] == ARCFACE_FINGERPRINT
+    assert "/" not in str(described["models"])   # file names only: no server paths on the model card
+
+
+@needs_cfp
+def test_dlib_fallback_backend():
+    dlib = FaceAnalyzer(backend="dlib")
+    assert dlib.fingerprint != ARCFACE_FINGERPRINT and len(dlib.fingerprint) == 16
+    frontal, profile = (dlib.analyze(CFP / "001" / v / "01.jpg") for v in ("frontal", "profile"))
+    for r in (frontal, profile):
+        img = np.asarray(Image.open(CFP / "001" / ("frontal" if r is frontal else "profile") / "01.jpg"))
+        check_record(r, img.shape[1], img.shape[0], backend="dlib")
+    assert abs(frontal.source_pose[0]) < 20 < 55 < abs(profile.source_pose[0])
 
 
 def test_unknown_backend():

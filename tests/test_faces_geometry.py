@@ -1,4 +1,4 @@
-"""Head-pose geometry: angle conversions, the 3D template, insightface's pose convention; lazy assets."""
+"""Head-pose geometry: angle conversions, the 3D template, solvePnP pose and the sign conventions; lazy assets."""
 from __future__ import annotations
 
 import subprocess
@@ -20,18 +20,23 @@ def test_angle_conversions_round_trip():
     assert geometry.keypoints_3d_from_pose((0, 30, 0))[2, 1] > 0.2   # pitch > 0: nose up (y up)
 
 
-def test_insightface_pose_mapping_matches_our_convention():
-    """Pose the mean shape, project it like insightface's 3D-landmark model, fit with its own code."""
-    from insightface.utils import transform
-    face = geometry.meanshape_68() * np.array([1.0, -1.0, 1.0])   # to the face frame (y up)
-    rng = np.random.default_rng(0)
-    for angles in [(30, 0, 0), (-45, 0, 0), (0, 20, 0), (0, -25, 0), (0, 0, 15), (40, -15, 10), (-70, 25, -5)]:
-        posed = face @ geometry.angles_to_rotation(angles).T
-        pred = posed * np.array([1.0, -1.0, 1.0]) * 80 + np.array([200.0, 150.0, 0.0])   # image: y down
-        pred[:, 2] = rng.normal(size=len(pred))   # insightface's fit ignores the predicted depth
-        _, rot, _ = transform.P2sRt(transform.estimate_affine_matrix_3d23d(geometry.meanshape_68(), pred))
-        ours = geometry.insightface_pose_to_angles(transform.matrix2angle(rot))
-        np.testing.assert_allclose(ours, angles, atol=1e-3)
+def _project(angles, scale=60.0, centre=(200.0, 150.0)) -> np.ndarray:
+    """The posed template's 5 keypoints as image pixels [5, 2] (orthographic; image y points down)."""
+    posed = geometry.keypoints_3d_from_pose(angles)
+    return np.c_[centre[0] + scale * posed[:, 0], centre[1] - scale * posed[:, 1]]
+
+
+def test_solvepnp_recovers_the_pose_of_projected_keypoints():
+    box = np.array([140.0, 90.0, 260.0, 210.0])
+    for angles in [(0, 0, 0), (30, 0, 0), (-40, 10, 0), (0, -20, 0), (0, 0, 15), (25, 10, -10)]:
+        np.testing.assert_allclose(geometry.estimate_pose(_project(angles), box), angles, atol=1.5)
+
+
+def test_roll_sign_follows_the_eye_line():
+    """Roll > 0: the eye line turns clockwise in the image, the eye on the image's right is lower (y larger)."""
+    kps = _project((0, 0, 10))
+    left_eye, right_eye = (kps[0], kps[1]) if kps[0, 0] < kps[1, 0] else (kps[1], kps[0])
+    assert right_eye[1] > left_eye[1]
 
 
 def test_template_loads_on_first_use_not_at_import():

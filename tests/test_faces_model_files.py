@@ -58,8 +58,7 @@ def test_pack_search_order(no_network, tmp_path, monkeypatch):
     assert model_files.resolve_pack("buffalo_l") == env
     assert model_files.resolve_pack("buffalo_l", model_dir=explicit) == explicit
     assert model_files.resolve_pack(str(explicit)) == explicit               # a pack given as a folder
-    assert model_files.resolve_pack(None) == env                              # default pack name
-    assert model_files.DEFAULT_PACK == "buffalo_l"
+    assert model_files.DEFAULT_PACK == "arcface_mbf128"
     assert no_network == []
 
 
@@ -131,3 +130,36 @@ def test_providers_cpu_by_default_cuda_when_available(monkeypatch):
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
     assert model_files.onnx_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert model_files.ctx_id(model_files.onnx_providers()) == 0
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "insightface" / "arcface_mbf128"
+
+
+def test_shipped_pack_works_without_shared_home_or_network(tmp_path, monkeypatch):
+    """As a fresh clone meets it (a Space): no ../shared, an empty home, downloads off."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VIEWDIFF_SHARED", str(tmp_path / "no-shared"))
+    monkeypatch.setenv("VIEWDIFF_OFFLINE", "1")
+    monkeypatch.delenv("VIEWDIFF_MODELS", raising=False)
+    assert model_files.resolve_pack(None) == SHIPPED
+    fa = FaceAnalyzer()
+    assert fa.backend == "insightface" and fa.embedding_dim == 128
+    rec = fa.analyze(SHIPPED.parent.parent.parent / "assets" / "astronaut.jpg")
+    assert abs(rec.source_pose[0]) < 15 and abs(rec.source_pose[1]) < 15   # a frontal photo reads frontal
+    assert not (tmp_path / "home" / ".insightface").exists()
+
+
+def test_damaged_or_unlisted_files_are_refused(tmp_path):
+    pack = tmp_path / "arcface_mbf128"
+    shutil.copytree(SHIPPED, pack)
+    model_files.verify_sha256(pack)   # a faithful copy passes
+    with open(pack / "det_2.5g.onnx", "r+b") as f:   # one flipped byte
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ModelNotFoundError, match=r"det_2.5g.onnx is missing or damaged.*SHA256SUMS.*git checkout") as err:
+        FaceAnalyzer(backend="insightface", model_dir=pack)
+    assert str(tmp_path) not in str(err.value)   # the message names files, not server folders
+    with pytest.raises(ModelNotFoundError, match=r"extra.onnx is not listed"):
+        model_files.verify_sha256(pack, ["extra.onnx"])

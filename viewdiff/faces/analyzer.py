@@ -1,10 +1,10 @@
 """Face analysis: detection, 5 keypoints, embedding, aligned crop and head pose of a photo -> `FaceRecord`.
 
-`FaceAnalyzer` runs one backend (`viewdiff.faces.backends`: ``dlib`` offline 128-d, or an
-``insightface`` pack, 512-d) behind the same interface, like insightface's thin ``FaceAnalysis``:
-decode the image (`viewdiff.faces.images`), detect, describe each face on the best-resolution
-region, estimate the head pose (`viewdiff.faces.geometry.estimate_pose`), and return coordinates in
-original-image pixels.
+`FaceAnalyzer` composes one class per model kind, like insightface's thin ``FaceAnalysis``: a backend
+(`viewdiff.faces.backends`: the shipped ``insightface`` pack by default, 128-d ArcFace; an official pack;
+or ``dlib``, offline and licence-clean) detects and embeds, and `viewdiff.faces.head_pose` estimates the
+head pose on the same image. It decodes the image (`viewdiff.faces.images`), detects, describes each
+face on the best-resolution region, and returns coordinates in original-image pixels.
 
 - Every failure is a `FaceAnalysisError` with a message meant for the user (`viewdiff.faces.errors`):
   `ImageReadError`, `ImageTooLargeError`, `NoFaceError`, `ModelNotFoundError` (a model file or pack
@@ -23,7 +23,8 @@ import numpy as np
 from viewdiff.embeddings import l2_normalize
 from viewdiff.faces.backends import DetectedFace, DlibBackend, FaceBackend, InsightFaceBackend
 from viewdiff.faces.errors import ModelNotFoundError, NoFaceError
-from viewdiff.faces.geometry import estimate_pose, keypoints_3d_from_pose
+from viewdiff.faces.geometry import keypoints_3d_from_pose
+from viewdiff.faces.head_pose import POSE_SOURCE, HeadPoseEstimator
 from viewdiff.faces.images import load_image
 from viewdiff.faces.model_files import DEFAULT_PACK, resolve_pack
 from viewdiff.faces.records import FaceRecord
@@ -36,8 +37,9 @@ TINY_FACE_PX = 40                # smaller boxes are accepted with a warning
 class FaceAnalyzer:
     """Analyse photos with one backend: ``analyze(image) -> FaceRecord`` of the largest face.
 
-    backend: ``dlib`` (offline, 128-d), ``insightface`` (a model pack, 512-d; see `resolve_pack`), or
-    ``auto``: insightface when a pack is on this machine (never downloads), else dlib.
+    backend: ``insightface`` (a model pack, see `resolve_pack`; `pack` defaults to the shipped
+    ``arcface_mbf128``), ``dlib`` (offline, licence-clean, 128-d), or ``auto``: insightface when the
+    pack is on this machine (never downloads), else dlib.
     allow_download: whether the insightface backend may download a missing pack (default: yes,
     unless ``$VIEWDIFF_OFFLINE`` is set or under pytest).
     """
@@ -61,15 +63,17 @@ class FaceAnalyzer:
             impl = (DlibBackend(det_size, providers) if backend == "dlib" else
                     InsightFaceBackend(pack, model_dir, det_size, providers, allow_download))
         self._impl: FaceBackend = impl
+        self.head_pose = HeadPoseEstimator(providers=providers)
         self.backend = backend
         self.embedding_dim = self._impl.embedding_dim
+        self.fingerprint = self._impl.fingerprint
         self.calls = 0   # number of analysed images (for cache tests)
 
     load_image = staticmethod(load_image)
 
     def describe(self) -> dict:
-        """What is loaded (backend, models, detector), for model cards and caches."""
-        return self._impl.describe()
+        """What is loaded (backend, models, detector, head pose), for model cards and caches."""
+        return {**self._impl.describe(), **self.head_pose.describe()}
 
     def analyze(self, image) -> FaceRecord:
         """The largest face of `image`; `num_faces` and `warning` tell about the others."""
@@ -103,7 +107,7 @@ class FaceAnalyzer:
             if scale < 1:
                 face, to_orig = self._describe_full_res(rgb, boxes[i], face_kps, pad, scale)
             else:   # work is the image itself (maybe with a border)
-                face, to_orig = self._impl.describe_face(work, boxes[i], face_kps), (1.0, -pad, -pad)
+                face, to_orig = self._describe(work, boxes[i], face_kps), (1.0, -pad, -pad)
             records.append(self._record(face, to_orig, (w, h), n, warning))
         return records
 
@@ -130,13 +134,16 @@ class FaceAnalyzer:
         offset = np.array([x0, y0], np.float32)
         box_r = np.r_[(box_o[:4] - np.tile(offset, 2)) * s, box_o[4]].astype(np.float32)
         kps_r = None if kps_o is None else ((kps_o - offset) * s).astype(np.float32)
-        face = self._impl.describe_face(np.ascontiguousarray(region), box_r, kps_r)
-        return face, (s, float(x0), float(y0))
+        return self._describe(np.ascontiguousarray(region), box_r, kps_r), (s, float(x0), float(y0))
+
+    def _describe(self, rgb: np.ndarray, box: np.ndarray, kps: np.ndarray | None) -> DetectedFace:
+        """The backend's description of one face plus its head pose, both on `rgb`."""
+        face = self._impl.describe_face(rgb, box, kps)
+        face.pose, face.pose_features = self.head_pose(np.ascontiguousarray(rgb[..., ::-1]), face.bbox, face.keypoints)
+        return face
 
     def _record(self, face: DetectedFace, to_orig: tuple[float, float, float], size: tuple[int, int], n: int,
                 warning: str | None) -> FaceRecord:
-        pose, source = estimate_pose(face.keypoints if face.keypoints_from_detector else None,
-                                     face.landmarks_68, face.bbox, landmark_pose=face.landmark_pose)
         s, ox, oy = to_orig
         offset = np.array([ox, oy], np.float32)
 
@@ -147,10 +154,11 @@ class FaceAnalyzer:
         if side < TINY_FACE_PX:
             msg = f"the face is only {side:.0f} px: results are unreliable below {TINY_FACE_PX} px"
             warning = f"{warning}; {msg}" if warning else msg
-        emb = l2_normalize(face.embedding)
         return FaceRecord(
             bbox=bbox, det_score=face.det_score, keypoints=orig(face.keypoints),
-            embedding=emb.astype(np.float32), source_pose=np.asarray(pose, np.float32), pose_source=source,
-            keypoints_3d=keypoints_3d_from_pose(pose), aligned_crop=face.aligned_crop, num_faces=n,
+            embedding=l2_normalize(face.embedding).astype(np.float32),
+            embedding_mirror=l2_normalize(face.embedding_mirror).astype(np.float32),
+            source_pose=face.pose, pose_source=POSE_SOURCE, pose_features=face.pose_features,
+            keypoints_3d=keypoints_3d_from_pose(face.pose), aligned_crop=face.aligned_crop, num_faces=n,
             warning=warning, backend=self.backend,
             landmarks_68=None if face.landmarks_68 is None else orig(face.landmarks_68))

@@ -8,22 +8,31 @@ recognition, optional 3D landmarks); `viewdiff.faces.analyzer.FaceAnalyzer` driv
   shape predictor aligns the face for the 128-d ResNet descriptor and the 112x112 crop (measured on
   CFP: profile-to-frontal rank-1 0.88 with 5-point alignment vs 0.56 with 68-point); the 68-point
   predictor gives `landmarks_68`.
-- ``insightface``: a model pack (``buffalo_l`` ...) run by ``insightface.app.FaceAnalysis``, 512-d.
+- ``insightface``: a model pack run by ``insightface.app.FaceAnalysis``: by default the shipped
+  ``arcface_mbf128`` (SCRFD det_2.5g + ArcFace MobileFaceNet, 128-d), or an official pack
+  (``buffalo_l``, 512-d) downloaded on request. Shipped packs are checked against their ``SHA256SUMS``.
+- Each backend also embeds the horizontally mirrored face (``embedding_mirror``): the same person seen
+  at the mirrored yaw, a second view for free.
+- ``fingerprint``: the first 16 hex digits of the recognition model file's sha256. It names the
+  embedding space: transformer weights are looked up by it, never by width alone.
 - ``keypoints`` [5, 2] order: eye, eye, nose, mouth corner, mouth corner; "left" and "right" are
   the image's left and right.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from viewdiff.faces.detectors import DlibDetector, ScrfdDetector
 from viewdiff.faces.errors import ModelNotFoundError
-from viewdiff.faces.geometry import insightface_pose_to_angles
 from viewdiff.faces.model_files import (DEFAULT_PACK, ctx_id, dlib_model_dir, download_pack, downloads_allowed,
-                                        find_scrfd, onnx_providers, pack_search_dirs, resolve_pack)
+                                        file_sha256, find_scrfd, onnx_providers, pack_search_dirs, resolve_pack,
+                                        verify_sha256)
+
+FINGERPRINT_DIGITS = 16
 
 
 @dataclass
@@ -33,10 +42,11 @@ class DetectedFace:
     det_score: float
     keypoints: np.ndarray         # [5, 2]
     embedding: np.ndarray = None  # [D]
+    embedding_mirror: np.ndarray = None   # [D] of the horizontally mirrored aligned face
     aligned_crop: np.ndarray = None
     landmarks_68: np.ndarray | None = None
-    landmark_pose: np.ndarray | None = None  # [3] yaw, pitch, roll from a 3D-landmark model
-    keypoints_from_detector: bool = True   # else derived from the 68 landmarks
+    pose: np.ndarray | None = None           # [3] yaw, pitch, roll, set by the analyzer's head-pose stage
+    pose_features: np.ndarray | None = None  # [7] the raw estimates it fused
 
 
 class FaceBackend(Protocol):
@@ -44,6 +54,7 @@ class FaceBackend(Protocol):
 
     name: str
     embedding_dim: int
+    fingerprint: str
 
     def describe(self) -> dict:
         """What is loaded (models, files, providers), for model cards and cache keys."""
@@ -79,9 +90,10 @@ class DlibBackend:
         scrfd = find_scrfd()
         self.detector = ScrfdDetector.from_file(scrfd, det_size, providers) if scrfd else DlibDetector(d)
         self.detector_path = str(scrfd) if scrfd else str(files["cnn"])
+        self.fingerprint = file_sha256(files["rec"])[:FINGERPRINT_DIGITS]
 
     def describe(self) -> dict:
-        return {"backend": "dlib", "embedding_dim": 128, "detector": self.detector.name,
+        return {"backend": "dlib", "embedding_dim": 128, "fingerprint": self.fingerprint, "detector": self.detector.name,
                 "detector_file": self.detector_path, "landmarks": "dlib shape_predictor_5 + 68",
                 "recognition": "dlib_face_recognition_resnet_model_v1 (face_recognition_models 0.3.0)"}
 
@@ -93,17 +105,18 @@ class DlibBackend:
         rect = self.dlib.rectangle(x1, y1, x2, y2)
         s5 = self.sp5(rgb, rect)
         lm68 = np.array([[p.x, p.y] for p in self.sp68(rgb, rect).parts()], np.float32)
-        emb = np.asarray(self.rec.compute_face_descriptor(rgb, s5), np.float32)
-        from_detector = kps is not None
-        if not from_detector:   # eye centres, nose tip, mouth corners from the 68 landmarks
+        chip = np.asarray(self.dlib.get_face_chip(rgb, s5, size=150, padding=0.25))   # the descriptor's own input
+        emb, mirror = (np.asarray(self.rec.compute_face_descriptor(np.ascontiguousarray(c)), np.float32)
+                       for c in (chip, chip[:, ::-1]))
+        if kps is None:   # eye centres, nose tip, mouth corners from the 68 landmarks
             kps = np.stack([lm68[36:42].mean(0), lm68[42:48].mean(0), lm68[30], lm68[48], lm68[54]])
         return DetectedFace(bbox=box[:4].astype(np.float32), det_score=float(box[4]), keypoints=kps.astype(np.float32),
-                     embedding=emb, aligned_crop=np.asarray(self.dlib.get_face_chip(rgb, s5, size=112)),
-                     landmarks_68=lm68, keypoints_from_detector=from_detector)
+                            embedding=emb, embedding_mirror=mirror, landmarks_68=lm68,
+                            aligned_crop=np.asarray(self.dlib.get_face_chip(rgb, s5, size=112)))
 
 
 class InsightFaceBackend:
-    """An insightface model pack (detection + ArcFace recognition [+ 3D landmarks]), 512-d."""
+    """An insightface model pack (detection + ArcFace recognition): the shipped 128-d one, or an official pack."""
 
     name = "insightface"
 
@@ -121,10 +134,11 @@ class InsightFaceBackend:
                     f"weights/insightface/{self.pack}/ or set VIEWDIFF_MODELS to a folder holding "
                     f"{self.pack}/, or use backend='dlib', which runs offline")
             local = download_pack(self.pack)
+        verify_sha256(local)
         self.providers = onnx_providers(providers)
         try:
             self.app = FaceAnalysis(name=str(local), providers=self.providers,
-                                    allowed_modules=["detection", "recognition", "landmark_3d_68"])
+                                    allowed_modules=["detection", "recognition"])
         except AssertionError as e:   # insightface asserts that a detection model was found
             raise ModelNotFoundError(
                 f"the insightface pack folder {local} has no face-detection model (det_*.onnx): put a "
@@ -143,25 +157,23 @@ class InsightFaceBackend:
         context = ctx_id(self.providers)
         self.app.prepare(ctx_id=context, det_size=(det_size, det_size))
         self.detector = ScrfdDetector(self.app.det_model, det_size, "insightface:detection", context)
-        self.embedding_dim = int(self.app.models["recognition"].output_shape[1])
+        self.recognition = self.app.models["recognition"]
+        self.embedding_dim = int(self.recognition.output_shape[1])
+        self.fingerprint = file_sha256(self.recognition.model_file)[:FINGERPRINT_DIGITS]
 
     def describe(self) -> dict:
-        return {"backend": "insightface", "pack": self.pack, "model_dir": self.model_dir,
-                "embedding_dim": self.embedding_dim, "tasks": sorted(self.app.models),
+        return {"backend": "insightface", "pack": self.pack, "embedding_dim": self.embedding_dim,
+                "fingerprint": self.fingerprint, "models": {task: Path(m.model_file).name
+                                                             for task, m in sorted(self.app.models.items())},
                 "providers": self.providers}
 
     def detect(self, bgr: np.ndarray):
         return self.detector(bgr)
 
     def describe_face(self, rgb: np.ndarray, box: np.ndarray, kps: np.ndarray) -> DetectedFace:
-        from insightface.app.common import Face
         from insightface.utils.face_align import norm_crop
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
-        face = Face(bbox=box[:4], kps=kps, det_score=box[4])
-        for task, model in self.app.models.items():
-            if task != "detection":
-                model.get(bgr, face)
-        landmark_pose = None if face.get("pose") is None else insightface_pose_to_angles(face["pose"])
+        aligned = norm_crop(np.ascontiguousarray(rgb[..., ::-1]), kps, self.recognition.input_size[0])   # BGR
+        emb, mirror = self.recognition.get_feat([aligned, np.ascontiguousarray(aligned[:, ::-1])])
         return DetectedFace(bbox=box[:4].astype(np.float32), det_score=float(box[4]), keypoints=kps.astype(np.float32),
-                     embedding=np.asarray(face.embedding, np.float32),
-                     aligned_crop=norm_crop(bgr, kps, 112)[..., ::-1].copy(), landmark_pose=landmark_pose)
+                            embedding=np.asarray(emb, np.float32), embedding_mirror=np.asarray(mirror, np.float32),
+                            aligned_crop=np.ascontiguousarray(aligned[..., ::-1]))

@@ -5,14 +5,13 @@ A detector is called with a BGR image ``[H, W, 3]`` and returns ``(boxes [N, 5],
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from viewdiff.faces.errors import ModelNotFoundError
-from viewdiff.faces.model_files import ctx_id, onnx_providers
+from viewdiff.faces.model_files import ctx_id, onnx_providers, ort_session_options
 
 
 class ScrfdDetector:
@@ -26,12 +25,9 @@ class ScrfdDetector:
     @classmethod
     def from_file(cls, path: Path, det_size: int = 640, providers=None) -> "ScrfdDetector":
         from insightface.model_zoo import model_zoo
-        import onnxruntime
         providers = onnx_providers(providers)
-        opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = int(os.environ.get("VIEWDIFF_ORT_THREADS", "0"))
         try:
-            model = model_zoo.get_model(str(path), providers=providers, sess_options=opts)
+            model = model_zoo.get_model(str(path), providers=providers, sess_options=ort_session_options())
         except Exception as e:
             raise ModelNotFoundError(f"cannot load the SCRFD detector {path} ({type(e).__name__}: {e}): "
                                      "replace the file (see ../shared/models/README.md) or remove it "

@@ -4,11 +4,10 @@ Conventions
 - Angles are degrees ``(yaw, pitch, roll)``, ``(0, 0, 0)`` frontal. The signs follow Pointing'04's
   labels (checked on the data): yaw > 0 = the face turns towards the image's left (the subject's
   own right, pan > 0 in Pointing'04 file names); pitch > 0 = tilt > 0 in Pointing'04 (head up).
-- Head pose (``pose_source``, `estimate_pose`): ``landmark_3d_68`` (the pack's 3D-landmark model) when
-  present, else ``pnp5``: ``cv2.solvePnP`` of the 5 keypoints against `TEMPLATE_5` under a
-  near-orthographic camera, else ``pnp68``: the 68 dlib landmarks against insightface's
-  ``meanshape_68``. On Pointing'04 the 5-point fit is far better than the 68-point one beyond 30 deg
-  of yaw (dlib's 68 landmarks do not follow profiles); see ``benchmarks/bench_pose.py``.
+- Roll > 0: the eye line turns clockwise in the image (the eye on the image's right is lower). Every estimator's output is converted to these signs where it is read
+  (`viewdiff.faces.head_pose`), so the rest of the package sees one convention.
+- `estimate_pose`: ``cv2.solvePnP`` of the 5 keypoints against `TEMPLATE_5` under a
+  near-orthographic camera; one input of the fused head pose (`viewdiff.faces.head_pose`).
 - `TEMPLATE_5` [5, 3]: x, y of insightface's ArcFace 5-point template (the layout SCRFD keypoints
   follow) with the depth of the matching ``meanshape_68`` points (eye centres, nose tip, mouth
   corners), in a right-handed face frame: x to the image right, y up, z towards the camera,
@@ -102,31 +101,13 @@ def angles_to_rotation(angles) -> np.ndarray:
     return _FLIP @ (mz @ my @ mx) @ _FLIP
 
 
-def estimate_pose(keypoints: np.ndarray | None, landmarks_68: np.ndarray | None, bbox: np.ndarray,
-                  landmark_pose: np.ndarray | None = None) -> tuple[np.ndarray, str]:
-    """(yaw, pitch, roll) [3] of one face and its source (``pose_source``).
+def estimate_pose(keypoints: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) [3] from the 5 keypoints [5, 2] by solvePnP against `TEMPLATE_5`.
 
-    ``landmark_3d_68`` when a 3D-landmark model gave `landmark_pose` (already in our convention, see
-    `insightface_pose_to_angles`); else ``pnp5`` from the 5 detector `keypoints` [5, 2]; else ``pnp68``
-    from `landmarks_68` [68, 2]. bbox [4]: the face box (sets the camera, see `_solve_pose`).
+    bbox [4]: the face box (sets the camera, see `_solve_pose`). One of the three estimates that
+    `viewdiff.faces.head_pose` fuses, and the roll it reports.
     """
-    if landmark_pose is not None:
-        return landmark_pose, "landmark_3d_68"
-    if keypoints is not None:
-        return rotation_to_angles(_solve_pose(template_5(), keypoints, bbox)), "pnp5"
-    ms = meanshape_68() * np.array([1.0, -1.0, 1.0])   # to the face frame (y up)
-    return rotation_to_angles(_solve_pose(ms, landmarks_68, bbox)), "pnp68"
-
-
-def insightface_pose_to_angles(pose) -> np.ndarray:
-    """insightface's ``face.pose`` (pitch, yaw, roll from its 3D-landmark model) -> our (yaw, pitch, roll).
-
-    insightface fits its landmarks to ``meanshape_68`` (x right, y down) with `P2sRt` and
-    `matrix2angle`; in our convention that is yaw = -its yaw, pitch = its pitch, roll = its roll
-    (checked in tests by posing the mean shape and running insightface's own fit).
-    """
-    p_pitch, p_yaw, p_roll = (float(v) for v in pose)
-    return np.array([-p_yaw, p_pitch, p_roll], np.float32)
+    return rotation_to_angles(_solve_pose(template_5(), keypoints, bbox))
 
 
 def keypoints_3d_from_pose(angles) -> np.ndarray:

@@ -8,6 +8,8 @@ pytest (tests never touch the network). ONNX providers: CUDA when onnxruntime of
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -15,7 +17,8 @@ from pathlib import Path
 from viewdiff.faces.errors import ModelNotFoundError
 from viewdiff.paths import REPO_ROOT, models_env_dir, offline, shared_dir
 
-DEFAULT_PACK = "buffalo_l"
+DEFAULT_PACK = "arcface_mbf128"   # shipped in weights/insightface/: SCRFD det_2.5g + ArcFace MobileFaceNet 128-d
+CHECKSUMS = "SHA256SUMS"
 
 
 def dlib_model_dir() -> Path:
@@ -128,3 +131,67 @@ def onnx_providers(providers=None) -> list[str]:
     import onnxruntime
     avail = onnxruntime.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: Path, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file (cached per path, size and modification time)."""
+    path = Path(path)
+    stat = path.stat()
+    return _sha256(path, stat.st_size, stat.st_mtime)
+
+
+def verify_sha256(folder: Path, names: list[str] | None = None) -> None:
+    """Check files of `folder` against its ``SHA256SUMS`` (``sha256sum`` format); no such file: nothing to check.
+
+    names: the files that must be listed and match (default: every listed file). Raises
+    `ModelNotFoundError` naming the damaged file and the fix.
+    """
+    sums_path = Path(folder) / CHECKSUMS
+    if not sums_path.is_file():
+        return
+    listed = dict(reversed(line.split(None, 1)) for line in sums_path.read_text().splitlines() if line.strip())
+    listed = {name.strip().lstrip("*"): digest for name, digest in listed.items()}
+    for name in names if names is not None else sorted(listed):
+        path = Path(folder) / name
+        if name not in listed:
+            raise ModelNotFoundError(f"{name} is not listed in {folder.name}/{CHECKSUMS}: restore the folder "
+                                     f"with `git checkout -- {_display(folder)}`")
+        if not path.is_file() or file_sha256(path) != listed[name]:
+            raise ModelNotFoundError(
+                f"{folder.name}/{name} is missing or damaged (its sha256 does not match {CHECKSUMS}): restore it "
+                f"with `git checkout -- {_display(folder)}` (or `git lfs pull` if the repository uses LFS)")
+
+
+def _display(folder: Path) -> str:
+    """`folder` relative to the repository when inside it (no server paths in messages)."""
+    try:
+        return str(Path(folder).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return Path(folder).name
+
+
+def ort_session_options():
+    """onnxruntime session options: CPU threads from ``$VIEWDIFF_ORT_THREADS`` (0 = onnxruntime's choice)."""
+    import onnxruntime
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = int(os.environ.get("VIEWDIFF_ORT_THREADS", "0"))
+    return opts
+
+
+def onnx_session(path: Path, providers=None):
+    """An onnxruntime session for `path` with `ort_session_options`."""
+    import onnxruntime
+    try:
+        return onnxruntime.InferenceSession(str(path), ort_session_options(), providers=onnx_providers(providers))
+    except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf types
+        raise ModelNotFoundError(f"cannot load the model {Path(path).name} ({type(e).__name__}): restore it with "
+                                 f"`git checkout -- {_display(Path(path).parent)}`") from e

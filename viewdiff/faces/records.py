@@ -13,8 +13,10 @@ class FaceRecord:
     det_score: float
     keypoints: np.ndarray         # [5, 2]
     embedding: np.ndarray         # [D] float32, unit length
-    source_pose: np.ndarray       # [3] the photo's head pose: yaw, pitch, roll (degrees)
-    pose_source: str              # how source_pose was estimated: landmark_3d_68 | pnp5 | pnp68
+    embedding_mirror: np.ndarray  # [D] float32, unit length: the horizontally mirrored face (seen at yaw -yaw)
+    source_pose: np.ndarray       # [3] the photo's head pose: yaw, pitch, roll (degrees, see faces.geometry)
+    pose_source: str              # how source_pose was estimated (faces.head_pose.POSE_SOURCE)
+    pose_features: np.ndarray     # [7] the raw estimates fused into source_pose (faces.head_pose.FEATURES + roll)
     keypoints_3d: np.ndarray      # [5, 3] canonical face frame, rotated by `source_pose`
     aligned_crop: np.ndarray      # [112, 112, 3] uint8 RGB
     num_faces: int = 1
