@@ -207,3 +207,37 @@ def test_source_and_target_pose_names_and_their_old_aliases():
         model(x["src"], x["angles"], target_pose=x["pose"], pose=x["pose"])
     with pytest.raises(TypeError, match="needs the source pose"):
         model(x["src"])
+
+
+def test_pose_gate_keeps_a_face_at_its_target_pose_and_opens_for_large_changes():
+    model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL, dropout=0.0)).eval()
+    x = batch()
+    same = model(x["src"], x["angles"], x["keypoints_3d"], x["angles"])   # target pose = source pose
+    frontal = model(x["src"], x["angles"], x["keypoints_3d"], torch.zeros(4, 3))
+    # the gate at no pose change is sigmoid(-centre / width) ~ 1%: the face barely moves
+    assert (same - x["src"]).norm(dim=1).max() < 0.02 * (frontal - x["src"]).norm(dim=1).max() + 1e-3
+    profile = torch.tensor([[80.0, 0, 0], [-75, 5, 0], [0, 0, 0], [10, 0, 0]])
+    gate = model.gate(profile, torch.zeros(4, 3)).squeeze(1)
+    assert gate[0] > 0.9 and gate[1] > 0.9 and gate[2] < 0.02 and gate[3] < 0.05
+    ungated = EnhancedTransformerDecoderOnly3D(**SMALL, use_pose_gate=False)
+    assert ungated.gate is None and "gate.centre" not in ungated.state_dict()
+
+
+def test_mirror_view_is_mixed_in_with_a_learned_weight():
+    model = EnhancedTransformerDecoderOnly3D(**SMALL, dropout=0.0).eval()
+    x = batch()
+    mirror = F.normalize(torch.randn(4, 32), dim=-1)
+    profile = torch.tensor([[80.0, 0, 0]] * 4)
+    torch.testing.assert_close(model(x["src"], profile, src_mirror=mirror), x["src"])   # weight 0 at init
+    with torch.no_grad():
+        model.mirror_weight.fill_(0.5)
+    gate = model.gate(profile, torch.zeros(4, 3))
+    expected = x["src"] + gate * 0.5 * (mirror - x["src"])
+    torch.testing.assert_close(model(x["src"], profile, src_mirror=mirror), expected)
+    torch.testing.assert_close(model(x["src"], profile), x["src"])                       # no mirror: no term
+    out = model(x["src"], profile, src_mirror=mirror)
+    out.sum().backward()
+    assert model.mirror_weight.grad is not None and model.gate.centre.grad is not None
+    no_mirror = EnhancedTransformerDecoderOnly3D(**SMALL, use_mirror_view=False)
+    assert no_mirror.mirror_weight is None
+    torch.testing.assert_close(no_mirror.eval()(x["src"], profile, src_mirror=mirror), x["src"])

@@ -1,5 +1,10 @@
 """Save / load models as `model.safetensors` + `config.json` (no pickle), with readable errors, and LoRA adapters.
 
+Shipped transformer weights live in ``weights/transformer/<fingerprint>/``, one folder per embedder: the
+fingerprint (`viewdiff.faces.backends`) names the embedding space the model was trained in, and
+`find_weights` / `load_pretrained(..., embedder_fingerprint=...)` never mix two embedders of the same
+width. The metadata of `config.json` records it as ``embedder_fingerprint``.
+
 Adapters (`save_lora_weights` / `load_lora_weights`) are `.safetensors` files holding only the LoRA
 `down` / `up` weights (plus rank and alpha in the metadata), keyed by the wrapped layer's qualified name.
 """
@@ -16,7 +21,7 @@ from torch import nn
 from viewdiff.models.baselines import DreamResidual
 from viewdiff.models.lora import lora_layers
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
-from viewdiff.paths import resolve_repo_path
+from viewdiff.paths import REPO_ROOT, resolve_repo_path
 
 FORMAT_VERSION = 1
 ADAPTER_FORMAT = "viewdiff-lora-1"
@@ -24,6 +29,13 @@ WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 MODEL_CLASSES: dict[str, type[nn.Module]] = {c.__name__: c for c in (EnhancedTransformerDecoderOnly3D, DreamResidual)}
 BACKEND_OF_DIM = {128: "dlib", 512: "ArcFace / insightface"}
 TRAIN_HINT = "train them with `python -m viewdiff.training.train ...` (see --help; --export_dir sets the folder)"
+WEIGHTS_DIR = "weights/transformer"
+
+
+def find_weights(fingerprint: str) -> Path | None:
+    """``weights/transformer/<fingerprint>/`` when it holds a model, else None (no weights for that embedder)."""
+    folder = REPO_ROOT / WEIGHTS_DIR / fingerprint
+    return folder if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file() else None
 
 
 class WeightsError(Exception):
@@ -57,13 +69,15 @@ def _dim_name(dim: int) -> str:
 
 
 def load_pretrained(directory: str | Path, embedding_dim: int | None = None,
-                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+                    map_location: str | torch.device = "cpu",
+                    embedder_fingerprint: str | None = None) -> tuple[nn.Module, dict]:
     """Rebuild the saved model (in eval mode) and return (model, metadata).
 
     directory: the model folder, as given or else relative to the repository root (so
     ``weights/dlib/enhanced`` loads from any working directory).
     embedding_dim: the width of the caller's face embeddings; a model for another width raises
-    `WeightsMismatchError`. Missing files raise `WeightsNotFoundError`.
+    `WeightsMismatchError`, and so does one trained on another embedder than `embedder_fingerprint`
+    (when both are known). Missing files raise `WeightsNotFoundError`.
     """
     directory = resolve_repo_path(directory)
     for path in (directory, directory / CONFIG_FILE, directory / WEIGHTS_FILE):
@@ -84,8 +98,14 @@ def load_pretrained(directory: str | Path, embedding_dim: int | None = None,
     if embedding_dim is not None and dim != embedding_dim:
         raise WeightsMismatchError(
             f"{directory} holds weights for {_dim_name(dim)} embeddings, but the face backend gives "
-            f"{_dim_name(embedding_dim)} embeddings; use weights trained for this backend "
-            f"(weights/<backend>/<model>/) or {TRAIN_HINT} with the matching --backend")
+            f"{_dim_name(embedding_dim)} embeddings; use weights trained for this embedder "
+            f"({WEIGHTS_DIR}/<fingerprint>/) or {TRAIN_HINT} with the matching --backend")
+    trained_on = (saved.get("metadata") or {}).get("embedder_fingerprint")
+    if embedder_fingerprint and trained_on and trained_on != embedder_fingerprint:
+        raise WeightsMismatchError(
+            f"{directory.name} was trained on the embeddings of embedder {trained_on}, but the face backend is "
+            f"embedder {embedder_fingerprint}: two embedders of the same width are not interchangeable; use "
+            f"{WEIGHTS_DIR}/{embedder_fingerprint}/ or {TRAIN_HINT} on that embedder's records")
     try:
         model = MODEL_CLASSES[name].from_config(config)
     except (TypeError, ValueError) as e:

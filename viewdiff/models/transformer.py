@@ -7,10 +7,16 @@ are given and `use_projection_layer`, `3D` (the rendered voxel features of
 residual (pre-norm); the attention is `PoseConditionedLoRAAttention` (LoRA deltas conditioned on
 both poses) or plain multi-head attention. The embedding tokens are folded back to `[B, D]`,
 optionally mixed across the views of one identity (`CrossViewAttention`), and a zero-initialised
-head gives the residual: a fresh model is the identity map.
+head gives the residual. With `use_mirror_view`, the mirrored photo's embedding `src_mirror` (a free
+second view at the mirrored yaw) adds `mirror_weight * (src_mirror - src)`, the weight zero-initialised.
+With `use_pose_gate`, the sum of both is scaled by `PoseGate(source_pose, target_pose)`:
+
+    out = src + gate * (head(tokens) + mirror_weight * (src_mirror - src))
+
+A fresh model is the identity map (zero head, zero mirror weight).
 
 Rule for missing inputs: `keypoints_3d=None` skips the projection layer (no `3D` token, `voxels`
-None); `target_pose=None` means frontal (zeros).
+None); `target_pose=None` means frontal (zeros); `src_mirror=None` drops the mirror term.
 
 Trainability: LoRA layers freeze their bases when built (adapter use), but this model unfreezes
 everything at construction, so normal training updates all parameters including the q/k/v base
@@ -66,8 +72,28 @@ class TransformerBlock(nn.Module):
         return x, weights
 
 
+class PoseGate(nn.Module):
+    """(source_pose, target_pose) [B, 3] -> gate [B, 1] = sigmoid((|delta| - centre) / width) in (0, 1).
+
+    |delta|: the angle (degrees) between the two poses' (yaw, pitch). centre and width are learned,
+    initialised at 45 and 10 degrees: near 0 for a frontal face mapped to frontal (CFP-FF keeps its
+    raw scores), near 1 for a profile mapped to frontal. A gate on the pose change, not on the
+    identity, so it cannot memorise the training people.
+    """
+
+    def __init__(self, centre: float = 45.0, width: float = 10.0):
+        super().__init__()
+        self.centre = nn.Parameter(torch.tensor(float(centre)))
+        self.log_width = nn.Parameter(torch.tensor(float(width)).log())
+
+    def forward(self, source_pose: torch.Tensor, target_pose: torch.Tensor) -> torch.Tensor:
+        delta = (source_pose[:, :2] - target_pose[:, :2]).norm(dim=-1, keepdim=True)
+        return torch.sigmoid((delta - self.centre) / self.log_width.exp())
+
+
 class EnhancedTransformerDecoderOnly3D(nn.Module):
-    """forward(src [B, D], source_pose [B, 3], keypoints_3d [B, K, 3] | None, target_pose [B, 3] | None) -> [B, D].
+    """forward(src [B, D], source_pose [B, 3], keypoints_3d [B, K, 3] | None, target_pose [B, 3] | None,
+    src_mirror=[B, D] | None) -> [B, D].
 
     Built from keywords, the fields of `TransformerConfig` (names, defaults, meaning), e.g.
     `EnhancedTransformerDecoderOnly3D(d_model=128, rank=8)`; `settings` is that TransformerConfig,
@@ -98,6 +124,9 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         self.head = nn.Linear(c.d_model, c.d_model)
         nn.init.zeros_(self.head.weight)  # zero-initialised head: a fresh model is the identity map
         nn.init.zeros_(self.head.bias)
+        # zero-initialised too: a fresh model ignores the mirror view until training finds it useful
+        self.mirror_weight = nn.Parameter(torch.zeros(())) if c.use_mirror_view else None
+        self.gate = PoseGate() if c.use_pose_gate else None
         self.requires_grad_(True)  # full training by default, LoRA bases included (see module doc)
         self._visualization: dict = {}
 
@@ -128,6 +157,7 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
     def forward(self, src: torch.Tensor, source_pose: torch.Tensor | None = None,
                 keypoints_3d: torch.Tensor | None = None, target_pose: torch.Tensor | None = None,
                 return_residual: bool = False, multiview_input: bool = False, *,
+                src_mirror: torch.Tensor | None = None,
                 angles: torch.Tensor | None = None, pose: torch.Tensor | None = None):
         source_pose, target_pose = pose_arguments(source_pose, target_pose, angles, pose)
         if target_pose is None:
@@ -149,6 +179,10 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         if self.cross_view is not None and multiview_input:
             pooled = pooled + self.cross_view(pooled)
         residual = self.head(pooled)
+        if self.mirror_weight is not None and src_mirror is not None:
+            residual = residual + self.mirror_weight * (src_mirror - src)
+        if self.gate is not None:
+            residual = self.gate(source_pose, target_pose).to(src.dtype) * residual
         self._visualization = {"attention": attention, "token_labels": labels, "voxels": voxels,
                                "density": density}
         out = src + residual
