@@ -19,7 +19,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 OUTPUT = REPO / "test-output"
-REAL_WEIGHTS = REPO / "weights" / "dlib" / "enhanced"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -48,10 +47,10 @@ def fresh_weights(folder: Path) -> Path:
     return save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=128, voxel_resolution=8), folder)
 
 
-def loadable(weights: Path) -> bool:
+def loadable(weights: Path, fingerprint: str) -> bool:
     from viewdiff.models.checkpoint import WeightsError, load_pretrained
     try:
-        load_pretrained(weights, embedding_dim=128)
+        load_pretrained(weights, embedding_dim=128, embedder_fingerprint=fingerprint)
         return True
     except WeightsError:
         return False
@@ -72,11 +71,14 @@ def app(tmp: Path, args: list[str], env: dict[str, str] | None = None):
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """`python app.py --backend dlib` with the shipped weights when they load, else a fresh model of that kind."""
+def app_url(tmp_path_factory, analyzer):
+    """`python app.py --backend dlib` with the weights shipped for that embedder when they load, else a fresh
+    model of the shipped kind."""
+    from viewdiff.demo.calibration import weights_for
     tmp = tmp_path_factory.mktemp("app")
-    weights = REAL_WEIGHTS if loadable(REAL_WEIGHTS) else fresh_weights(tmp / "weights")
-    with app(tmp, ["--backend", "dlib", "--weights", str(weights)]) as url:
+    shipped = weights_for(analyzer.fingerprint)
+    weights = [] if loadable(shipped, analyzer.fingerprint) else ["--weights", str(fresh_weights(tmp / "weights"))]
+    with app(tmp, ["--backend", "dlib", *weights]) as url:
         yield url
 
 

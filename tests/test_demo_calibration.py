@@ -20,6 +20,4 @@ def test_threshold_by_fingerprint(tmp_path):
 
 
 def test_weights_folder_follows_the_embedder():
-    folder = weights_for("0123456789abcdef", "dlib")
-    assert folder.is_relative_to(REPO_ROOT / "weights")
-    assert folder.name in ("enhanced", "0123456789abcdef")  # the older per-backend layout or per-fingerprint
+    assert weights_for("0123456789abcdef") == REPO_ROOT / "weights" / "transformer" / "0123456789abcdef"

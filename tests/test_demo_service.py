@@ -16,7 +16,7 @@ from PIL import Image
 
 from viewdiff.demo import service as demo_service
 from viewdiff.demo.engine import SWEEP_YAWS
-from viewdiff.demo.calibration import Threshold
+from viewdiff.demo.calibration import Threshold, weights_for
 from viewdiff.demo.gallery import Gallery
 from viewdiff.demo.panels import MEAN_HEAD
 from viewdiff.demo.plots import PlotSpec
@@ -28,7 +28,6 @@ from viewdiff.paths import shared_dir
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 CFP = shared_dir() / "data" / "cfp" / "Data" / "Images"
-REAL_WEIGHTS = REPO / "weights" / "dlib" / "enhanced"
 PLOTS = ("attention", "voxels", "similarity", "sweep")
 needs_cfp = pytest.mark.skipif(not CFP.is_dir(), reason=f"CFP photos not found at {CFP}")
 
@@ -143,7 +142,8 @@ def test_transform_matches_a_direct_model_call(service):
         result = service.transform(record, target)
         with torch.inference_mode():
             out = service.model(torch.from_numpy(record.embedding)[None], torch.from_numpy(record.source_pose)[None],
-                                torch.from_numpy(record.keypoints_3d)[None], torch.from_numpy(target)[None])
+                                torch.from_numpy(record.keypoints_3d)[None], torch.from_numpy(target)[None],
+                                src_mirror=torch.from_numpy(record.embedding_mirror)[None])
     finally:
         with torch.no_grad():
             head.copy_(saved)
@@ -416,10 +416,13 @@ def test_missing_or_mismatched_weights_explain_the_fix(service, tmp_path, make, 
 
 # ----------------------------------------------------------------------------- shipped weights
 
-@pytest.mark.skipif(not (REAL_WEIGHTS / "model.safetensors").is_file(), reason=f"no trained weights in {REAL_WEIGHTS}")
-def test_shipped_weights_load_and_transform(tmp_path):
+def test_shipped_weights_load_and_transform(service, tmp_path):
+    """The weights shipped for the dlib embedder (found by its fingerprint) load and move the embedding."""
+    shipped = weights_for(service.fingerprint)
+    if not (shipped / "model.safetensors").is_file():
+        pytest.skip(f"no trained weights for the dlib embedder in {shipped}")
     svc = DemoService.load("dlib", None, None, tmp_path / "defaults", small_gallery_photos(), torch_threads=None)
-    assert svc.model is not None and svc.weights_dir == REAL_WEIGHTS, svc.weights_error
+    assert svc.model is not None and svc.weights_dir == shipped, svc.weights_error
     assert "Pose transformer: not loaded" not in svc.model_card()
     reply = photo(svc, ASSETS / "t1_face_yaw55.jpg")
     result = reply.values["session"].result

@@ -34,15 +34,9 @@ def same_person_threshold(fingerprint: str | None, path: Path = THRESHOLDS) -> T
         return None
 
 
-def weights_for(fingerprint: str | None, backend: str) -> Path:
-    """The transformer weights folder for this embedder (it may not exist: the demo then runs without them).
-
-    `viewdiff.models.checkpoint.find_weights(fingerprint)` where the package has it
-    (``weights/transformer/<fingerprint>/``), else the older ``weights/<backend>/enhanced``.
-    """
-    from viewdiff.models import checkpoint
-    find = getattr(checkpoint, "find_weights", None)
-    if find is not None and fingerprint:
-        found = find(fingerprint)
-        return Path(found) if found is not None else REPO_ROOT / "weights" / "transformer" / fingerprint
-    return REPO_ROOT / "weights" / backend / "enhanced"
+def weights_for(fingerprint: str) -> Path:
+    """The transformer weights folder of this embedder, ``weights/transformer/<fingerprint>/``
+    (`viewdiff.models.checkpoint.find_weights`); it may not exist: the demo then runs without them."""
+    from viewdiff.models.checkpoint import WEIGHTS_DIR, find_weights
+    found = find_weights(fingerprint)
+    return Path(found) if found is not None else REPO_ROOT / WEIGHTS_DIR / fingerprint

@@ -88,9 +88,8 @@ class PoseEngine:
                   "source_pose": torch.as_tensor(record.source_pose, dtype=torch.float32).expand(batch, -1),
                   "keypoints_3d": torch.as_tensor(record.keypoints_3d, dtype=torch.float32).expand(batch, -1, -1),
                   "target_pose": torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32))}
-        mirror = getattr(record, "embedding_mirror", None)
-        if mirror is not None:  # the mirrored face's embedding, for models trained with it
-            inputs["src_mirror"] = torch.as_tensor(mirror, dtype=torch.float32).expand(batch, -1)
+        if record.embedding_mirror is not None:  # the mirrored face's embedding (models with use_mirror_view)
+            inputs["src_mirror"] = torch.as_tensor(record.embedding_mirror, dtype=torch.float32).expand(batch, -1)
         with self.lock, torch.inference_mode():
             start = time.perf_counter()
             out = self.model(**inputs)

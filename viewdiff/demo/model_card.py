@@ -12,9 +12,10 @@ from viewdiff.demo.messages import display_path, user_message
 
 def weights_hint(backend: str, weights_dir: Path) -> str:
     """How to get transformer weights for this embedder (one sentence, Markdown)."""
-    return (f"To get them, train on CFP + Pointing'04 (research data, `../shared`): `python -m "
+    return (f"To get them, extract and train on CFP + Pointing'04 (research data, `../shared`): `python -m "
+            f"viewdiff.training.extract --backend {backend} --datasets cfp,pointing04`, then `python -m "
             f"viewdiff.training.train --backend {backend} --datasets cfp,pointing04 --export_dir "
-            f"{display_path(weights_dir)}`, then restart the demo (or pass `--weights DIR`).")
+            f"{display_path(weights_dir)}`, and restart the demo (or pass `--weights DIR`).")
 
 
 def _value(key: str, value) -> str:

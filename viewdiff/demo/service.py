@@ -122,7 +122,7 @@ class DemoService:
         self.analyzer, self.gallery, self.engine = analyzer, gallery, PoseEngine(model)
         self.weights_dir, self.weights_info, self.weights_error = weights_dir, weights_info or {}, weights_error
         self.persistent = persistent
-        self.fingerprint = getattr(analyzer, "fingerprint", None) or analyzer.describe().get("fingerprint")
+        self.fingerprint = analyzer.fingerprint
         self.threshold = same_person_threshold(self.fingerprint)
         self.panels = Panels(model is not None, self.threshold)
 
@@ -151,11 +151,12 @@ class DemoService:
             torch.set_num_threads(torch_threads)
         analyzer = FaceAnalyzer(backend=backend)
         describe = analyzer.describe()
-        fingerprint = getattr(analyzer, "fingerprint", None) or describe.get("fingerprint")
-        weights = Path(weights_dir) if weights_dir else weights_for(fingerprint, analyzer.backend)
+        fingerprint = analyzer.fingerprint
+        weights = Path(weights_dir) if weights_dir else weights_for(fingerprint)
         model, info, error = None, {}, None
         try:
-            model, metadata = load_pretrained(weights, embedding_dim=analyzer.embedding_dim)
+            model, metadata = load_pretrained(weights, embedding_dim=analyzer.embedding_dim,
+                                              embedder_fingerprint=fingerprint)
             info = {"class": type(model).__name__, "config": getattr(model, "config", {}), "metadata": metadata}
         except WeightsError as exc:
             error = str(exc)
@@ -384,7 +385,7 @@ def sweep_key(result: PoseResult, gallery: Gallery) -> tuple | None:
 
 def gallery_key(analyzer: FaceAnalyzer) -> str:
     """Gallery file key: embeddings from different embedders never mix."""
-    fingerprint = getattr(analyzer, "fingerprint", None) or analyzer.describe().get("fingerprint")
+    fingerprint = analyzer.fingerprint
     pack = analyzer.describe().get("pack")
     return analyzer.backend + (f"-{Path(str(pack)).name}" if pack else "") + (f"-{fingerprint}" if fingerprint else "")
 
