@@ -79,8 +79,7 @@ def test_similarity_figure_sorted_by_transformed_best_highlighted_rank_change():
     assert list(transformed.y) == ["b ▲1", "a ▼1", "c"] == list(raw.y)  # rank raw -> transformed
     np.testing.assert_allclose(transformed.x, [0.9, 0.4, 0.3], rtol=1e-4)
     np.testing.assert_allclose(raw.x, [0.2, 0.5, 0.1], rtol=1e-4)
-    band = fig.layout.shapes[0]  # the best match's row (category 0 after sorting) is shaded
-    assert (band.y0, band.y1, band.line.color) == (-0.5, 0.5, demo_plots.BEST)
+    assert not fig.layout.shapes  # no threshold: no row is shaded as a match
     assert fig.layout.title.text.startswith("Closest: b (0.900); no same-person threshold")
     assert tuple(fig.layout.xaxis.range) == (-0.02, 1.0)  # one fixed scale for both bars
 
@@ -90,6 +89,8 @@ def test_similarity_figure_threshold_match_and_not_in_gallery():
     match = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.3, 0.2]), np.array([0.6, 0.1]), threshold))
     assert match.layout.title.text == "Match: a (0.600 ≥ 0.50)"
     assert [s.type for s in match.layout.shapes] == ["rect", "line"] and match.layout.shapes[1].x0 == 0.5
+    band = match.layout.shapes[0]  # the match's row (category 0 after sorting) is shaded
+    assert (band.y0, band.y1, band.line.color) == (-0.5, 0.5, demo_plots.BEST)
     assert match.layout.annotations[0].text == "same person ≥ 0.50"
     miss = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.3, -0.4]), np.array([0.45, 0.1]), threshold))
     assert miss.layout.title.text.startswith("Not in the gallery: best score 0.450 (a) is below 0.50")
@@ -100,7 +101,7 @@ def test_similarity_figure_threshold_match_and_not_in_gallery():
 def test_similarity_figure_raw_only():
     fig = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.2, 0.7]), None))
     assert len(fig.data) == 1 and list(fig.data[0].y) == ["b", "a"]
-    assert len(fig.layout.shapes) == 1
+    assert not fig.layout.shapes
     assert "Closest: b (0.700)" in fig.layout.title.text
 
 

@@ -207,7 +207,8 @@ def test_unusable_photo_is_a_message_not_an_exception(service, tmp_path, name, m
 
 def test_several_faces_use_the_largest_and_say_so(service):
     reply = photo(service, ASSETS / "t1.jpg")
-    assert reply.warnings == ["6 faces found: using the largest one (green box; the others are grey)."]
+    assert reply.infos == ["6 faces found: using the largest one (green box; the others are grey)."]
+    assert reply.warnings == []
     record = reply.values["session"].record
     assert record.num_faces == 6 and "6 faces in the photo" in reply.values["face_info"]
     image = reply.values["face_image"]

@@ -206,7 +206,8 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
     raw and transformed are both against the same raw gallery. Sorted (and "best") by the
     transformed similarity when there is one, else by the raw one; each name carries its rank
     change (raw -> transformed). threshold (`Threshold` or None): a same-person line; the best
-    match is named only above it, else the title says "not in the gallery".
+    match is named (and its row shaded) only above it, else the title says "not in the gallery";
+    without a threshold the title names the closest identity and claims no match.
     """
     raw = np.asarray(raw, dtype=np.float32)
     key = raw if transformed is None else np.asarray(transformed, dtype=np.float32)
@@ -227,7 +228,7 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
                      "customdata": rank_text, "hovertemplate": "%{y}: %{x:.3f}<br>%{customdata}<extra>transformed</extra>"})
     best, score = (names[order[0]], float(key[order[0]])) if len(order) else (None, 0.0)
     shapes, notes = [], []
-    if best is not None and (threshold is None or score >= threshold.value):
+    if best is not None and threshold is not None and score >= threshold.value:  # a match only when calibrated
         shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": -0.5, "y1": 0.5,
                        "fillcolor": BEST_BAND, "line": {"color": BEST, "width": 1}, "layer": "below"})
     if threshold is not None:

@@ -203,20 +203,21 @@ class DemoService:
         return [[e["name"], e["source"], e["count"]] for e in self.gallery_for(state).entries]
 
     # ----- computations -----
-    def analyze(self, image: Any, photo_name: str) -> tuple[Session, np.ndarray, list[str]]:
-        """Analyse a photo (largest face); returns the session, the annotated photo and notes for the user."""
+    def analyze(self, image: Any, photo_name: str) -> tuple[Session, np.ndarray, Reply]:
+        """Analyse a photo (largest face); returns the session, the annotated photo and notes for the user
+        (infos: several faces; warnings: a face too small to trust)."""
         image = self.analyzer.load_image(image)
         record = self.analyzer.analyze(image)
         boxes, keypoints = [record.bbox], [record.keypoints]
-        notes = []
+        notes = Reply()
         if record.num_faces > 1:
             others = other_faces(self.analyzer, image, record)
             boxes, keypoints = boxes + [b for b, _ in others], keypoints + [k for _, k in others]
-            notes.append(f"{record.num_faces} faces found: using the largest one (green box; the others are grey).")
-        if record.warning and "faces found" not in record.warning:
-            notes.append(sentence(record.warning))
-        elif record.warning and "px" in record.warning:
-            notes.append(sentence(record.warning.split("; ", 1)[-1]))
+            notes.infos.append(f"{record.num_faces} faces found: using the largest one (green box; the others "
+                               "are grey).")
+        # the analyzer's own warning: "N faces found; ..." (said above) and/or a face too small to trust
+        notes.warnings += [sentence(part) for part in (record.warning or "").split("; ")
+                           if part and "faces found" not in part and "largest is used" not in part]
         return Session(photo_name, record), display_image(image, boxes, keypoints), notes
 
     def transform(self, record: FaceRecord, target: np.ndarray, gallery: Gallery | None = None,
@@ -270,7 +271,7 @@ class DemoService:
             return Reply(values, warnings=[message])
         values = self._rerun(new, target, view, self.gallery_for(gallery))
         values.update(face_image=annotated, face_info=face_info(new))
-        return Reply(values, warnings=notes)
+        return Reply(values, warnings=notes.warnings, infos=notes.infos)
 
     @_guarded
     def on_target(self, target, view: ViewOptions, session: Session | None, gallery: Gallery | None = None,
