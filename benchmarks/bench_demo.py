@@ -12,7 +12,9 @@ slider. Times are taken inside the page (``performance.now()``):
   next frame has been painted. Without transformer weights (e.g. ``--space`` today) only the similarity
   plot changes on a photo, and a slider move changes nothing: the slider figures are then not measured.
 
-``--space`` runs the app as a simulated Space (no ../shared, no network, empty home).
+``--space`` runs the app as a simulated Space (no ../shared, no network, empty home). ``--server``
+times only the slider callback in this process (model + figures, no browser, no network): what the
+older ``python -m viewdiff.demo.service --bench`` printed.
 """
 from __future__ import annotations
 
@@ -169,13 +171,39 @@ def run(url: str, moves: int, photos: list[Path]) -> None:
         browser.quit()
 
 
+def server_only(moves: int, weights: str | None) -> None:
+    """Median / p90 ms of the slider callback (yaw moves reuse the sweep, pitch moves recompute it)."""
+    import numpy as np
+
+    from viewdiff.demo.service import DemoService, ViewOptions
+    service = DemoService.load(weights_dir=weights)
+    rng = np.random.default_rng(0)
+    times: dict[str, list[float]] = {"yaw move": [], "pitch move": []}
+    for photo in (REPO / "assets" / name for name in ("astronaut.jpg", "t1_face_yaw55.jpg", "cameraman_gray.png")):
+        session = service.on_photo(str(photo), (0, 0, 0), ViewOptions(), None).values.get("session")
+        for i in range(moves if session is not None else 0):
+            kind = "pitch move" if i % 3 == 0 else "yaw move"
+            pose = (float(rng.integers(-90, 91)), float(rng.integers(-30, 31)) if kind == "pitch move" else 0.0, 0.0)
+            start = time.perf_counter()
+            service.on_target(pose, ViewOptions(), session, client_moves_marker=True)
+            times[kind].append((time.perf_counter() - start) * 1000)
+    for kind, values in times.items():
+        if values:
+            print(summary(f"server: {kind} callback", values))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--moves", type=int, default=30)
     parser.add_argument("--url", default=None, help="a running demo (default: start app.py)")
     parser.add_argument("--space", action="store_true", help="run app.py as a simulated Space")
+    parser.add_argument("--server", action="store_true", help="time the slider callback in this process only")
+    parser.add_argument("--weights", default=None, help="transformer weights for --server")
     parser.add_argument("app_args", nargs="*", help="arguments for app.py (after --)")
     args = parser.parse_args()
+    if args.server:
+        server_only(args.moves, args.weights)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
         photos = [one_megapixel_photo(Path(tmp)), REPO / "assets" / "t1.jpg", REPO / "assets" / "t1_face_yaw55.jpg"]
         if args.url:
