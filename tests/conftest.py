@@ -29,14 +29,14 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def analyzer():
-    """One dlib-backend FaceAnalyzer for the session (loading the models takes seconds)."""
+    """One default FaceAnalyzer (the shipped SCRFD + ArcFace pack) for the session."""
     from viewdiff.faces.analyzer import FaceAnalyzer
-    return FaceAnalyzer(backend="dlib")
+    return FaceAnalyzer()
 
 
 @pytest.fixture(scope="session")
 def small_cache(tmp_path_factory, data_root, analyzer) -> Path:
-    """Real records: 10 CFP identities (one per CFP-FP fold) and one Pointing'04 person (dlib)."""
+    """Real records: 10 CFP identities (one per CFP-FP fold) and one Pointing'04 person (default backend)."""
     from viewdiff.training.records import extract_records
     cache = tmp_path_factory.mktemp("cache")
     extract_records("cfp", data_root, analyzer, cache, max_identities=10, progress=False)

@@ -11,7 +11,7 @@ from torch import nn
 
 from viewdiff.models.baselines import DreamResidual
 from viewdiff.models.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, WeightsError, WeightsMismatchError,
-                                        WeightsNotFoundError, load_lora_weights, load_pretrained, save_lora_weights,
+                                        WeightsNotFoundError, find_weights, load_lora_weights, load_pretrained, save_lora_weights,
                                         save_pretrained)
 from viewdiff.models.lora import inject_lora
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
@@ -148,11 +148,24 @@ def test_adapter_that_does_not_fit_is_rejected(tmp_path):
         load_lora_weights(model, foreign)
 
 
+SHIPPED = "weights/transformer/0a08a264481d7c1b"   # the default embedder's fingerprint
+
+
 def test_repo_relative_weights_load_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model, _ = load_pretrained("weights/dlib/enhanced", embedding_dim=128)  # the shipped weights
+    model, meta = load_pretrained(SHIPPED, embedding_dim=128)  # the shipped weights
     assert isinstance(model, EnhancedTransformerDecoderOnly3D) and model.config["d_model"] == 128
-    save_pretrained(DreamResidual(d_model=32), tmp_path / "weights" / "dlib" / "enhanced")
-    assert isinstance(load_pretrained("weights/dlib/enhanced")[0], DreamResidual)  # the path as given comes first
+    assert meta["embedder_fingerprint"] == "0a08a264481d7c1b" and find_weights("0a08a264481d7c1b").name == meta[
+        "embedder_fingerprint"]
+    save_pretrained(DreamResidual(d_model=32), tmp_path / SHIPPED)
+    assert isinstance(load_pretrained(SHIPPED)[0], DreamResidual)  # the path as given comes first
     with pytest.raises(WeightsNotFoundError, match="nowhere/model"):
         load_pretrained("nowhere/model")
+
+
+def test_weights_of_another_embedder_of_the_same_width_are_refused(tmp_path):
+    save_pretrained(DreamResidual(d_model=128), tmp_path / "m", {"embedder_fingerprint": "aaaa"})
+    load_pretrained(tmp_path / "m", embedding_dim=128, embedder_fingerprint="aaaa")
+    with pytest.raises(WeightsMismatchError, match="trained on the embeddings of embedder aaaa.*bbbb.*not interchangeable"):
+        load_pretrained(tmp_path / "m", embedding_dim=128, embedder_fingerprint="bbbb")
+    assert find_weights("no-such-embedder") is None

@@ -8,24 +8,37 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from viewdiff.training.evaluate import fold_config, main
+from viewdiff.training.evaluate import METHODS, fold_config, main
 from viewdiff.training.metrics import verification_accuracy
 from viewdiff.training.train import TrainConfig
 
-FAST = ["--voxel_resolution", "8", "--threads", "1", "--quiet"]
+FAST = ["--voxel_resolution", "8", "--threads", "1", "--quiet", "--epochs", "2"]
 
 
 def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
     out = tmp_path / "results"
     results = main(["--data_dir", str(small_cache), "--data_root", str(data_root), "--max_identities", "10",
-                    "--folds", "1,2", "--epochs", "2", "--work_dir", str(tmp_path / "work"), "--out", str(out),
+                    "--folds", "1,2", "--seeds", "0,1", "--methods", "mirror,global_shift,dream,enhanced",
+                    "--work_dir", str(tmp_path / "work"), "--out", str(out), "--quiet",
                     "--train_args", " ".join(FAST)])
-    assert set(results["cfp_fp"]) == {"raw", "dream_l2", "dream", "enhanced"}
-    for method in results["cfp_fp"].values():
-        assert len(method["accuracy"]) == 2 and all(0.0 <= a <= 1.0 for a in method["accuracy"])
-    assert results["cfp_fp"]["raw"]["accuracy"][0] > 0.6  # real embeddings verify real pairs
+    methods = results["methods"]
+    assert set(methods) == {"raw", "mirror", "global_shift", "dream", "enhanced"}
+    for entry in methods.values():
+        for key in ("cfp_fp/probe/accuracy", "cfp_fp/probe/tar_far1", "cfp_fp/probe/rank1", "cfp_fp/both/rank1",
+                    "cfp_ff/probe/accuracy"):
+            assert len(entry[key]["per_fold"]) == 2 and all(0.0 <= a <= 1.0 for a in entry[key]["per_fold"])
+    assert len(methods["enhanced"]["cfp_fp/probe/rank1"]["seed_means"]) == 2     # two seeds trained
+    assert len(methods["mirror"]["cfp_fp/probe/rank1"]["seed_means"]) == 1       # nothing to seed
+    assert methods["raw"]["cfp_fp/probe/accuracy"]["mean"] > 0.6                 # real embeddings, real pairs
+    assert methods["enhanced"]["cfp_fp/probe/accuracy"]["vs_raw"]["wins"] + \
+        methods["enhanced"]["cfp_fp/probe/accuracy"]["vs_raw"]["losses"] <= 2
+    # raw is raw in both protocols, and frontal pairs are untouched by the untrained baselines
+    assert methods["raw"]["cfp_fp/both/accuracy"] ["per_fold"] == methods["raw"]["cfp_fp/probe/accuracy"]["per_fold"]
+    assert methods["mirror"]["cfp_ff/probe/accuracy"]["mean"] == methods["raw"]["cfp_ff/probe/accuracy"]["mean"]
+    assert [row["yaw"] for row in methods["enhanced"]["pointing04"]] == [0, 45, 90]   # the one person's poses
     assert json.loads((out / "results.json").read_text())["folds"] == [1, 2]
-    assert (out / "pointing04_similarity.html").is_file() and "| raw |" in (out / "tables.md").read_text()
+    tables = (out / "tables.md").read_text()
+    assert "| raw |" in tables and "Pointing'04" in tables and "CFP-FF" in tables
 
 
 def test_one_fold_is_refused_early_with_the_fix(tmp_path):
@@ -38,10 +51,12 @@ def test_one_fold_is_refused_early_with_the_fix(tmp_path):
 
 
 def test_fold_recipes_are_train_configs_with_the_extra_flags_last(tmp_path):
-    args = argparse.Namespace(data_dir="cache", backend="dlib", epochs=2, seed=3, work_dir=str(tmp_path),
-                              max_identities=10, train_args="--voxel_resolution 4 --epochs 5")
-    config = fold_config("dream_l2", 7, args)
-    assert config == replace(TrainConfig(), data_dir="cache", datasets="cfp", model="dream", identity_weight=0.0,
-                             epochs=5, val_fold=7, seed=3, quiet=True, checkpoint_every=2, max_identities=10,
-                             voxel_resolution=4, save_dir=str(tmp_path / "dream_l2_fold07"))
-
+    args = argparse.Namespace(data_dir="cache", backend="insightface", work_dir=str(tmp_path), max_identities=10,
+                              train_args="--voxel_resolution 4 --epochs 5")
+    config = fold_config("dream_l2", 7, 3, args)
+    assert config == replace(TrainConfig(), data_dir="cache", datasets="cfp", **METHODS["dream_l2"], epochs=5,
+                             val_fold=7, seed=3, quiet=True, checkpoint_every=10 ** 6, max_identities=10,
+                             voxel_resolution=4, save_dir=str(tmp_path / "dream_l2_seed3_fold07"))
+    assert config.model == "dream" and config.identity_weight == 0.0 and config.loss == "regression"
+    ablation = fold_config("enhanced_no_gate", 1, 0, args)
+    assert ablation.use_pose_gate is False and ablation.use_mirror_view is True

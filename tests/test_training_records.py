@@ -1,6 +1,6 @@
 """Face records on the real CFP / Pointing'04 files: labels, official folds, cached extraction.
 
-Extraction runs the offline dlib backend on a tiny real subset (conftest's `tiny_extracted`: 2 CFP
+Extraction runs the default backend on a tiny real subset (conftest's `tiny_extracted`: 2 CFP
 identities, 10 Pointing'04 photos) into a temporary cache; the whole file takes well under two minutes of CPU.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ class CountingAnalyzer:
 
     def __init__(self, inner: FaceAnalyzer, **extra):
         self.inner, self.extra, self.calls = inner, extra, 0
-        self.backend, self.embedding_dim = inner.backend, inner.embedding_dim
+        self.backend, self.embedding_dim, self.fingerprint = inner.backend, inner.embedding_dim, inner.fingerprint
 
     def describe(self) -> dict:
         return {**self.inner.describe(), **self.extra}
@@ -126,8 +126,10 @@ def test_extraction_counts_and_records(tiny_extracted, fa):
         np.testing.assert_allclose(norms[recs.found], 1, atol=1e-5)
         assert (norms[~recs.found] == 0).all()
         assert recs.embedding.shape[1] == fa.embedding_dim == 128 and recs.keypoints_3d.shape[1:] == (5, 3)
+        np.testing.assert_allclose(np.linalg.norm(recs.embedding_mirror[recs.found], axis=1), 1, atol=1e-5)
+        assert recs.pose_features.shape[1] == 7 and recs.fingerprint == fa.fingerprint
         assert all((DATA / p).is_file() for p in recs.path)   # paths are relative to the data root
-    assert Path(cfp_stats["cache"]) == cache / "dlib" / "cfp.npz" and Path(cfp_stats["cache"]).is_file()
+    assert Path(cfp_stats["cache"]) == cache / "insightface" / "cfp.npz" and Path(cfp_stats["cache"]).is_file()
     assert len(set(cfp.identity)) == 2 and len(set(cfp.fold)) == 2 and set(cfp.view) == {"frontal", "profile"}
     assert np.isnan(cfp.true_pose).all()
     assert set(p04.identity) == {"p04_01"} and (p04.fold == 0).all() and set(p04.view) == {"pose"}
@@ -153,8 +155,8 @@ def test_rerun_hits_the_cache(tiny_extracted, fa):
     front, stats3 = extract_records("pointing04", DATA, fa, cache, max_identities=1, progress=False,
                                     select=lambda item: p04_subset(item) and item.true_pose[0] == 0)
     assert fa.calls == before and stats3["analysed"] == 0 and len(front) == 2
-    assert len(load_records(cache, "pointing04", "dlib")) == 10
-    full = load_records(cache, "cfp", "dlib")
+    assert len(load_records(cache, "pointing04", "insightface")) == 10
+    full = load_records(cache, "cfp", "insightface")
     assert list(full.path) == sorted(cfp.path)
 
 
@@ -200,3 +202,33 @@ def test_extraction_errors(fa, tmp_path):
         extract_records("pointing04", tmp_path, fa, tmp_path / "cache")
     with pytest.raises(FileNotFoundError, match="python -m viewdiff.training.extract"):
         load_records(tmp_path / "cache", "cfp", "dlib")
+
+
+@needs_data
+def test_an_interrupted_extraction_keeps_its_work_and_resumes(fa, tmp_path, monkeypatch):
+    """The cache is written every SAVE_EVERY analysed images: a crash loses at most that many."""
+    from viewdiff.training import records as records_module
+    monkeypatch.setattr(records_module, "SAVE_EVERY", 3)
+
+    class Crashing(CountingAnalyzer):
+        def analyze(self, image):
+            if self.calls == 7:
+                raise KeyboardInterrupt   # the user presses Ctrl-C during the 8th photo
+            return super().analyze(image)
+
+    crashing = Crashing(fa)
+    with pytest.raises(KeyboardInterrupt):
+        extract_records("pointing04", DATA, crashing, tmp_path, max_identities=1, progress=False, select=p04_subset)
+    assert len(load_records(tmp_path, "pointing04", "insightface")) == 6   # saved after the 3rd and 6th photo
+    resumed = CountingAnalyzer(fa)
+    records, stats = extract_records("pointing04", DATA, resumed, tmp_path, max_identities=1, progress=False,
+                                     select=p04_subset)
+    assert resumed.calls == stats["analysed"] == 4 and len(records) == 10
+
+
+def test_old_cache_versions_ask_for_a_new_extraction(tmp_path):
+    import json
+    (tmp_path / "insightface").mkdir()
+    np.savez(tmp_path / "insightface" / "cfp.npz", meta=json.dumps({"version": 1}), path=np.array(["x"]))
+    with pytest.raises(FileNotFoundError, match="older version.*python -m viewdiff.training.extract"):
+        load_records(tmp_path, "cfp", "insightface")

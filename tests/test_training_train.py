@@ -15,7 +15,8 @@ from viewdiff.embeddings import l2_normalize
 from viewdiff.models.checkpoint import load_pretrained
 from viewdiff.models.config import TransformerConfig
 from viewdiff.training.datasets import PosePairDataset, stack_pairs
-from viewdiff.training.evaluate import profile_rank1, transform
+from viewdiff.training.evaluate import transform
+from viewdiff.training.protocols import profile_rank1
 from viewdiff.training.records import load_records
 from viewdiff.paths import REPO_ROOT
 from viewdiff.training.train import MODEL_FIELDS, TrainConfig, evaluate_pairs, train
@@ -31,10 +32,10 @@ def run_train(cache: Path, save_dir: Path, *extra: str):
 
 def test_training_fits_the_frontal_regression_on_real_faces(small_cache, tmp_path):
     args, result = run_train(small_cache, tmp_path / "run", "--epochs", "30", "--batch_size", "32",
-                             "--dropout", "0", "--identity_weight", "0")
+                             "--dropout", "0", "--loss", "regression", "--identity_weight", "0")
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < 0.9 * losses[0]
-    cfp = load_records(small_cache, "cfp", "dlib")
+    cfp = load_records(small_cache, "cfp", "insightface")
     pairs = stack_pairs(PosePairDataset(cfp))
     profile = pairs["source_pose"][:, 0].abs() > 45
     scores = evaluate_pairs(result.model, {k: v[profile] for k, v in pairs.items()}, args)
@@ -42,12 +43,16 @@ def test_training_fits_the_frontal_regression_on_real_faces(small_cache, tmp_pat
     assert scores["val_cosine"] > scores["val_cosine_raw"] + 0.01
 
 
-def test_identity_term_separates_training_identities(small_cache, tmp_path):
-    _, result = run_train(small_cache, tmp_path / "run", "--epochs", "20", "--batch_size", "32")
-    cfp = load_records(small_cache, "cfp", "dlib")
-    raw = np.mean([profile_rank1(l2_normalize(cfp.embedding), cfp, k) for k in range(1, 11)])
-    trained = np.mean([profile_rank1(transform(result.model, cfp), cfp, k) for k in range(1, 11)])
+def test_gallery_loss_separates_training_identities(small_cache, tmp_path):
+    """Transformed profiles against the raw frontal gallery (the product's protocol), in-sample."""
+    _, result = run_train(small_cache, tmp_path / "run", "--epochs", "20", "--batch_size", "32",
+                          "--source_weight", "0", "--frontal_sources", "10")
+    cfp = load_records(small_cache, "cfp", "insightface")
+    raw_emb = l2_normalize(cfp.embedding)
+    raw = np.mean([profile_rank1(raw_emb, raw_emb, cfp, k, "probe") for k in range(1, 11)])
+    trained = np.mean([profile_rank1(raw_emb, transform(result.model, cfp), cfp, k, "probe") for k in range(1, 11)])
     assert trained > raw + 0.05, (raw, trained)
+    assert result.model.mirror_weight.item() != 0.5 and result.model.gate.centre.item() != 45.0   # both learned
 
 
 def test_checkpoints_tensorboard_and_exported_weights(small_cache, tmp_path):
@@ -61,8 +66,9 @@ def test_checkpoints_tensorboard_and_exported_weights(small_cache, tmp_path):
         assert state["epoch"] == epoch and "optimizer" in state and "scheduler" in state
     assert (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
     model, meta = load_pretrained(export, embedding_dim=128)
-    assert meta["val_fold"] == 1 and meta["backend"] == "dlib" and meta["epoch"] == 2
-    assert meta["train_config"]["identity_weight"] == 5.0 and meta["train_config"]["temperature"] == 0.05
+    assert meta["val_fold"] == 1 and meta["backend"] == "insightface" and meta["epoch"] == 2
+    assert meta["embedder_fingerprint"] == "0a08a264481d7c1b"   # the records' embedder (weights are found by it)
+    assert meta["train_config"]["source_weight"] == 10.0 and meta["train_config"]["temperature"] == 0.1
     assert meta["command"].startswith("python -m viewdiff.training.train ") and str(REPO_ROOT) not in meta["command"]
     assert TrainConfig.from_args(shlex.split(meta["command"])[3:]) == TrainConfig(**meta["train_config"])
     x, angles = torch.randn(3, 128), torch.tensor([[60.0, 0, 0], [-30, 10, 0], [0, 0, 0]])

@@ -48,4 +48,4 @@ class TransformerConfig:
     target pose passes through unchanged, a profile mapped to frontal moves as far as training says."""
     use_mirror_view: bool = True
     """Take the mirrored photo's embedding (`src_mirror`, the same face seen at the mirrored yaw) as a
-    second view, mixed in with a learned weight (zero at init)."""
+    second view, mixed in with a learned weight (0.5 at init: the mean of the two views)."""

@@ -8,12 +8,14 @@ residual (pre-norm); the attention is `PoseConditionedLoRAAttention` (LoRA delta
 both poses) or plain multi-head attention. The embedding tokens are folded back to `[B, D]`,
 optionally mixed across the views of one identity (`CrossViewAttention`), and a zero-initialised
 head gives the residual. With `use_mirror_view`, the mirrored photo's embedding `src_mirror` (a free
-second view at the mirrored yaw) adds `mirror_weight * (src_mirror - src)`, the weight zero-initialised.
+second view at the mirrored yaw) adds `mirror_weight * (src_mirror - src)`, the weight initialised at 0.5
+(the mean of the two views).
 With `use_pose_gate`, the sum of both is scaled by `PoseGate(source_pose, target_pose)`:
 
     out = src + gate * (head(tokens) + mirror_weight * (src_mirror - src))
 
-A fresh model is the identity map (zero head, zero mirror weight).
+Without a mirror view a fresh model is the identity map (zero head); with one, it averages the two views
+of a face whose pose changes a lot, and keeps a face that stays at its pose (gate ~0).
 
 Rule for missing inputs: `keypoints_3d=None` skips the projection layer (no `3D` token, `voxels`
 None); `target_pose=None` means frontal (zeros); `src_mirror=None` drops the mirror term.
@@ -124,8 +126,9 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         self.head = nn.Linear(c.d_model, c.d_model)
         nn.init.zeros_(self.head.weight)  # zero-initialised head: a fresh model is the identity map
         nn.init.zeros_(self.head.bias)
-        # zero-initialised too: a fresh model ignores the mirror view until training finds it useful
-        self.mirror_weight = nn.Parameter(torch.zeros(())) if c.use_mirror_view else None
+        # 0.5: a fresh model maps a turned face to the mean of its two views (the photo and its mirror,
+        # equally good observations of the person); training moves the weight from there
+        self.mirror_weight = nn.Parameter(torch.tensor(0.5)) if c.use_mirror_view else None
         self.gate = PoseGate() if c.use_pose_gate else None
         self.requires_grad_(True)  # full training by default, LoRA bases included (see module doc)
         self._visualization: dict = {}

@@ -8,9 +8,11 @@ import numpy as np
 import torch
 
 from viewdiff.embeddings import l2_normalize
+from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.training.records import FaceRecords, pair_list
 
-PAIR_KEYS = ("src", "source_pose", "keypoints_3d", "target", "target_pose", "identity")
+PAIR_KEYS = ("src", "src_mirror", "source_pose", "keypoints_3d", "target", "target_pose", "identity")
+MIRROR_POSE = np.array([-1.0, 1.0, -1.0], np.float32)   # a mirrored photo: yaw and roll change sign
 
 
 def fold_split(records: FaceRecords, val_fold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,11 +32,16 @@ class PosePairDataset:
     poses known): target = the mean of the identity's rows at true pose (0, 0), pose (0, 0, 0), and
     in addition `pose_pairs_per_row` pairs to random rows of the same identity at their true poses
     (pose -> pose), drawn with a fixed `seed`. Identities without a frontal row give no frontal pair.
-    Item i: dict src [D], source_pose [3] (estimated), keypoints_3d [5, 3], target [D], target_pose [3],
-    identity (int index into `identities`).
+    frontal_sources: use only the first k frontal rows of each CFP identity as sources (all of them
+    still make the target mean); None: every row. Fewer near-identity pairs, a faster epoch.
+    mirror: also every pair with the source photo mirrored (embedding and mirror embedding swapped,
+    yaw and roll negated, keypoints re-posed), the target unchanged: free pose augmentation.
+    Item i: dict src [D], src_mirror [D], source_pose [3] (estimated), keypoints_3d [5, 3], target [D],
+    target_pose [3], identity (int index into `identities`).
     """
 
-    def __init__(self, records: FaceRecords, pose_pairs_per_row: int = 1, seed: int = 0):
+    def __init__(self, records: FaceRecords, pose_pairs_per_row: int = 1, seed: int = 0, mirror: bool = False,
+                 frontal_sources: int | None = None):
         r = records.subset(records.found)
         self.identities = list(dict.fromkeys(r.identity))
         ident_index = {name: i for i, name in enumerate(self.identities)}
@@ -47,9 +54,10 @@ class PosePairDataset:
             front = rows[frontal_row[rows]]
             if len(front):
                 mean = l2_normalize(r.embedding[front].mean(0))
-                src += list(rows)
-                tgt_emb += [mean] * len(rows)
-                tgt_pose += [np.zeros(3, np.float32)] * len(rows)
+                sources = [i for i in rows if i not in set(front[frontal_sources:])] if frontal_sources else list(rows)
+                src += sources
+                tgt_emb += [mean] * len(sources)
+                tgt_pose += [np.zeros(3, np.float32)] * len(sources)
             posed = rows[known[rows]]
             if len(posed) > 1 and pose_pairs_per_row:
                 for s in np.repeat(posed, pose_pairs_per_row):
@@ -58,39 +66,50 @@ class PosePairDataset:
                     tgt_emb.append(r.embedding[t])
                     tgt_pose.append(r.true_pose[t])
         src = np.asarray(src, dtype=int)
-        self.src, self.source_pose, self.keypoints_3d = r.embedding[src], r.source_pose[src], r.keypoints_3d[src]
+        self.src, self.src_mirror = r.embedding[src], r.embedding_mirror[src]
+        self.source_pose, self.keypoints_3d = r.source_pose[src], r.keypoints_3d[src]
         self.target = np.asarray(tgt_emb, np.float32).reshape(len(src), r.embedding.shape[1])
         self.target_pose = np.asarray(tgt_pose, np.float32).reshape(len(src), 3)
         self.identity = np.array([ident_index[n] for n in r.identity[src]], dtype=np.int64)
+        if mirror:
+            mirrored_pose = self.source_pose * MIRROR_POSE
+            self.src, self.src_mirror = np.r_[self.src, self.src_mirror], np.r_[self.src_mirror, self.src]
+            self.keypoints_3d = np.r_[self.keypoints_3d, np.stack([keypoints_3d_from_pose(p) for p in mirrored_pose])
+                                      if len(src) else self.keypoints_3d]
+            self.source_pose = np.r_[self.source_pose, mirrored_pose]
+            self.target, self.target_pose = np.r_[self.target, self.target], np.r_[self.target_pose, self.target_pose]
+            self.identity = np.r_[self.identity, self.identity]
 
     def __len__(self) -> int:
         return len(self.src)
 
     def __getitem__(self, i: int) -> dict:
-        return {"src": self.src[i], "source_pose": self.source_pose[i], "keypoints_3d": self.keypoints_3d[i],
-                "target": self.target[i], "target_pose": self.target_pose[i], "identity": self.identity[i]}
+        return {"src": self.src[i], "src_mirror": self.src_mirror[i], "source_pose": self.source_pose[i],
+                "keypoints_3d": self.keypoints_3d[i], "target": self.target[i], "target_pose": self.target_pose[i],
+                "identity": self.identity[i]}
 
 
 def stack_pairs(dataset: PosePairDataset) -> dict[str, torch.Tensor]:
     """All pairs of `dataset` as tensors: src [N, D], source_pose [N, 3], keypoints_3d [N, K, 3], ..."""
-    items = [dataset[i] for i in range(len(dataset))]
-    if not items:
+    if not len(dataset):
         raise ValueError("no training pairs: was a face found in the selected records?")
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in PAIR_KEYS}
+    return {k: torch.as_tensor(np.ascontiguousarray(getattr(dataset, k))) for k in PAIR_KEYS}
 
 
-def cfp_fp_pairs(cfp: FaceRecords, data_root: str | Path, allow_missing: bool = False) -> dict[str, np.ndarray]:
-    """The official CFP-FP pairs as row indices of `cfp`.
+def cfp_fp_pairs(cfp: FaceRecords, data_root: str | Path, allow_missing: bool = False,
+                 protocol: str = "FP") -> dict[str, np.ndarray]:
+    """The official CFP pairs of `protocol` ("FP": frontal-profile, "FF": frontal-frontal) as row indices of `cfp`.
 
-    -> a [P] (frontal rows), b [P] (profile rows), same [P] bool, fold [P] int (1..10). Raises
-    ValueError when `cfp` lacks an image of the protocol (extract the full CFP first), unless
-    `allow_missing` (a subset run), which drops those pairs.
+    -> a [P] (frontal rows), b [P] (profile rows for FP, frontal for FF), same [P] bool, fold [P] int
+    (1..10). Raises ValueError when `cfp` lacks an image of the protocol (extract the full CFP first),
+    unless `allow_missing` (a subset run), which drops those pairs.
     """
     root = Path(data_root) / "cfp" / "Protocol"
-    frontal, profile = pair_list(root / "Pair_list_F.txt"), pair_list(root / "Pair_list_P.txt")
+    frontal = pair_list(root / "Pair_list_F.txt")
+    profile = frontal if protocol == "FF" else pair_list(root / "Pair_list_P.txt")
     row = {str(p): i for i, p in enumerate(cfp.path)}
     a, b, same, fold = [], [], [], []
-    for fold_dir in sorted((root / "Split" / "FP").iterdir()):
+    for fold_dir in sorted((root / "Split" / protocol).iterdir()):
         for kind in ("same", "diff"):
             for line in (fold_dir / f"{kind}.txt").read_text().split():
                 i, j = (int(v) for v in line.split(","))
@@ -98,7 +117,7 @@ def cfp_fp_pairs(cfp: FaceRecords, data_root: str | Path, allow_missing: bool = 
                 if fa not in row or pb not in row:
                     if allow_missing:
                         continue
-                    raise ValueError(f"CFP-FP pair {line} of fold {fold_dir.name} needs {fa} and {pb}, which are "
+                    raise ValueError(f"CFP-{protocol} pair {line} of fold {fold_dir.name} needs {fa} and {pb}, which are "
                                      "not all in the records: run `python -m viewdiff.training.extract --datasets cfp` "
                                      "on the whole dataset")
                 a.append(row[fa])

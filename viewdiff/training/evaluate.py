@@ -1,18 +1,23 @@
-"""Held-out evaluation: CFP-FP 10-fold verification, profile->frontal rank-1, Pointing'04 per yaw bin.
+"""Held-out evaluation: 10-fold CFP-FP (and CFP-FF) on unseen identities, several seeds, Pointing'04 bins.
 
-    python -m viewdiff.training.evaluate --data_dir data/cache --backend dlib --out docs/results
+    python -m viewdiff.training.evaluate --methods global_shift,dream,enhanced --seeds 0,1,2 --out docs/results
 
-For every CFP-FP fold k (official, identity-disjoint) a model is trained from scratch on the other
-nine folds with a fixed recipe (no early stopping, the final epoch is used: nothing is tuned on the
-test fold) and scored on fold k:
-- verification: the official same/diff pairs, cosine of the two embeddings (every embedding mapped
-  to frontal first); the pairs of fold k are scored by fold k's model and each fold's threshold is
-  chosen on the other folds' out-of-fold scores (standard 10-fold protocol, no identity leak);
-- rank-1 identification: fold k's profile photos against a gallery of all 500 identities (mean of
-  each identity's frontal embeddings);
-- Pointing'04 (a different dataset, never trained on): similarity of each photo to its person's
-  near-frontal mean, per |yaw| bin, with the model of the first evaluated fold.
-Compared: raw embeddings, the DREAM residual baseline (same split, same loss) and the enhanced model.
+For every CFP-FP fold k (official, identity-disjoint) each trained method is fitted from scratch on the
+other nine folds with a fixed recipe (the final epoch is used: nothing is chosen on the test fold) and
+scored on fold k, with the protocols of `viewdiff.training.protocols` (``probe``: transformed probe vs
+raw frontal gallery, the product's; ``both``: both sides transformed). Methods (`METHODS`):
+- ``raw``: the embedder's own embeddings (always reported); ``mirror``: for faces turned more than 45
+  deg, the mean of the photo's and the mirrored photo's embeddings (no training: what the mirror view
+  alone gives);
+- ``global_shift``: the training folds' mean frontal minus mean profile embedding, added to every face
+  turned more than 45 deg (by the estimated pose);
+- ``dream``, ``dream_l2``: the DREAM residual (Cao et al., CVPR 2018) with the regression loss (+ the
+  in-batch identity term for ``dream``), trained on the same folds;
+- ``enhanced``: the pose transformer with today's default recipe (`TrainConfig`); ``enhanced_no_*``
+  switch one module off (the ablations).
+Figures are means over seeds of the per-fold values; `paired_test` compares each method with raw and
+with DREAM fold by fold. Pointing'04 (never trained on): rank-1 per |yaw| bin with each seed's fold-1
+model. CFP-FF (frontal-frontal) checks that frontal matching stays at the raw level.
 """
 from __future__ import annotations
 
@@ -29,15 +34,25 @@ from torch import nn
 from viewdiff.embeddings import l2_normalize
 from viewdiff.paths import shared_dir
 from viewdiff.training.datasets import cfp_fp_pairs
-from viewdiff.training.metrics import identity_means, rank1_accuracy, verification_accuracy
+from viewdiff.training.protocols import (PROTOCOLS, fold_metrics, pair_scores, paired_test, pointing04_rank1,
+                                         profile_rank1)
 from viewdiff.training.records import FaceRecords, first_identities, load_records
+from viewdiff.training.report import write_report
 from viewdiff.training.train import TrainConfig, train
 
-YAW_BINS = (0, 15, 30, 45, 60, 75, 90)
-# method name -> TrainConfig changes. "dream" uses our loss (same split, same loss as "enhanced");
-# "dream_l2" uses the DREAM paper's regression-only loss (no identity term).
-METHODS = {"enhanced": {"model": "enhanced"}, "dream": {"model": "dream"},
-           "dream_l2": {"model": "dream", "identity_weight": 0.0}}
+TURNED = 45.0   # degrees of estimated |yaw| from which the untrained baselines act
+DREAM = {"model": "dream", "loss": "regression", "temperature": 0.05, "mirror_augment": False, "epochs": 8}
+METHODS = {
+    "mirror": None, "global_shift": None,   # untrained baselines (`untrained_transform`)
+    "dream": DREAM, "dream_l2": {**DREAM, "identity_weight": 0.0},
+    "enhanced": {},
+    "enhanced_no_mirror": {"use_mirror_view": False, "mirror_augment": False},
+    "enhanced_no_gate": {"use_pose_gate": False},
+    "enhanced_no_lora": {"use_lora_attention": False},
+    "enhanced_no_projection": {"use_projection_layer": False},
+    "enhanced_no_adaln": {"use_adaptive_norm": False},
+    "enhanced_regression": {"loss": "regression", "temperature": 0.05},
+}
 
 
 @torch.no_grad()
@@ -47,58 +62,34 @@ def transform(model: nn.Module, records: FaceRecords, target_pose: np.ndarray | 
     model.eval()
     n = len(records)
     target = torch.zeros(n, 3) if target_pose is None else torch.as_tensor(target_pose).float().expand(n, 3)
-    src = torch.as_tensor(records.embedding).float()
-    source = torch.as_tensor(records.source_pose).float()
-    kp = torch.as_tensor(records.keypoints_3d).float()
-    out = torch.cat([model(src=src[i:i + batch], source_pose=source[i:i + batch], keypoints_3d=kp[i:i + batch],
-                           target_pose=target[i:i + batch]) for i in range(0, n, batch)])
+    t = {k: torch.as_tensor(v).float() for k, v in (("src", records.embedding), ("src_mirror", records.embedding_mirror),
+                                                   ("source_pose", records.source_pose),
+                                                   ("keypoints_3d", records.keypoints_3d))}
+    out = torch.cat([model(**{k: v[i:i + batch] for k, v in t.items()}, target_pose=target[i:i + batch])
+                     for i in range(0, n, batch)])
     return l2_normalize(out.numpy())
 
 
-def pair_scores(emb: np.ndarray, cfp: FaceRecords, pairs: dict[str, np.ndarray]) -> np.ndarray:
-    """Cosine of every CFP-FP pair [P] (-1 where a photo had no face). emb: [N, D] unit rows of `cfp`."""
-    valid = cfp.found[pairs["a"]] & cfp.found[pairs["b"]]
-    return np.where(valid, np.sum(emb[pairs["a"]] * emb[pairs["b"]], axis=1), -1.0)
+def untrained_transform(method: str, train_rows: FaceRecords, records: FaceRecords) -> np.ndarray:
+    """The ``mirror`` / ``global_shift`` baselines applied to `records` ([N, D] unit rows)."""
+    turned = np.abs(records.source_pose[:, 0]) >= TURNED
+    if method == "mirror":
+        change = 0.5 * (records.embedding_mirror - records.embedding)
+    else:
+        frontal = train_rows.found & (np.abs(train_rows.source_pose[:, 0]) < TURNED)
+        profile = train_rows.found & ~frontal
+        change = np.broadcast_to(train_rows.embedding[frontal].mean(0) - train_rows.embedding[profile].mean(0),
+                                 records.embedding.shape)
+    return l2_normalize(records.embedding + turned[:, None] * change)
 
 
-def profile_rank1(emb: np.ndarray, cfp: FaceRecords, fold: int) -> float:
-    """Rank-1 of `fold`'s profile photos against the frontal means of all CFP identities."""
-    frontal = cfp.found & (cfp.view == "frontal")
-    gallery, gallery_ids = identity_means(emb[frontal], cfp.identity[frontal])
-    probes = cfp.found & (cfp.view == "profile") & (cfp.fold == fold)
-    return rank1_accuracy(emb[probes], cfp.identity[probes], gallery, gallery_ids)
-
-
-def pointing04_table(emb: np.ndarray, p04: FaceRecords) -> list[dict]:
-    """Mean similarity to the person's near-frontal mean and rank-1 among persons, per |yaw| bin."""
-    ok = p04.found
-    yaw, pitch = np.abs(p04.true_pose[:, 0]), np.abs(p04.true_pose[:, 1])
-    ref_mask = ok & (yaw <= 15) & (pitch <= 15)
-    refs, ref_ids = identity_means(emb[ref_mask], p04.identity[ref_mask])
-    rows = []
-    for lo in YAW_BINS:
-        m = ok & (np.abs(yaw - lo) < 7.5)
-        if not m.any():
-            continue
-        own = refs[np.searchsorted(ref_ids, p04.identity[m])]
-        rows.append({"yaw": lo, "n": int(m.sum()), "similarity": float(np.mean(np.sum(emb[m] * own, 1))),
-                     "rank1": rank1_accuracy(emb[m], p04.identity[m], refs, ref_ids)})
-    return rows
-
-
-def fold_config(method: str, fold: int, args: argparse.Namespace) -> TrainConfig:
+def fold_config(method: str, fold: int, seed: int, args: argparse.Namespace) -> TrainConfig:
     """The training recipe of `method` (a key of METHODS) without CFP fold `fold`; `--train_args` flags win."""
-    config = replace(TrainConfig(), data_dir=args.data_dir, backend=args.backend, datasets="cfp", epochs=args.epochs,
-                     val_fold=fold, seed=args.seed, quiet=True, checkpoint_every=args.epochs,
-                     save_dir=str(Path(args.work_dir) / f"{method}_fold{fold:02d}"),
+    config = replace(TrainConfig(), data_dir=args.data_dir, backend=args.backend, datasets="cfp", val_fold=fold,
+                     seed=seed, quiet=True, checkpoint_every=10 ** 6,
+                     save_dir=str(Path(args.work_dir) / f"{method}_seed{seed}_fold{fold:02d}"),
                      max_identities=args.max_identities or None, **METHODS[method])
     return TrainConfig.from_args(args.train_args.split(), base=config)
-
-
-def train_fold_model(method: str, fold: int, args: argparse.Namespace) -> tuple[nn.Module, float]:
-    """Train `method` on every CFP fold but `fold`; returns (model, seconds)."""
-    result = train(fold_config(method, fold, args))
-    return result.model, result.seconds
 
 
 def parse_folds(text: str) -> list[int]:
@@ -112,99 +103,132 @@ def parse_folds(text: str) -> list[int]:
     return folds
 
 
-def summarize(values: list[float]) -> str:
-    return f"{100 * np.mean(values):.2f} +- {100 * np.std(values):.2f}"
+def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, p04: FaceRecords | None,
+                    pairs: dict[str, dict], args: argparse.Namespace) -> dict:
+    """One method, one seed: out-of-fold scores of every protocol -> per-fold metrics (+ Pointing'04)."""
+    raw = l2_normalize(cfp.embedding)
+    scores = {(name, proto): np.zeros(len(pr["same"])) for name, pr in pairs.items() for proto in PROTOCOLS}
+    rank1 = {proto: [] for proto in PROTOCOLS}
+    result: dict = {"seconds": 0.0}
+    for i, k in enumerate(folds):
+        start = time.time()
+        model = None
+        if method == "raw":
+            emb = raw
+        elif METHODS[method] is None:
+            emb = untrained_transform(method, cfp.subset(cfp.fold != k), cfp)
+        else:
+            model = train(fold_config(method, k, seed, args)).model
+            emb = transform(model, cfp)
+        result["seconds"] += time.time() - start
+        for (name, proto), s in scores.items():
+            test = pairs[name]["fold"] == k
+            s[test] = pair_scores(raw, emb, cfp, pairs[name], proto)[test]
+        for proto in PROTOCOLS:
+            rank1[proto].append(profile_rank1(raw, emb, cfp, k, proto))
+        if p04 is not None and i == 0:
+            p04_raw = l2_normalize(p04.embedding)
+            p04_emb = (p04_raw if method == "raw" else transform(model, p04) if model is not None
+                       else untrained_transform(method, cfp.subset(cfp.fold != k), p04))
+            result["pointing04"] = pointing04_rank1(p04_raw, p04_emb, p04)
+        if not args.quiet:
+            print(f"  {method} seed {seed} fold {k}: rank-1 {100 * rank1['probe'][-1]:.2f} "
+                  f"({time.time() - start:.0f} s)", flush=True)
+    for (name, proto), s in scores.items():
+        key = "cfp_fp" if name == "FP" else "cfp_ff"
+        result.setdefault(key, {})[proto] = fold_metrics(s, pairs[name])
+        if name == "FP":
+            result[key][proto]["rank1"] = rank1[proto]
+    return result
+
+
+def same_person_threshold(cfp: FaceRecords, pairs: dict[str, np.ndarray], far: float = 0.01) -> float:
+    """The cosine that `far` of the different-person CFP-FP pairs exceed (raw frontal vs raw profile)."""
+    raw = l2_normalize(cfp.embedding)
+    scores = pair_scores(raw, raw, cfp, pairs, "probe")[~pairs["same"]]
+    return float(np.sort(scores)[int(np.ceil((1 - far) * len(scores))) - 1])
+
+
+def write_threshold(path: Path, fingerprint: str, cosine: float, source: str) -> None:
+    """Add (or replace) `fingerprint`'s entry of a thresholds file: {fingerprint: {cosine_far1, source}}."""
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    table[fingerprint] = {"cosine_far1": round(cosine, 4), "source": source}
+    path.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+
+
+def summarize(runs: list[dict], key: str, proto: str, metric: str) -> list[float]:
+    """Per-fold values of a metric averaged over the seeds' runs."""
+    return np.mean([run[key][proto][metric] for run in runs], axis=0).tolist()
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data_dir", default="data/cache")
     p.add_argument("--data_root", default=None, help="folder holding cfp/ (default: ../shared/data)")
-    p.add_argument("--backend", default="dlib")
+    p.add_argument("--backend", default="insightface", help="face-record cache folder (the embedder's backend)")
     p.add_argument("--folds", default="1-10", help="CFP-FP folds to hold out, e.g. 1-10 or 1,2")
-    p.add_argument("--methods", default="dream_l2,dream,enhanced", help=f"comma list of {', '.join(METHODS)}")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default="global_shift,dream,enhanced",
+                   help=f"comma list of {', '.join(METHODS)} (raw is always evaluated)")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
     p.add_argument("--max_identities", type=int, default=None)
-    p.add_argument("--train_args", default="", help="extra viewdiff.training.train flags for every fold, e.g. "
-                   "'--voxel_resolution 8 --threads 2'")
+    p.add_argument("--train_args", default="", help="extra viewdiff.training.train flags for every trained fold, "
+                   "e.g. '--epochs 3 --threads 2'")
     p.add_argument("--work_dir", default="runs/evaluate", help="per-fold training outputs")
-    p.add_argument("--out", default="docs/results", help="results.json, tables and figure go here")
+    p.add_argument("--out", default="docs/results", help="results.json and tables.md go here")
+    p.add_argument("--thresholds", default=None, help="also write the same-person threshold (cosine at FAR 1%% on "
+                   "the raw CFP-FP pairs) into this JSON file under the embedder's fingerprint, e.g. "
+                   "weights/thresholds.json (read by the demo)")
+    p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     folds = parse_folds(args.folds)
-    methods = [m for m in args.methods.split(",") if m]
-    if unknown := [m for m in methods if m not in METHODS]:
+    methods = ["raw"] + [m for m in args.methods.split(",") if m and m != "raw"]
+    if unknown := [m for m in methods[1:] if m not in METHODS]:
         p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
 
     t0 = time.time()
-    cfp = load_records(args.data_dir, "cfp", args.backend)
-    cfp = first_identities(cfp, args.max_identities)
-    pairs = cfp_fp_pairs(cfp, args.data_root or shared_dir() / "data", allow_missing=bool(args.max_identities))
+    cfp = first_identities(load_records(args.data_dir, "cfp", args.backend), args.max_identities)
+    data_root = args.data_root or shared_dir() / "data"
+    pairs = {name: cfp_fp_pairs(cfp, data_root, allow_missing=bool(args.max_identities), protocol=name)
+             for name in ("FP", "FF")}
+    pairs = {name: {k: v[np.isin(pr["fold"], folds)] for k, v in pr.items()} for name, pr in pairs.items()}
     try:
         p04 = load_records(args.data_dir, "pointing04", args.backend)
     except FileNotFoundError:
         p04 = None
-    in_folds = np.isin(pairs["fold"], folds)
-    pairs = {k: v[in_folds] for k, v in pairs.items()}
-    raw = l2_normalize(cfp.embedding)
-    # Out-of-fold scores: the pairs of fold k are scored by the model trained without fold k, and
-    # each fold's threshold is then chosen on the other folds' (also out-of-fold) scores.
-    scores = {"raw": pair_scores(raw, cfp, pairs)}
-    rank1 = {"raw": [profile_rank1(raw, cfp, k) for k in folds]}
-    seconds: dict[str, list[float]] = {}
-    p04_rows = {"raw": pointing04_table(l2_normalize(p04.embedding), p04)} if p04 is not None else {}
-    for method in methods:
-        scores[method], rank1[method] = np.zeros(len(pairs["same"])), []
-        for i, k in enumerate(folds):
-            model, secs = train_fold_model(method, k, args)
-            seconds.setdefault(method, []).append(secs)
-            emb = transform(model, cfp)
-            test = pairs["fold"] == k
-            scores[method][test] = pair_scores(emb, cfp, pairs)[test]
-            rank1[method].append(profile_rank1(emb, cfp, k))
-            print(f"fold {k:2d} {method:9s} rank-1 {100 * rank1[method][-1]:.2f} "
-                  f"(raw {100 * rank1['raw'][i]:.2f}), trained in {secs:.0f} s", flush=True)
-            if p04 is not None and i == 0:
-                p04_rows[method] = pointing04_table(transform(model, p04), p04)
-    accuracy = {m: verification_accuracy(s, pairs["same"], pairs["fold"]).tolist() for m, s in scores.items()}
-
-    results = {
-        "folds": folds, "epochs": args.epochs, "backend": args.backend, "train_args": args.train_args,
-        "seconds": round(time.time() - t0, 1),
-        "coverage": {"cfp": f"{int(cfp.found.sum())}/{len(cfp)}",
-                     "pointing04": f"{int(p04.found.sum())}/{len(p04)}" if p04 is not None else None},
-        "cfp_fp": {m: {"accuracy": accuracy[m], "rank1": rank1[m], "accuracy_mean_std": summarize(accuracy[m]),
-                       "rank1_mean_std": summarize(rank1[m])} for m in scores},
-        "train_seconds_per_fold": {m: round(float(np.mean(v)), 1) for m, v in seconds.items()},
-        "pointing04": p04_rows,
-    }
+    runs = {m: [evaluate_method(m, seed, folds, cfp, p04, pairs, args)
+                for seed in (seeds if m != "raw" and METHODS[m] is not None else seeds[:1])] for m in methods}
+    results = {"folds": folds, "seeds": seeds, "backend": args.backend, "fingerprint": cfp.fingerprint,
+               "train_args": args.train_args, "coverage": f"{int(cfp.found.sum())}/{len(cfp)} CFP photos with a face",
+               "methods": {}}
+    for m, method_runs in runs.items():
+        entry = {"seconds_per_run": round(float(np.mean([r["seconds"] for r in method_runs])), 1),
+                 "recipe": None if m == "raw" or METHODS[m] is None else fold_config(m, 0, 0, args).command()}
+        for key, proto, metric in [("cfp_fp", pr, mt) for pr in PROTOCOLS for mt in ("accuracy", "tar_far1", "rank1")] + \
+                                  [("cfp_ff", "probe", "accuracy"), ("cfp_ff", "probe", "tar_far1")]:
+            per_fold = summarize(method_runs, key, proto, metric)
+            entry[f"{key}/{proto}/{metric}"] = {
+                "per_fold": per_fold, "mean": float(np.mean(per_fold)),
+                "seed_means": [float(np.mean(r[key][proto][metric])) for r in method_runs],
+                **{f"vs_{ref}": paired_test(per_fold, summarize(runs[ref], key, proto, metric))
+                   for ref in ("raw", "dream") if ref in runs and ref != m}}
+        if p04 is not None:
+            entry["pointing04"] = [{**row, "rank1": float(np.mean([r["pointing04"][i]["rank1"] for r in method_runs])),
+                                    "similarity": float(np.mean([r["pointing04"][i]["similarity"] for r in method_runs]))}
+                                   for i, row in enumerate(method_runs[0]["pointing04"])]
+        results["methods"][m] = entry
+    results["same_person_threshold"] = same_person_threshold(cfp, pairs["FP"])
+    if args.thresholds:
+        write_threshold(Path(args.thresholds), cfp.fingerprint, results["same_person_threshold"],
+                        f"cosine at FAR 1% of the raw CFP-FP pairs (folds {args.folds}, {int(cfp.found.sum())} photos)")
+    results["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    table = ["| method | CFP-FP verification acc. (%) | profile->frontal rank-1 (%) |", "|---|---|---|"]
-    table += [f"| {m} | {r['accuracy_mean_std']} | {r['rank1_mean_std']} |" for m, r in results["cfp_fp"].items()]
-    if p04_rows:
-        table += ["", "| |yaw| | n | " + " | ".join(f"{m} sim / rank-1" for m in p04_rows) + " |",
-                  "|---|---|" + "---|" * len(p04_rows)]
-        for i, row in enumerate(p04_rows["raw"]):
-            table.append(f"| {row['yaw']} | {row['n']} | " + " | ".join(
-                f"{p04_rows[m][i]['similarity']:.3f} / {100 * p04_rows[m][i]['rank1']:.1f}" for m in p04_rows) + " |")
-        write_pointing04_figure(p04_rows, out / "pointing04_similarity.html")
-    (out / "tables.md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
+    table = write_report(results, out / "tables.md")
+    print(table)
     print(f"results: {out / 'results.json'} ({results['seconds']:.0f} s)")
     return results
-
-
-def write_pointing04_figure(rows: dict[str, list[dict]], path: Path) -> None:
-    """Plotly line chart of similarity-to-frontal per |yaw| bin, one line per method (HTML)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure([go.Scatter(x=[r["yaw"] for r in v], y=[r["similarity"] for r in v], name=m,
-                                mode="lines+markers") for m, v in rows.items()])
-    fig.update_layout(title="Pointing'04: similarity to the person's frontal mean",
-                      xaxis_title="|yaw| (deg, ground truth)", yaxis_title="cosine similarity")
-    fig.write_html(str(path), include_plotlyjs="cdn")
 
 
 if __name__ == "__main__":

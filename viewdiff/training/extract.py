@@ -2,8 +2,9 @@
 
     python -m viewdiff.training.extract --data_root ../shared/data --datasets cfp,pointing04
 
-Writes `<cache_dir>/<backend>/<dataset>.npz` (gitignored, see `viewdiff.training.records`); a rerun only analyses
-new or changed images. Prints how many images had no detectable face.
+Writes `<cache_dir>/<backend>/<dataset>.npz` (gitignored, see `viewdiff.training.records`) as it goes:
+an interrupted run keeps what it computed, and a rerun only analyses new or changed images. Shows a
+progress bar unless --quiet; prints how many images had no detectable face.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding cfp/ and pointing04/")
     p.add_argument("--datasets", default="cfp,pointing04", help=f"comma list of {', '.join(DATASETS)}")
     p.add_argument("--cache_dir", default="data/cache")
-    p.add_argument("--backend", default="auto", choices=("auto", "dlib", "insightface"))
-    p.add_argument("--pack", default=None, help="insightface model pack name or folder")
+    p.add_argument("--backend", default="insightface", choices=("auto", "dlib", "insightface"))
+    p.add_argument("--pack", default=None, help="insightface model pack name or folder (default: the shipped "
+                   "arcface_mbf128)")
     p.add_argument("--max_identities", type=int, default=None, help="only the first N identities per dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -3,7 +3,9 @@
 Builders list the images of a dataset with their labels (identity, view, CFP-FP fold, true pose);
 `extract_records` runs a `FaceAnalyzer` once per image and caches the results in
 `<cache_dir>/<backend>/<dataset>.npz`, keyed per image by the sha1 of the file and the analyzer's
-model description, so a rerun (or a bigger run after a small one) only analyses what is new.
+model description, so a rerun (or a bigger run after a small one) only analyses what is new. The
+cache is written every `SAVE_EVERY` analysed images, so an interrupted extraction keeps its work and
+the next run resumes where it stopped.
 
 Datasets (see ../shared/README.md):
 - ``cfp``: CFP (Sengupta et al., WACV 2016), 500 identities x 10 frontal + 4 profile photos. The
@@ -23,10 +25,13 @@ from typing import Callable
 import numpy as np
 
 from viewdiff.faces.errors import FaceAnalysisError
+from viewdiff.faces.geometry import keypoints_3d_from_pose
+from viewdiff.faces.head_pose import FEATURES, default_calibration
 
 DATASETS = ("cfp", "pointing04")
 P04_NAME = re.compile(r"^person(\d\d)(\d)(\d\d)([+-]\d+)([+-]\d+)\.jpg$")
-CACHE_VERSION = 1
+CACHE_VERSION = 2                # 2: mirror embeddings, raw head-pose estimates, embedder fingerprint
+SAVE_EVERY = 250
 
 
 @dataclass
@@ -43,13 +48,16 @@ class ImageItem:
 class FaceRecords:
     """Analysed images as parallel arrays (N rows; rows where `found` is False hold zeros).
 
-    embedding [N, D] float32 (unit length), source_pose [N, 3] estimated yaw/pitch/roll (degrees; the
-    cache column is named ``pose`` on disk),
-    true_pose [N, 3] (nan when unknown), keypoints_3d [N, 5, 3], identity [N] str, view [N] str,
-    fold [N] int, path [N] str (relative to the data root), found [N] bool.
+    embedding [N, D] float32 (unit length), embedding_mirror [N, D] (the mirrored face), source_pose
+    [N, 3] estimated yaw/pitch/roll (degrees), pose_features [N, 7] (the raw estimates behind it, see
+    `viewdiff.faces.head_pose`), true_pose [N, 3] (nan when unknown), keypoints_3d [N, 5, 3], identity
+    [N] str, view [N] str, fold [N] int, path [N] str (relative to the data root), found [N] bool.
+    fingerprint: the embedder's (see `viewdiff.faces.backends`), one for all rows.
     """
     embedding: np.ndarray
+    embedding_mirror: np.ndarray
     source_pose: np.ndarray
+    pose_features: np.ndarray
     true_pose: np.ndarray
     keypoints_3d: np.ndarray
     identity: np.ndarray
@@ -57,22 +65,30 @@ class FaceRecords:
     fold: np.ndarray
     path: np.ndarray
     found: np.ndarray
+    fingerprint: str = ""
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-row arrays by field name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "fingerprint"}
 
     def __len__(self) -> int:
         return len(self.path)
 
     def subset(self, mask_or_index) -> "FaceRecords":
         """The rows selected by a boolean mask or an index array."""
-        return FaceRecords(**{f.name: getattr(self, f.name)[mask_or_index] for f in fields(self)})
+        return FaceRecords(**{k: v[mask_or_index] for k, v in self.columns().items()}, fingerprint=self.fingerprint)
 
     @classmethod
     def concatenate(cls, parts: list["FaceRecords"]) -> "FaceRecords":
         if not parts:
             raise ValueError("no record sets to concatenate")
         dims = {p.embedding.shape[1] for p in parts}
-        if len(dims) > 1:
-            raise ValueError(f"record sets have different embedding widths {sorted(dims)} (mixed backends?)")
-        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+        prints = {p.fingerprint for p in parts}
+        if len(dims) > 1 or len(prints) > 1:
+            raise ValueError(f"record sets come from different embedders (widths {sorted(dims)}, fingerprints "
+                             f"{sorted(prints)}): extract every dataset with the same backend")
+        return cls(**{k: np.concatenate([p.columns()[k] for p in parts]) for k in parts[0].columns()},
+                   fingerprint=parts[0].fingerprint)
 
     @property
     def embedding_dim(self) -> int:
@@ -203,6 +219,7 @@ def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: st
     model_key = json.dumps(analyzer.describe(), sort_keys=True, default=str)
     path = cache_path(cache_dir, dataset, analyzer.backend)
     cached = _read_cache(path, model_key)
+    meta = {"model_key": model_key, "version": CACHE_VERSION, "fingerprint": analyzer.fingerprint}
     rows, analysed, no_face = {}, 0, []
     dim = analyzer.embedding_dim
     for item in tqdm(items, desc=f"{dataset} ({analyzer.backend})", disable=not progress, unit="img"):
@@ -211,36 +228,57 @@ def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: st
         row = cached.get(rel)
         if row is None or str(row["sha1"]) != sha1:
             analysed += 1
-            row = {"embedding": np.zeros(dim, np.float32), "pose": np.zeros(3, np.float32),  # on disk: "pose"
-                   "keypoints_3d": np.zeros((5, 3), np.float32), "found": False}
+            row = {"embedding": np.zeros(dim, np.float32), "embedding_mirror": np.zeros(dim, np.float32),
+                   "pose_features": np.zeros(len(FEATURES) + 1, np.float32), "found": False}
             try:
                 rec = analyzer.analyze(item.path)
-                row.update(embedding=rec.embedding, pose=rec.source_pose, keypoints_3d=rec.keypoints_3d, found=True)
+                row.update(embedding=rec.embedding, embedding_mirror=rec.embedding_mirror,
+                           pose_features=rec.pose_features, found=True)
             except FaceAnalysisError:
                 pass
-        row.update(path=rel, sha1=sha1, identity=item.identity, view=item.view, fold=item.fold,
-                   true_pose=np.asarray(item.true_pose, np.float32))
+            if analysed % SAVE_EVERY == 0:   # keep the work of an interrupted run
+                _write_cache(path, meta, {**cached, **rows, rel: {**row, **_labels(item, rel, sha1)}})
+        row.update(_labels(item, rel, sha1))
         rows[rel] = row
         if not row["found"]:
             no_face.append(rel)
-    merged = {**cached, **rows}
-    cols = {k: np.stack([np.asarray(r[k]) for r in merged.values()]) for k in next(iter(merged.values()))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, meta=json.dumps({"model_key": model_key, "version": CACHE_VERSION}), **cols)
-    tmp.replace(path)
-    records = _to_records({k: np.stack([np.asarray(r[k]) for r in rows.values()]) for k in cols})
+    _write_cache(path, meta, {**cached, **rows})
+    records = _to_records(_stack(rows), analyzer.fingerprint)
     return records, {"images": len(items), "analysed": analysed, "no_face": len(no_face),
                      "no_face_paths": no_face, "cache": str(path)}
 
 
-def _to_records(cols: dict[str, np.ndarray]) -> FaceRecords:
-    """Cache columns -> FaceRecords (the estimated source pose is the column ``pose`` on disk)."""
-    return FaceRecords(embedding=cols["embedding"].astype(np.float32), source_pose=cols["pose"].astype(np.float32),
-                       true_pose=cols["true_pose"].astype(np.float32),
-                       keypoints_3d=cols["keypoints_3d"].astype(np.float32), identity=cols["identity"].astype(str),
-                       view=cols["view"].astype(str), fold=cols["fold"].astype(int), path=cols["path"].astype(str),
-                       found=cols["found"].astype(bool))
+def _labels(item: ImageItem, rel: str, sha1: str) -> dict:
+    return dict(path=rel, sha1=sha1, identity=item.identity, view=item.view, fold=item.fold,
+                true_pose=np.asarray(item.true_pose, np.float32))
+
+
+def _stack(rows: dict[str, dict]) -> dict[str, np.ndarray]:
+    return {k: np.stack([np.asarray(r[k]) for r in rows.values()]) for k in next(iter(rows.values()))}
+
+
+def _write_cache(path: Path, meta: dict, rows: dict[str, dict]) -> None:
+    """All rows to `path`, atomically (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, meta=json.dumps(meta), **_stack(rows))
+    tmp.replace(path)
+
+
+def _to_records(cols: dict[str, np.ndarray], fingerprint: str) -> FaceRecords:
+    """Cache columns -> FaceRecords; the head pose comes from the raw estimates and today's calibration.
+
+    The cache keeps the raw estimates (`pose_features`), not the fused pose, so a refitted calibration
+    (`python -m viewdiff.training.fit_head_pose`) applies without analysing the images again.
+    """
+    found = cols["found"].astype(bool)
+    pose = np.where(found[:, None], default_calibration().apply(cols["pose_features"]), 0).astype(np.float32)
+    keypoints_3d = np.stack([keypoints_3d_from_pose(p) if f else np.zeros((5, 3), np.float32)
+                             for p, f in zip(pose, found)]) if len(pose) else np.zeros((0, 5, 3), np.float32)
+    cols = {**cols, "source_pose": pose, "keypoints_3d": keypoints_3d}
+    types = {"identity": str, "view": str, "path": str, "fold": int, "found": bool}
+    return FaceRecords(**{f.name: cols[f.name].astype(types.get(f.name, np.float32))
+                          for f in fields(FaceRecords) if f.name != "fingerprint"}, fingerprint=fingerprint)
 
 
 def load_records(cache_dir: str | Path, dataset: str, backend: str) -> FaceRecords:
@@ -250,6 +288,11 @@ def load_records(cache_dir: str | Path, dataset: str, backend: str) -> FaceRecor
         raise FileNotFoundError(f"no face-record cache at {path}: run `python -m viewdiff.training.extract "
                                 f"--datasets {dataset} --backend {backend} --cache_dir {cache_dir}` first")
     with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
         cols = {k: z[k] for k in z.files if k != "meta"}
+    if meta.get("version") != CACHE_VERSION:
+        raise FileNotFoundError(f"the face-record cache {path} is from an older version of the pipeline: rerun "
+                                f"`python -m viewdiff.training.extract --datasets {dataset} --backend {backend} "
+                                f"--cache_dir {cache_dir}`")
     order = np.argsort(cols["path"], kind="stable")
-    return _to_records({k: v[order] for k, v in cols.items()})
+    return _to_records({k: v[order] for k, v in cols.items()}, meta.get("fingerprint", ""))

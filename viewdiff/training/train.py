@@ -3,10 +3,12 @@
     python -m viewdiff.training.train --data_dir data/cache --backend dlib --epochs 40 \
         --val_fold 1 --save_dir runs/fold1 --log_dir runs/fold1/tb
 
-Each sample maps a source embedding at its estimated pose to the mean frontal embedding of the same
-identity (see `viewdiff.training.datasets.PosePairDataset`). Loss: (1 - cosine) + squared error to the target,
-plus an in-batch identity term (InfoNCE over the batch's identities) so a transformed profile lands
-closer to its own frontal than to the others'.
+Each sample maps a source embedding at its estimated pose (and its mirrored view) to the frontal
+mean of the same identity (see `viewdiff.training.datasets.PosePairDataset`); with --mirror_augment
+every photo also trains mirrored. Losses (`viewdiff.training.losses`): ``gallery`` (default) scores
+the transformed embedding against the raw frontal means of all training identities, as the product
+compares a transformed probe with a raw gallery, and keeps it near the raw source (--source_weight);
+``regression`` pulls it onto the identity's mean (the DREAM baseline's loss).
 
 Outputs in `--save_dir`: `checkpoint_epoch_N_enhanced.pth` (model, optimizer, scheduler, epoch and
 RNG states; loads with `torch.load(weights_only=True)`), `best_model/` (best validation cosine, only
@@ -35,6 +37,7 @@ from viewdiff.models.config import TransformerConfig
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 from viewdiff.paths import repo_relative
 from viewdiff.training.datasets import PosePairDataset, fold_split, stack_pairs
+from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss
 from viewdiff.training.multiview import epoch_batches
 from viewdiff.training.prior import EnhancedTransformerWithPrior, PriorPreservationDataset
 from viewdiff.training.records import FaceRecords, first_identities, load_records
@@ -52,11 +55,11 @@ class TrainConfig:
     `num_layers` None keeps the model's default."""
 
     data_dir: str = option("data/cache", "folder of the extracted face-record caches")
-    backend: str = option("dlib", "face backend whose embeddings to train on")
+    backend: str = option("insightface", "face backend whose embeddings to train on (the cache folder name)")
     datasets: str = option("cfp", "comma list of record sets: cfp, pointing04")
     model: str = option("enhanced", choices=("enhanced", "dream"))
     batch_size: int = option(128)
-    epochs: int = option(8)
+    epochs: int = option(4)
     use_lora_attention: bool = option(True, action=argparse.BooleanOptionalAction)
     use_projection_layer: bool = option(True, action=argparse.BooleanOptionalAction)
     use_cross_view: bool = option(False, action=argparse.BooleanOptionalAction)
@@ -67,23 +70,36 @@ class TrainConfig:
     base_model_path: str | None = option(None, "folder with model.safetensors + config.json")
     rank: int = option(4)
     lora_alpha: float = option(1.0)
-    num_layers: int | None = option(None, "transformer blocks (default: model's)")
+    num_layers: int | None = option(2, "transformer blocks (None: the model's default, 4)")
     voxel_resolution: int = option(8, "voxel grid side R of the projection layer (cost grows with R^3: 8 keeps CPU "
                                       "training at ~1 min per CFP fold; the model class defaults to 16)")
     dropout: float = option(0.1)
+    use_pose_gate: bool = option(True, action=argparse.BooleanOptionalAction)
+    use_mirror_view: bool = option(True, action=argparse.BooleanOptionalAction)
+    mirror_augment: bool = option(True, "also train on every photo mirrored (yaw and roll negated)",
+                                  action=argparse.BooleanOptionalAction)
+    frontal_sources: int | None = option(2, "frontal photos per identity used as sources (None: all); every "
+                                            "frontal photo still enters the identity's target mean")
+    loss: str = option("gallery", "gallery: InfoNCE against the raw frontal means of all training identities "
+                       "(+ source_weight); regression: cos + MSE to the frontal mean + in-batch identity term",
+                       choices=("gallery", "regression"))
+    source_weight: float = option(10.0, "gallery loss: weight of the squared distance to the source (the mean of "
+                                       "the photo's and its mirror's embeddings with --use_mirror_view)")
     lr: float = option(1e-3, "learning rate of the non-LoRA parameters")
     lora_lr: float = option(2e-3, "learning rate of the LoRA parameters")
+    gate_lr: float = option(1e-2, "learning rate of the pose gate and the mirror weight (scalars)")
     weight_decay: float = option(0.01)
     warmup_epochs: float = option(1.0)
-    identity_weight: float = option(5.0, "weight of the in-batch identity term")
+    identity_weight: float = option(5.0, "regression loss: weight of the in-batch identity term")
     input_noise: float = option(0.0, "augmentation: Gaussian noise of this expected norm added to the unit source "
                                      "embeddings")
-    temperature: float = option(0.05, "temperature of the identity term")
+    temperature: float = option(0.1, "temperature of the identity / gallery InfoNCE term")
     use_amp: bool = option(False, "bf16 autocast on CPU, fp16 + GradScaler on CUDA")
     gradient_accumulation_steps: int = option(1)
     save_dir: str = option("runs/enhanced")
     log_dir: str | None = option(None, "TensorBoard folder (default: <save_dir>/tb)")
-    export_dir: str | None = option(None, "also write the final model here (e.g. weights/dlib/enhanced)")
+    export_dir: str | None = option(None, "also write the final model here (the shipped one: "
+                                          "weights/transformer/<embedder fingerprint>)")
     checkpoint_every: int = option(10, "epochs between .pth checkpoints")
     resume: str | None = option(None, "checkpoint_epoch_N_enhanced.pth to continue from")
     seed: int = option(0)
@@ -145,35 +161,18 @@ def build_model(config: TrainConfig, embedding_dim: int) -> nn.Module:
 def model_inputs(batch: dict[str, torch.Tensor], multiview: bool = False) -> dict:
     """Forward kwargs of a pair batch (shared by the transformer and the DREAM baseline)."""
     out = dict(src=batch["src"], source_pose=batch["source_pose"], keypoints_3d=batch["keypoints_3d"],
-               target_pose=batch["target_pose"])
+               target_pose=batch["target_pose"], src_mirror=batch["src_mirror"])
     if multiview:
         out["multiview_input"] = True
     return out
 
 
-def embedding_loss(out: torch.Tensor, target: torch.Tensor, identity: torch.Tensor,
-                   identity_weight: float, temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """(1 - cos) + squared error to the target + in-batch identity InfoNCE.
-
-    out, target: [B, D]; identity: [B] int. Targets are per-identity means, so the batch's distinct
-    identities give the classes of the identity term.
-    """
-    o = F.normalize(out, dim=-1)
-    t = F.normalize(target, dim=-1)
-    cos = (o * t).sum(-1)
-    loss_cos = (1.0 - cos).mean()
-    loss_mse = (out - t).pow(2).sum(-1).mean()
-    loss = loss_cos + loss_mse
-    parts = {"cos": loss_cos.item(), "mse": loss_mse.item()}
-    if identity_weight > 0:
-        ids, first = np.unique(identity.cpu().numpy(), return_index=True)
-        if len(ids) > 1:
-            labels = torch.as_tensor(np.searchsorted(ids, identity.cpu().numpy()), device=out.device)
-            logits = o @ t[torch.as_tensor(first, device=out.device)].T / temperature
-            loss_id = F.cross_entropy(logits, labels)
-            loss = loss + identity_weight * loss_id
-            parts["identity"] = loss_id.item()
-    return loss, parts
+def prior_anchor(batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
+    """What the gallery loss keeps the output near: the mean of the photo's and its mirror's embeddings
+    when the model sees the mirror view (two equally valid views of the face), else the photo's own."""
+    if config.model == "enhanced" and config.use_mirror_view:
+        return F.normalize(batch["src"] + batch["src_mirror"], dim=-1)
+    return batch["src"]
 
 
 def cosine_schedule(total_steps: int, warmup_steps: int):
@@ -187,14 +186,15 @@ def cosine_schedule(total_steps: int, warmup_steps: int):
 
 
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """Two groups: LoRA parameters at `lora_lr`, the rest at `lr` (trainable ones only)."""
+    """LoRA parameters at `lora_lr`; the pose gate and the mirror weight (a few scalars that set how far
+    a face moves) at `gate_lr` without weight decay; the rest at `lr` (trainable ones only)."""
     lora_ids = {id(p) for p in getattr(model, "get_lora_parameters", lambda: [])()}
+    scalar_ids = {id(p) for name, p in model.named_parameters() if name.startswith(("gate.", "mirror_weight"))}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    lora = [p for p in trainable if id(p) in lora_ids]
-    rest = [p for p in trainable if id(p) not in lora_ids]
-    groups = [{"params": rest, "lr": config.lr, "name": "base"}]
-    if lora:
-        groups.append({"params": lora, "lr": config.lora_lr, "name": "lora"})
+    groups = [{"params": [p for p in trainable if id(p) not in lora_ids | scalar_ids], "lr": config.lr, "name": "base"},
+              {"params": [p for p in trainable if id(p) in lora_ids], "lr": config.lora_lr, "name": "lora"},
+              {"params": [p for p in trainable if id(p) in scalar_ids], "lr": config.gate_lr, "weight_decay": 0.0,
+               "name": "gate"}]
     return [g for g in groups if g["params"]]
 
 
@@ -250,8 +250,10 @@ def train(config: TrainConfig) -> TrainResult:
 
     records = select_records(config)
     train_mask, val_mask = fold_split(records, config.val_fold)
-    train_pairs = stack_pairs(PosePairDataset(records.subset(train_mask)))
+    train_pairs = stack_pairs(PosePairDataset(records.subset(train_mask), mirror=config.mirror_augment,
+                                              frontal_sources=config.frontal_sources))
     val_pairs = stack_pairs(PosePairDataset(records.subset(val_mask))) if val_mask.any() else None
+    gallery = frontal_gallery(train_pairs).to(device)
     embedding_dim = train_pairs["src"].shape[1]
 
     base_model = None
@@ -297,7 +299,8 @@ def train(config: TrainConfig) -> TrainResult:
         print(f"resumed from {config.resume} at epoch {state['epoch']}")
 
     writer = SummaryWriter(config.log_dir or str(save_dir / "tb"))
-    metadata = {"backend": config.backend, "embedding_dim": embedding_dim, "datasets": config.datasets,
+    metadata = {"backend": config.backend, "embedder_fingerprint": records.fingerprint,
+                "embedding_dim": embedding_dim, "datasets": config.datasets,
                 "val_fold": config.val_fold, "train_pairs": n, "epochs": config.epochs, "seed": config.seed,
                 "commit": git_commit(), "command": config.command(), "train_config": asdict(config)}
     t0 = time.time()
@@ -319,6 +322,11 @@ def train(config: TrainConfig) -> TrainResult:
                         model_inputs(batch, multiview), prior_batch, batch["target"],
                         lambda out, tgt: embedding_loss(out, tgt, batch["identity"], config.identity_weight,
                                                         config.temperature)[0])
+                elif config.loss == "gallery":
+                    out = model(**model_inputs(batch, multiview))
+                    loss, parts = gallery_loss(out.float(), prior_anchor(batch, config), batch["target"],
+                                               batch["target_pose"], batch["identity"], gallery, config.temperature,
+                                               config.source_weight)
                 else:
                     out = model(**model_inputs(batch, multiview))
                     loss, parts = embedding_loss(out.float(), batch["target"], batch["identity"],

@@ -1,0 +1,46 @@
+"""Training losses: the gallery InfoNCE against raw frontal means, the pull to the source, the regression loss."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss
+
+
+def _pairs():
+    g = torch.Generator().manual_seed(0)
+    means = F.normalize(torch.randn(3, 16, generator=g), dim=-1)
+    identity = torch.tensor([0, 0, 1, 2, 2])
+    target_pose = torch.zeros(5, 3)
+    target_pose[4] = torch.tensor([30.0, 0, 0])               # a pose -> pose pair (Pointing'04 style)
+    target = means[identity].clone()
+    target[4] = F.normalize(torch.randn(16, generator=g), dim=0)
+    return {"target": target, "identity": identity, "target_pose": target_pose}, means
+
+
+def test_frontal_gallery_holds_each_identity_frontal_mean():
+    pairs, means = _pairs()
+    gallery = frontal_gallery(pairs)
+    assert gallery.shape == (3, 16)
+    torch.testing.assert_close(gallery, means)
+
+
+def test_gallery_loss_prefers_the_own_identity_and_stays_near_the_source():
+    pairs, means = _pairs()
+    gallery = frontal_gallery(pairs)
+    src = F.normalize(means[pairs["identity"]] + 0.3 * torch.randn(5, 16, generator=torch.Generator().manual_seed(1)),
+                      dim=-1)
+    args = (pairs["target"], pairs["target_pose"], pairs["identity"], gallery, 0.1)
+    on_own, parts = gallery_loss(means[pairs["identity"]], src, *args, source_weight=0.0)
+    on_other, _ = gallery_loss(means[(pairs["identity"] + 1) % 3], src, *args, source_weight=0.0)
+    assert on_own < on_other and set(parts) == {"gallery", "pose_pairs"}
+    unmoved, parts = gallery_loss(src, src, *args, source_weight=5.0)
+    assert parts["source"] < 1e-10                            # no pull when the output is the source
+    moved, parts = gallery_loss(means[pairs["identity"]], src, *args, source_weight=5.0)
+    assert parts["source"] > 0.01
+
+
+def test_regression_loss_is_zero_on_target_without_identity_term():
+    pairs, means = _pairs()
+    loss, parts = embedding_loss(pairs["target"], pairs["target"], pairs["identity"], 0.0, 0.05)
+    assert loss.item() < 1e-6 and "identity" not in parts

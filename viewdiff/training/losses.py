@@ -1,0 +1,76 @@
+"""Training losses of the pose transformer (and the DREAM baseline).
+
+- ``regression`` (`embedding_loss`): (1 - cos) + squared error to the target (the identity's frontal
+  mean) + an in-batch identity InfoNCE. Pulls every profile onto its own identity's mean, which on a
+  strong embedder memorises the training identities.
+- ``gallery`` (`gallery_loss`): what the product measures, a transformed probe against a gallery of raw
+  frontal embeddings. InfoNCE of the transformed embedding against the frontal means of *all*
+  training identities, plus `source_weight` x the squared distance to an anchor near the input (the
+  raw embedding, or the mean of the photo's and its mirror's: prior preservation, move only as far as
+  the gallery term needs).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def embedding_loss(out: torch.Tensor, target: torch.Tensor, identity: torch.Tensor,
+                   identity_weight: float, temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """(1 - cos) + squared error to the target + in-batch identity InfoNCE.
+
+    out, target: [B, D]; identity: [B] int. Targets are per-identity means, so the batch's distinct
+    identities give the classes of the identity term.
+    """
+    o = F.normalize(out, dim=-1)
+    t = F.normalize(target, dim=-1)
+    cos = (o * t).sum(-1)
+    loss_cos = (1.0 - cos).mean()
+    loss_mse = (out - t).pow(2).sum(-1).mean()
+    loss = loss_cos + loss_mse
+    parts = {"cos": loss_cos.item(), "mse": loss_mse.item()}
+    if identity_weight > 0:
+        ids, first = np.unique(identity.cpu().numpy(), return_index=True)
+        if len(ids) > 1:
+            labels = torch.as_tensor(np.searchsorted(ids, identity.cpu().numpy()), device=out.device)
+            logits = o @ t[torch.as_tensor(first, device=out.device)].T / temperature
+            loss_id = F.cross_entropy(logits, labels)
+            loss = loss + identity_weight * loss_id
+            parts["identity"] = loss_id.item()
+    return loss, parts
+
+
+def frontal_gallery(pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[n_identities, D]: each identity's frontal-mean target, from the pairs whose target pose is frontal
+    (identities without one keep a zero row, which no probe can match)."""
+    frontal = (pairs["target_pose"].abs() < 1e-6).all(dim=-1)
+    gallery = torch.zeros(int(pairs["identity"].max()) + 1, pairs["target"].shape[1])
+    gallery[pairs["identity"][frontal]] = F.normalize(pairs["target"][frontal], dim=-1)
+    return gallery
+
+
+def gallery_loss(out: torch.Tensor, anchor: torch.Tensor, target: torch.Tensor, target_pose: torch.Tensor,
+                 identity: torch.Tensor, gallery: torch.Tensor, temperature: float,
+                 source_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """InfoNCE against the raw frontal `gallery` [G, D] (+ 1 - cos to the target for pose -> pose pairs)
+    + `source_weight` * |normalize(out) - anchor|^2.
+
+    out, anchor, target: [B, D]; target_pose [B, 3]; identity [B] (rows of `gallery`).
+    """
+    o = F.normalize(out, dim=-1)
+    frontal = (target_pose.abs() < 1e-6).all(dim=-1)
+    parts, loss = {}, out.new_zeros(())
+    if frontal.any():
+        loss_id = F.cross_entropy(o[frontal] @ gallery.to(o).T / temperature, identity[frontal])
+        loss = loss + loss_id
+        parts["gallery"] = loss_id.item()
+    if (~frontal).any():
+        loss_pose = (1.0 - (o[~frontal] * F.normalize(target[~frontal], dim=-1)).sum(-1)).mean()
+        loss = loss + loss_pose
+        parts["pose_pairs"] = loss_pose.item()
+    if source_weight > 0:
+        loss_src = (o - anchor).pow(2).sum(-1).mean()
+        loss = loss + source_weight * loss_src
+        parts["source"] = loss_src.item()
+    return loss, parts

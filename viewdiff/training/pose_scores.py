@@ -1,0 +1,66 @@
+"""Head-pose scores: Pointing'04 against its true pose per |yaw| bin, CFP photos against what they are.
+
+Shared by `python -m viewdiff.training.fit_head_pose` and `benchmarks/bench_pose.py`; the targets of the
+head-pose work are checked against these figures.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+YAW_BINS = (0, 15, 30, 45, 60, 75, 90)
+
+
+def pointing04_pose_scores(pred: np.ndarray, true: np.ndarray) -> list[dict]:
+    """pred, true [N, 3] (yaw, pitch, roll) -> a row per |true yaw| bin, then one for all.
+
+    Row: yaw (bin or "all"), n, yaw_mae, yaw_bias (signed towards larger |yaw|: negative = under-read),
+    sign (share of non-zero true yaws read with the right sign), pitch_mae, pitch_mae_level
+    (|true pitch| <= 30).
+    """
+    rows = []
+    abs_yaw = np.abs(true[:, 0])
+    for lo in (*YAW_BINS, "all"):
+        m = np.ones(len(true), bool) if lo == "all" else np.abs(abs_yaw - lo) < 7.5
+        if not m.any():
+            continue
+        err = pred[m, :2] - true[m, :2]
+        turned = true[m, 0] != 0
+        level = np.abs(true[m, 1]) <= 30
+        rows.append({
+            "yaw": lo, "n": int(m.sum()), "yaw_mae": float(np.abs(err[:, 0]).mean()),
+            "yaw_bias": float(np.mean(err[turned, 0] * np.sign(true[m][turned, 0]))) if turned.any() else 0.0,
+            "sign": float(np.mean(np.sign(pred[m][turned, 0]) == np.sign(true[m][turned, 0]))) if turned.any() else 1.0,
+            "pitch_mae": float(np.abs(err[:, 1]).mean()),
+            "pitch_mae_level": float(np.abs(err[level, 1]).mean()) if level.any() else float("nan")})
+    return rows
+
+
+def cfp_pose_scores(pred: np.ndarray, view: np.ndarray) -> dict:
+    """pred [N, 3], view [N] ("frontal" | "profile") -> frontal pitch percentiles, |pitch| and |yaw| medians,
+    share of frontals within 15 deg of level, profile |yaw| median."""
+    front, prof = pred[view == "frontal"], pred[view == "profile"]
+    return {"frontal_n": len(front), "frontal_pitch_p10": float(np.percentile(front[:, 1], 10)),
+            "frontal_pitch_median": float(np.median(front[:, 1])),
+            "frontal_pitch_p90": float(np.percentile(front[:, 1], 90)),
+            "frontal_abs_pitch_median": float(np.median(np.abs(front[:, 1]))),
+            "frontal_within_15": float(np.mean(np.abs(front[:, 1]) <= 15)),
+            "frontal_abs_yaw_median": float(np.median(np.abs(front[:, 0]))),
+            "profile_n": len(prof), "profile_abs_yaw_median": float(np.median(np.abs(prof[:, 0])))}
+
+
+def pointing04_markdown(rows: list[dict]) -> str:
+    lines = ["| abs(yaw) | n | yaw MAE | yaw bias | sign right | pitch MAE | pitch MAE, abs(tilt) <= 30 |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['yaw']} | {r['n']} | {r['yaw_mae']:.1f} | {r['yaw_bias']:+.1f} | {100 * r['sign']:.1f}% | "
+              f"{r['pitch_mae']:.1f} | {r['pitch_mae_level']:.1f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def cfp_markdown(s: dict) -> str:
+    return ("| CFP | value |\n|---|---|\n"
+            f"| frontal pitch p10 / median / p90 ({s['frontal_n']} photos) | {s['frontal_pitch_p10']:.1f} / "
+            f"{s['frontal_pitch_median']:.1f} / {s['frontal_pitch_p90']:.1f} |\n"
+            f"| frontal median abs(pitch) | {s['frontal_abs_pitch_median']:.1f} |\n"
+            f"| frontal within 15 deg of level | {100 * s['frontal_within_15']:.1f}% |\n"
+            f"| frontal median abs(yaw) | {s['frontal_abs_yaw_median']:.1f} |\n"
+            f"| profile median abs(yaw) ({s['profile_n']} photos) | {s['profile_abs_yaw_median']:.1f} |")
