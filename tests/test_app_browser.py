@@ -1,9 +1,11 @@
 """The real demo in a browser: `python app.py` on a free port, driven by headless Chromium.
 
 Uses Debian's chromium + chromium-driver through selenium (scripts/test.sh installs them when it
-runs as root). Uploads a photo, drags the yaw slider and checks that the plots render (plotly's DOM)
-and follow the slider; a bad file gives a warning, not a traceback. Screenshots go to test-output/;
-with VIEWDIFF_DOCS_SCREENSHOT=docs/screenshot.png the full page is also saved there (1400 px wide).
+runs as root). Three servers: the normal demo (dlib, transformer weights), the demo without weights,
+and a simulated Hugging Face Space (no ../shared, no network, empty home). Uploads photos, drags the
+yaw slider and checks that the plots render (plotly's DOM) and follow the slider; a bad file gives a
+warning, not a traceback; an enrolled face stays in its browser session. Screenshots go to
+test-output/; with VIEWDIFF_DOCS_SCREENSHOT=docs/screenshot.png the full page is also saved there.
 """
 
 from __future__ import annotations
@@ -72,13 +74,13 @@ def app(tmp: Path, args: list[str], env: dict[str, str] | None = None):
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, analyzer):
-    """`python app.py --backend dlib` with the weights shipped for that embedder when they load, else a fresh
-    model of the shipped kind."""
+    """`python app.py` as shipped: the default embedder (the ArcFace pack) with its shipped transformer weights
+    when they load, else a fresh model of the shipped kind."""
     from viewdiff.demo.calibration import weights_for
     tmp = tmp_path_factory.mktemp("app")
     shipped = weights_for(analyzer.fingerprint)
     weights = [] if loadable(shipped, analyzer.fingerprint) else ["--weights", str(fresh_weights(tmp / "weights"))]
-    with app(tmp, ["--backend", "dlib", *weights]) as url:
+    with app(tmp, weights) as url:
         yield url
 
 
@@ -146,6 +148,7 @@ def screenshot(driver, path: Path, down_to: str | None = None) -> None:
 
 
 def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
+    """The demo as shipped: upload, the four panels, slider moves rerun only the transformer."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -230,10 +233,8 @@ def enrol(driver, name: str) -> None:
     wait(driver, lambda d: name in text(d, "gallery-table"), f"{name} did not appear in the gallery table")
 
 
-def test_enrolled_face_is_private_to_the_browser_session(app_url, browser, tmp_path):
+def test_enrolled_face_is_private_to_the_browser_session(app_url, browser):
     """Enrol then probe; the addition belongs to this page only: a reload shows the current (default) gallery."""
-    from selenium import webdriver  # noqa: F401  (the fixture made the driver)
-
     browser.get(app_url)
     wait(browser, lambda d: "Tom Hanks" in text(d, "gallery-table"), "no default gallery")
     upload(browser, ASSETS / "cameraman_gray.png")

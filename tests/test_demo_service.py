@@ -417,12 +417,12 @@ def test_missing_or_mismatched_weights_explain_the_fix(service, tmp_path, make, 
 
 # ----------------------------------------------------------------------------- shipped weights
 
-def test_shipped_weights_load_and_transform(service, tmp_path):
-    """The weights shipped for the dlib embedder (found by its fingerprint) load and move the embedding."""
-    shipped = weights_for(service.fingerprint)
+def test_shipped_weights_load_and_transform(analyzer, tmp_path):
+    """The weights shipped for the default embedder (found by its fingerprint) load and move the embedding."""
+    shipped = weights_for(analyzer.fingerprint)
     if not (shipped / "model.safetensors").is_file():
-        pytest.skip(f"no trained weights for the dlib embedder in {shipped}")
-    svc = DemoService.load("dlib", None, None, tmp_path / "defaults", small_gallery_photos(), torch_threads=None)
+        pytest.skip(f"no trained weights for the default embedder in {shipped}")
+    svc = DemoService.load("auto", None, None, tmp_path / "defaults", small_gallery_photos(), torch_threads=None)
     assert svc.model is not None and svc.weights_dir == shipped, svc.weights_error
     assert "Pose transformer: not loaded" not in svc.model_card()
     reply = photo(svc, ASSETS / "t1_face_yaw55.jpg")
