@@ -92,7 +92,8 @@ def test_cfp_fp_pairs_on_the_whole_protocol():
     n = len(items)
     assert n == 7000
     records = FaceRecords(
-        embedding=np.zeros((n, 4), np.float32), source_pose=np.zeros((n, 3), np.float32),
+        embedding=np.zeros((n, 4), np.float32), embedding_mirror=np.zeros((n, 4), np.float32),
+        source_pose=np.zeros((n, 3), np.float32), pose_features=np.zeros((n, 7), np.float32),
         true_pose=np.full((n, 3), np.nan, np.float32), keypoints_3d=np.zeros((n, 5, 3), np.float32),
         identity=np.array([i.identity for i in items]), view=np.array([i.view for i in items]),
         fold=np.array([i.fold for i in items]), path=np.array([str(i.path.relative_to(DATA)) for i in items]),
@@ -105,3 +106,25 @@ def test_cfp_fp_pairs_on_the_whole_protocol():
     np.testing.assert_array_equal(records.fold[pairs["a"]], pairs["fold"])
     np.testing.assert_array_equal(records.fold[pairs["b"]], pairs["fold"])
     np.testing.assert_array_equal(records.identity[pairs["a"]] == records.identity[pairs["b"]], pairs["same"])
+    frontal = cfp_fp_pairs(records, DATA, protocol="FF")   # CFP-FF: frontal-frontal pairs, same folds
+    assert len(frontal["a"]) == 7000 and (records.view[frontal["b"]] == "frontal").all()
+    np.testing.assert_array_equal(records.identity[frontal["a"]] == records.identity[frontal["b"]], frontal["same"])
+
+
+@needs_data
+def test_mirror_augmentation_and_frontal_sources(tiny_extracted):
+    _, cfp, _, _, _, _ = tiny_extracted
+    plain = PosePairDataset(cfp)
+    mirrored = PosePairDataset(cfp, mirror=True)
+    n = len(plain)
+    assert len(mirrored) == 2 * n
+    np.testing.assert_array_equal(mirrored.src[n:], plain.src_mirror)        # the mirrored photo is the source
+    np.testing.assert_array_equal(mirrored.src_mirror[n:], plain.src)
+    np.testing.assert_allclose(mirrored.source_pose[n:], plain.source_pose * [-1, 1, -1])   # yaw, roll flip
+    np.testing.assert_array_equal(mirrored.target[n:], plain.target)          # the same identity target
+    assert np.sign(mirrored.keypoints_3d[n:, 2, 0]).tolist() == (-np.sign(plain.keypoints_3d[:, 2, 0])).tolist()
+    few = PosePairDataset(cfp, frontal_sources=2)
+    found = cfp.subset(cfp.found)
+    per_identity = {i: int(((found.identity == i) & (found.view == "profile")).sum()) + 2 for i in set(found.identity)}
+    assert len(few) == sum(per_identity.values())
+    np.testing.assert_array_equal(np.unique(few.target, axis=0), np.unique(plain.target, axis=0))   # same means

@@ -143,10 +143,11 @@ def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, 
 
 
 def same_person_threshold(cfp: FaceRecords, pairs: dict[str, np.ndarray], far: float = 0.01) -> float:
-    """The cosine that `far` of the different-person CFP-FP pairs exceed (raw frontal vs raw profile)."""
+    """The cosine that `far` of the different-person CFP-FP pairs exceed (raw frontal vs raw profile); NaN
+    without such pairs (a small identity subset)."""
     raw = l2_normalize(cfp.embedding)
-    scores = pair_scores(raw, raw, cfp, pairs, "probe")[~pairs["same"]]
-    return float(np.sort(scores)[int(np.ceil((1 - far) * len(scores))) - 1])
+    scores = np.sort(pair_scores(raw, raw, cfp, pairs, "probe")[~pairs["same"]])
+    return float(scores[int(np.ceil((1 - far) * len(scores))) - 1]) if len(scores) else float("nan")
 
 
 def write_threshold(path: Path, fingerprint: str, cosine: float, source: str) -> None:
