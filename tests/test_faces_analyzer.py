@@ -170,8 +170,9 @@ def test_random_bytes_and_wrong_types(fa, tmp_path):
         fa.analyze(junk)
     with pytest.raises(ImageReadError, match="corrupt|not a readable"):   # a PNG signature, then junk
         fa.analyze(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
-    with pytest.raises(ImageReadError, match="No such file"):
+    with pytest.raises(ImageReadError, match="No such file") as err:
         fa.analyze(tmp_path / "missing.jpg")
+    assert str(tmp_path) not in str(err.value) and "missing.jpg" in str(err.value)   # no server folders
     with pytest.raises(ImageReadError, match="folder"):
         fa.analyze(tmp_path)
     with pytest.raises(ImageReadError, match="unsupported image type"):

@@ -36,13 +36,13 @@ def load_image(image) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if path.is_dir():
-            raise ImageReadError(f"{path} is a folder, not an image file")
+            raise ImageReadError(f"{path.name} is a folder, not an image file")
         try:
             image = path.read_bytes()
         except OSError as e:
-            raise ImageReadError(f"cannot read image file {path}: {e.strerror or e}") from e
+            raise ImageReadError(f"cannot read the image file {path.name}: {e.strerror or type(e).__name__}") from e
         if not image:
-            raise ImageReadError(f"the image file {path} is empty (0 bytes): use a JPEG or PNG photo")
+            raise ImageReadError(f"the image file {path.name} is empty (0 bytes): use a JPEG or PNG photo")
     elif hasattr(image, "read") and not isinstance(image, np.ndarray):
         image = image.read()
     if isinstance(image, (bytes, bytearray, memoryview)):
