@@ -28,7 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from viewdiff.models.checkpoint import find_weights, load_pretrained  # noqa: E402
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D  # noqa: E402
+from viewdiff.paths import REPO_ROOT  # noqa: E402
+
+SHIPPED_EMBEDDER = "0a08a264481d7c1b"   # the default face pack's fingerprint
 
 MiB = 2 ** 20
 
@@ -103,6 +107,13 @@ def main(argv: list[str] | None = None) -> None:
             wall_no_kp, _, _ = latency(model, batch, d_model, seconds / 2, keypoints=False)
             print(f"{d_model:>7} {batch:>5} {wall / batch:>11.3f} {p10 / batch:>8.3f} {cpu / batch:>6.3f} "
                   f"{wall_no_kp / batch:>12.3f}")
+
+    shipped = find_weights(SHIPPED_EMBEDDER)
+    if shipped is not None:
+        model, _ = load_pretrained(shipped)
+        wall, p10, cpu = latency(model, 1, model.config["d_model"], seconds)
+        print(f"shipped model ({shipped.relative_to(REPO_ROOT)}: {model.config['num_layers']} layers, "
+              f"R={model.config['voxel_resolution']}), batch 1: wall median {wall:.3f} ms, p10 {p10:.3f}, CPU {cpu:.3f}")
 
     print("\n## Parameters: LoRA adapter (freeze_base) vs full fine-tuning")
     print(f"{'d_model':>7} {'rank':>4} {'total':>9} {'trainable (LoRA only)':>22} {'LoRA':>7} {'LoRA %':>7} "
