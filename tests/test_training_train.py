@@ -122,6 +122,8 @@ def test_train_command_and_its_old_paths(command):
 def test_train_config_is_the_cli_and_its_command_round_trips(tmp_path):
     assert set(MODEL_FIELDS) <= {f.name for f in fields(TransformerConfig)}
     assert {"use_lora_attention", "rank", "voxel_resolution", "dropout", "num_layers"} <= set(MODEL_FIELDS)
+    switches = {f.name for f in fields(TransformerConfig) if f.name.startswith("use_")}
+    assert switches <= set(MODEL_FIELDS)   # every module can be switched off from the CLI (the ablations)
     assert TrainConfig.from_args([]) == TrainConfig()
     config = TrainConfig.from_args(["--no-use_lora_attention", "--use_amp", "--rank", "8", "--identity_weight", "0",
                                     "--save_dir", str(REPO_ROOT / "runs" / "x"), "--export_dir", str(tmp_path)])

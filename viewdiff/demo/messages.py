@@ -30,12 +30,14 @@ def user_message(error: Exception | str, path: str | os.PathLike | None = None) 
 
 
 def display_path(path: str | os.PathLike) -> str:
-    """A path for the model card: relative to the repository or ../shared, else just its last two parts."""
-    from viewdiff.paths import REPO_ROOT
+    """A path for the model card: relative to the repository or the shared folder (shown as ../shared),
+    else just its last two parts. Compared as given and with links resolved (../shared may be a link)."""
+    from viewdiff.paths import REPO_ROOT, shared_dir
     path = Path(path)
-    for root, prefix in ((REPO_ROOT, ""), (REPO_ROOT.parent, "../")):
-        try:
-            return prefix + str(path.resolve().relative_to(root.resolve()))
-        except (ValueError, OSError):
-            continue
+    for root, prefix in ((REPO_ROOT, ""), (shared_dir(), "../shared/")):
+        for inner, outer in ((path, root), (path.resolve(), root.resolve())):
+            try:
+                return prefix + str(inner.relative_to(outer))
+            except (ValueError, OSError):
+                continue
     return str(Path(*path.parts[-2:])) if path.is_absolute() else str(path)

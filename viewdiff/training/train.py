@@ -74,6 +74,7 @@ class TrainConfig:
     voxel_resolution: int = option(8, "voxel grid side R of the projection layer (cost grows with R^3: 8 keeps CPU "
                                       "training at ~1 min per CFP fold; the model class defaults to 16)")
     dropout: float = option(0.1)
+    use_adaptive_norm: bool = option(True, action=argparse.BooleanOptionalAction)
     use_pose_gate: bool = option(True, action=argparse.BooleanOptionalAction)
     use_mirror_view: bool = option(True, action=argparse.BooleanOptionalAction)
     mirror_augment: bool = option(True, "also train on every photo mirrored (yaw and roll negated)",
