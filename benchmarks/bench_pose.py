@@ -29,12 +29,12 @@ import numpy as np  # noqa: E402
 from viewdiff.faces.analyzer import FaceAnalyzer  # noqa: E402
 from viewdiff.paths import data_root  # noqa: E402
 from viewdiff.training.pose_scores import (YAW_BINS, cfp_markdown, cfp_pose_scores, pointing04_markdown,  # noqa: E402
-                                           pointing04_pose_scores)
+                                           pointing04_pose_scores, yaw_bin)
 from viewdiff.training.records import load_records  # noqa: E402
 
 
 def detection_rates(true_yaw: np.ndarray, found: np.ndarray) -> str:
-    rates = [f"{b}: {found[np.abs(np.abs(true_yaw) - b) < 7.5].mean():.1%}" for b in YAW_BINS]
+    rates = [f"{b}: {found[yaw_bin(true_yaw, b)].mean():.1%}" for b in YAW_BINS]
     return "Pointing'04 detection per abs(yaw): " + ", ".join(rates) + f"; all {found.mean():.1%}"
 
 

@@ -38,11 +38,13 @@ CALIBRATION_FILE = "calibration.json"
 FEATURES = ("3ddfa_yaw", "3ddfa_pitch", "fsanet_yaw", "fsanet_pitch", "pnp5_yaw", "pnp5_pitch")
 POSE_SOURCE = "3ddfa_v2+fsanet+pnp5"
 FIT_HINT = "refit it with `python -m viewdiff.training.fit_head_pose`"
+SHIPPED_DIR = REPO_ROOT / "weights/headpose"
+CALIBRATION_PATH = SHIPPED_DIR / CALIBRATION_FILE
 
 
 def headpose_dirs() -> list[Path]:
     env = models_env_dir()
-    return [REPO_ROOT / "weights/headpose", *([env / "headpose"] if env else []), shared_dir() / "models/headpose"]
+    return [SHIPPED_DIR, *([env / "headpose"] if env else []), shared_dir() / "models/headpose"]
 
 
 def find_headpose_dir() -> Path:
@@ -87,11 +89,10 @@ class Calibration:
 
 def default_calibration() -> Calibration:
     """The shipped ``weights/headpose/calibration.json`` (read each call: a refit applies at once)."""
-    path = REPO_ROOT / "weights/headpose" / CALIBRATION_FILE
-    if not path.is_file():
+    if not CALIBRATION_PATH.is_file():
         raise ModelNotFoundError(f"the head-pose calibration weights/headpose/{CALIBRATION_FILE} is missing: "
                                  f"restore it with `git checkout -- weights/headpose` or {FIT_HINT}")
-    return Calibration.load(path)
+    return Calibration.load(CALIBRATION_PATH)
 
 
 def _crop(bgr: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from viewdiff.faces.errors import ModelNotFoundError
-from viewdiff.paths import REPO_ROOT, models_env_dir, offline, shared_dir
+from viewdiff.paths import REPO_ROOT, models_env_dir, offline, repo_relative, shared_dir
 
 DEFAULT_PACK = "arcface_mbf128"   # shipped in weights/insightface/: SCRFD det_2.5g + ArcFace MobileFaceNet 128-d
 CHECKSUMS = "SHA256SUMS"
@@ -172,11 +172,9 @@ def verify_sha256(folder: Path, names: list[str] | None = None) -> None:
 
 
 def _display(folder: Path) -> str:
-    """`folder` relative to the repository when inside it (no server paths in messages)."""
-    try:
-        return str(Path(folder).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return Path(folder).name
+    """`folder` relative to the repository when inside it, else its name (no server paths in messages)."""
+    shown = repo_relative(folder)
+    return Path(folder).name if Path(shown).is_absolute() else shown
 
 
 def ort_session_options():

@@ -54,7 +54,8 @@ class PosePairDataset:
             front = rows[frontal_row[rows]]
             if len(front):
                 mean = l2_normalize(r.embedding[front].mean(0))
-                sources = [i for i in rows if i not in set(front[frontal_sources:])] if frontal_sources else list(rows)
+                unused = set(front[frontal_sources:]) if frontal_sources else set()
+                sources = [i for i in rows if i not in unused]
                 src += sources
                 tgt_emb += [mean] * len(sources)
                 tgt_pose += [np.zeros(3, np.float32)] * len(sources)

@@ -34,6 +34,7 @@ from torch import nn
 from viewdiff.embeddings import l2_normalize
 from viewdiff.paths import shared_dir
 from viewdiff.training.datasets import cfp_fp_pairs
+from viewdiff.training.metrics import far_threshold
 from viewdiff.training.protocols import (PROTOCOLS, fold_metrics, pair_scores, paired_test, pointing04_rank1,
                                          profile_rank1)
 from viewdiff.training.records import FaceRecords, first_identities, load_records
@@ -146,8 +147,8 @@ def same_person_threshold(cfp: FaceRecords, pairs: dict[str, np.ndarray], far: f
     """The cosine that `far` of the different-person CFP-FP pairs exceed (raw frontal vs raw profile); NaN
     without such pairs (a small identity subset)."""
     raw = l2_normalize(cfp.embedding)
-    scores = np.sort(pair_scores(raw, raw, cfp, pairs, "probe")[~pairs["same"]])
-    return float(scores[int(np.ceil((1 - far) * len(scores))) - 1]) if len(scores) else float("nan")
+    negatives = pair_scores(raw, raw, cfp, pairs, "probe")[~pairs["same"]]
+    return far_threshold(negatives, far) if len(negatives) else float("nan")
 
 
 def write_threshold(path: Path, fingerprint: str, cosine: float, source: str) -> None:

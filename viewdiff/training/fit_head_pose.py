@@ -14,8 +14,8 @@ import argparse
 
 import numpy as np
 
-from viewdiff.faces.head_pose import CALIBRATION_FILE, FEATURES, Calibration
-from viewdiff.paths import REPO_ROOT
+from viewdiff.faces.head_pose import CALIBRATION_FILE, CALIBRATION_PATH, FEATURES, Calibration
+from viewdiff.paths import repo_relative
 from viewdiff.training.pose_scores import cfp_markdown, cfp_pose_scores, pointing04_markdown, pointing04_pose_scores
 from viewdiff.training.records import FaceRecords, load_records
 
@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print(pointing04_markdown(pointing04_pose_scores(p04_pose, p04.true_pose)))
     print(cfp_markdown(cfp_pose_scores(cfp_pose, cfp.view)))
     if args.write:
-        path = REPO_ROOT / "weights/headpose" / CALIBRATION_FILE
-        fit(p04, cfp.subset(cfp.view == "frontal")).save(path)
-        print(f"wrote {path.relative_to(REPO_ROOT)}")
+        fit(p04, cfp.subset(cfp.view == "frontal")).save(CALIBRATION_PATH)
+        print(f"wrote {repo_relative(CALIBRATION_PATH)}")
     return 0
 
 

@@ -46,6 +46,12 @@ def identity_means(embeddings: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray,
     return l2_normalize(means), unique
 
 
+def far_threshold(negatives: np.ndarray, far: float) -> float:
+    """The score that a share `far` of the different-person scores `negatives` [M] exceed (M >= 1)."""
+    negatives = np.sort(negatives)
+    return float(negatives[min(len(negatives) - 1, int(np.ceil((1 - far) * len(negatives))) - 1)])
+
+
 def tar_at_far(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, far: float = 0.01) -> np.ndarray:
     """Per-fold true-accept rate at a false-accept rate of `far`, the threshold set on the other folds'
     different-person pairs (the score that `far` of them exceed). Returns [n_folds] (sorted fold ids); NaN
@@ -53,10 +59,9 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, far: flo
     tars = []
     for f in np.unique(folds):
         test = folds == f
-        negatives = np.sort(scores[~test & ~same])
+        negatives = scores[~test & ~same]
         if not len(negatives):
             tars.append(np.nan)
             continue
-        threshold = negatives[min(len(negatives) - 1, int(np.ceil((1 - far) * len(negatives))) - 1)]
-        tars.append(np.mean(scores[test & same] > threshold))
+        tars.append(np.mean(scores[test & same] > far_threshold(negatives, far)))
     return np.asarray(tars)

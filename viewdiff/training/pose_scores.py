@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-YAW_BINS = (0, 15, 30, 45, 60, 75, 90)
+YAW_BINS = (0, 15, 30, 45, 60, 75, 90)   # Pointing'04's pans are multiples of 15 deg
+
+
+def yaw_bin(true_yaw: np.ndarray, lo: float) -> np.ndarray:
+    """[N] bool: the rows whose |true yaw| is in the bin centred on `lo` (+-7.5 deg)."""
+    return np.abs(np.abs(true_yaw) - lo) < 7.5
 
 
 def pointing04_pose_scores(pred: np.ndarray, true: np.ndarray) -> list[dict]:
@@ -18,9 +23,8 @@ def pointing04_pose_scores(pred: np.ndarray, true: np.ndarray) -> list[dict]:
     (|true pitch| <= 30).
     """
     rows = []
-    abs_yaw = np.abs(true[:, 0])
     for lo in (*YAW_BINS, "all"):
-        m = np.ones(len(true), bool) if lo == "all" else np.abs(abs_yaw - lo) < 7.5
+        m = np.ones(len(true), bool) if lo == "all" else yaw_bin(true[:, 0], lo)
         if not m.any():
             continue
         err = pred[m, :2] - true[m, :2]

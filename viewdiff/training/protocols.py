@@ -16,10 +16,10 @@ import itertools
 import numpy as np
 
 from viewdiff.training.metrics import identity_means, rank1_accuracy, tar_at_far, verification_accuracy
+from viewdiff.training.pose_scores import YAW_BINS, yaw_bin
 from viewdiff.training.records import FaceRecords
 
 PROTOCOLS = ("probe", "both")
-YAW_BINS = (0, 15, 30, 45, 60, 75, 90)
 
 
 def pair_scores(raw: np.ndarray, transformed: np.ndarray, cfp: FaceRecords, pairs: dict[str, np.ndarray],
@@ -54,7 +54,7 @@ def pointing04_rank1(raw: np.ndarray, transformed: np.ndarray, p04: FaceRecords)
     refs, ref_ids = identity_means(raw[near_frontal], p04.identity[near_frontal])
     rows = []
     for lo in YAW_BINS:
-        m = ok & (np.abs(yaw - lo) < 7.5)
+        m = ok & yaw_bin(yaw, lo)
         if m.any():
             own = refs[np.searchsorted(ref_ids, p04.identity[m])]
             rows.append({"yaw": lo, "n": int(m.sum()), "similarity": float(np.mean(np.sum(transformed[m] * own, 1))),
