@@ -70,6 +70,9 @@ def test_fold_split_is_by_identity(tiny_extracted):
     assert not (train | val)[~records.found].any()     # rows without a face are in neither
     train0, val0 = fold_split(records, 0)
     assert not val0.any() and (train0 == records.found).all()
+    inner_train, inner_val = fold_split(records, folds[0], exclude_fold=folds[1])   # nested: the test fold is out
+    assert (inner_val == val).all() and not (records.fold[inner_train] == folds[1]).any()
+    assert "p04_01" in set(records.identity[inner_train])
 
 
 @needs_data

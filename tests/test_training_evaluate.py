@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from viewdiff.training.evaluate import METHODS, fold_config, main
+from viewdiff.training.evaluate import CANDIDATES, METHODS, fold_config, inner_folds, main, recipe_name
 from viewdiff.training.metrics import verification_accuracy
 from viewdiff.training.train import TrainConfig
 
@@ -18,11 +18,11 @@ FAST = ["--voxel_resolution", "8", "--threads", "1", "--quiet", "--epochs", "2"]
 def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
     out = tmp_path / "results"
     results = main(["--data_dir", str(small_cache), "--data_root", str(data_root), "--max_identities", "10",
-                    "--folds", "1,2", "--seeds", "0,1", "--methods", "mirror,global_shift,dream,enhanced",
-                    "--work_dir", str(tmp_path / "work"), "--out", str(out), "--quiet",
+                    "--folds", "1,2", "--seeds", "0,1", "--methods", "mirror,global_shift,dream,enhanced,enhanced_nested",
+                    "--work_dir", str(tmp_path / "work"), "--out", str(out), "--quiet", "--jobs", "2",
                     "--train_args", " ".join(FAST)])
     methods = results["methods"]
-    assert set(methods) == {"raw", "mirror", "global_shift", "dream", "enhanced"}
+    assert set(methods) == {"raw", "mirror", "global_shift", "dream", "enhanced", "enhanced_nested"}
     for entry in methods.values():
         for key in ("cfp_fp/probe/accuracy", "cfp_fp/probe/rank1", "cfp_fp/both/rank1", "cfp_ff/probe/accuracy"):
             assert len(entry[key]["per_fold"]) == 2 and all(0.0 <= a <= 1.0 for a in entry[key]["per_fold"])
@@ -38,6 +38,16 @@ def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
     assert methods["mirror"]["cfp_ff/probe/accuracy"]["mean"] == methods["raw"]["cfp_ff/probe/accuracy"]["mean"]
     assert [row["yaw"] for row in methods["enhanced"]["pointing04"]] == [0, 15, 30, 45, 60, 75, 90]   # every bin
     assert json.loads((out / "results.json").read_text())["folds"] == [1, 2]
+    # nested selection: each test fold's recipe was validated on two other folds, never on the test fold
+    selections = methods["enhanced_nested"]["selections"]
+    assert [s["test_fold"] for s in selections] == [1, 2]
+    for s in selections:
+        assert len(s["inner_folds"]) == 2 and s["test_fold"] not in s["inner_folds"]
+        assert set(s["scores"]) == {recipe_name(r) for r in CANDIDATES} and s["recipe"] in CANDIDATES
+        assert s["scores"][s["chosen"]]["score"] == max(v["score"] for v in s["scores"].values())
+    inner_run = json.loads((tmp_path / "work" / f"enhanced_nested_seed0_fold{selections[0]['inner_folds'][0]:02d}_test01_"
+                            f"{recipe_name(CANDIDATES[0])}" / "final_model" / "config.json").read_text())
+    assert inner_run["metadata"]["train_config"]["exclude_fold"] == 1
     tables = (out / "tables.md").read_text()
     assert "| raw |" in tables and "Pointing'04" in tables and "CFP-FF" in tables
 
@@ -61,3 +71,9 @@ def test_fold_recipes_are_train_configs_with_the_extra_flags_last(tmp_path):
     assert config.model == "dream" and config.identity_weight == 0.0 and config.loss == "regression"
     ablation = fold_config("enhanced_no_gate", 1, 0, args)
     assert ablation.use_pose_gate is False and ablation.use_mirror_view is True
+
+
+def test_inner_folds_follow_the_test_fold_and_skip_it():
+    assert inner_folds(3, list(range(1, 11))) == [4, 5]
+    assert inner_folds(10, list(range(1, 11))) == [1, 2]
+    assert inner_folds(9, list(range(1, 11))) == [10, 1]

@@ -15,13 +15,15 @@ PAIR_KEYS = ("src", "src_mirror", "source_pose", "keypoints_3d", "target", "targ
 MIRROR_POSE = np.array([-1.0, 1.0, -1.0], np.float32)   # a mirrored photo: yaw and roll change sign
 
 
-def fold_split(records: FaceRecords, val_fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train mask, val mask) by identity: CFP identities of `val_fold` validate, all else trains.
+def fold_split(records: FaceRecords, val_fold: int, exclude_fold: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train mask, val mask) by identity: CFP identities of `val_fold` validate, those of `exclude_fold`
+    (the outer test fold of a nested selection) are in neither, all else trains.
 
     val_fold 0: everything trains and the val mask is empty. Rows without a face are in neither.
     """
     val = (records.fold == val_fold) & (val_fold > 0) & records.found
-    return records.found & ~val, val
+    excluded = (records.fold == exclude_fold) & (exclude_fold > 0)
+    return records.found & ~val & ~excluded, val
 
 
 class PosePairDataset:

@@ -14,7 +14,10 @@ raw frontal gallery, the product's; ``both``: both sides transformed). Methods (
 - ``dream``, ``dream_l2``: the DREAM residual (Cao et al., CVPR 2018) with the regression loss (+ the
   in-batch identity term for ``dream``), trained on the same folds;
 - ``enhanced``: the pose transformer with today's default recipe (`TrainConfig`); ``enhanced_no_*``
-  switch one module off (the ablations).
+  switch one module off (the ablations);
+- ``enhanced_nested``: the transformer with the recipe chosen for each test fold among `CANDIDATES` by
+  validation inside its training folds only (`select_recipe`: trained without the test fold and an inner
+  fold, scored on the inner fold; two inner folds).
 Figures are means over seeds of the per-fold values; `paired_test` compares each method with raw and
 with DREAM fold by fold. Pointing'04 (never trained on): rank-1 per |yaw| bin with each seed's fold-1
 model. CFP-FF (frontal-frontal) checks that frontal matching stays at the raw level.
@@ -22,8 +25,11 @@ model. CFP-FF (frontal-frontal) checks that frontal matching stays at the raw le
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +40,7 @@ from torch import nn
 from viewdiff.embeddings import l2_normalize
 from viewdiff.paths import shared_dir
 from viewdiff.training.datasets import cfp_fp_pairs
-from viewdiff.training.metrics import far_threshold
+from viewdiff.training.metrics import best_threshold, far_threshold, identity_means, rank1_accuracy
 from viewdiff.training.protocols import (PROTOCOLS, fold_metrics, pair_scores, paired_test, pointing04_rank1,
                                          profile_rank1)
 from viewdiff.training.records import FaceRecords, first_identities, load_records
@@ -53,7 +59,15 @@ METHODS = {
     "enhanced_no_projection": {"use_projection_layer": False},
     "enhanced_no_adaln": {"use_adaptive_norm": False},
     "enhanced_regression": {"loss": "regression", "temperature": 0.05},
+    "enhanced_nested": {},
 }
+# Nested selection: `enhanced_nested` trains `enhanced` with the CANDIDATES recipe that validates best inside
+# the training folds (`select_recipe`). The grid is one axis fixed before looking at any result: how far a
+# profile may move from its source (the gallery loss's source weight; DREAM moves profiles much further).
+NESTED = {"enhanced_nested"}
+CANDIDATES = [{"source_weight": 3.0}, {}, {"source_weight": 30.0}]
+INNER_FOLDS = 2
+SELECTION_SEED = 0
 
 
 @torch.no_grad()
@@ -84,13 +98,76 @@ def untrained_transform(method: str, train_rows: FaceRecords, records: FaceRecor
     return l2_normalize(records.embedding + turned[:, None] * change)
 
 
-def fold_config(method: str, fold: int, seed: int, args: argparse.Namespace) -> TrainConfig:
-    """The training recipe of `method` (a key of METHODS) without CFP fold `fold`; `--train_args` flags win."""
+def fold_config(method: str, fold: int, seed: int, args: argparse.Namespace, recipe: dict | None = None,
+                exclude_fold: int = 0) -> TrainConfig:
+    """The training recipe of `method` (a key of METHODS; `recipe` overrides it) validated on CFP fold `fold`
+    and not trained on it (nor on `exclude_fold`); `--train_args` flags win."""
+    base = METHODS[method]
+    tag = f"{method}_seed{seed}_fold{fold:02d}" + (f"_test{exclude_fold:02d}_{recipe_name(recipe)}" if exclude_fold else "")
     config = replace(TrainConfig(), data_dir=args.data_dir, backend=args.backend, datasets="cfp", val_fold=fold,
-                     seed=seed, quiet=True, checkpoint_every=10 ** 6,
-                     save_dir=str(Path(args.work_dir) / f"{method}_seed{seed}_fold{fold:02d}"),
-                     max_identities=args.max_identities or None, **METHODS[method])
+                     exclude_fold=exclude_fold, seed=seed, quiet=True, checkpoint_every=10 ** 6,
+                     save_dir=str(Path(args.work_dir) / tag), max_identities=args.max_identities or None,
+                     **{**base, **(recipe or {})})
     return TrainConfig.from_args(args.train_args.split(), base=config)
+
+
+def recipe_name(recipe: dict | None) -> str:
+    """'source_weight=3.0' for {"source_weight": 3.0}; 'default' for none."""
+    return ",".join(f"{k}={v}" for k, v in sorted((recipe or {}).items())) or "default"
+
+
+def inner_folds(test_fold: int, all_folds: list[int]) -> list[int]:
+    """The INNER_FOLDS folds that follow `test_fold` (cyclically): they validate its nested selection."""
+    others = sorted(f for f in all_folds if f != test_fold)
+    start = next((i for i, f in enumerate(others) if f > test_fold), 0)
+    return (others[start:] + others[:start])[:INNER_FOLDS]
+
+
+def validation_metrics(raw: np.ndarray, emb: np.ndarray, cfp: FaceRecords, pairs: dict[str, np.ndarray],
+                       fold: int, test_fold: int) -> dict[str, float]:
+    """Inner-validation metrics of `fold` from its own pairs and photos only (probe protocol): accuracy at the
+    fold's best threshold, TAR at the fold's own FAR 1%, rank-1 against the frontal means of every identity
+    outside `test_fold`; ``score`` is their mean, the selection criterion."""
+    mine = pairs["fold"] == fold
+    s, same = pair_scores(raw, emb, cfp, pairs, "probe")[mine], pairs["same"][mine]
+    metrics = {"accuracy": float(np.mean((s >= best_threshold(s, same)) == same)),
+               "tar_far1": float(np.mean(s[same] > far_threshold(s[~same], 0.01))) if (~same).any() else np.nan}
+    frontal = cfp.found & (cfp.view == "frontal") & (cfp.fold != test_fold)
+    gallery, gallery_ids = identity_means(raw[frontal], cfp.identity[frontal])
+    probes = cfp.found & (cfp.view == "profile") & (cfp.fold == fold)
+    metrics["rank1"] = rank1_accuracy(emb[probes], cfp.identity[probes], gallery, gallery_ids)
+    metrics["score"] = finite_mean(list(metrics.values()))
+    return metrics
+
+
+def finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (TAR is NaN on a fold without different-person pairs); NaN if none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def select_recipe(method: str, test_fold: int, cfp: FaceRecords, pairs: dict[str, np.ndarray],
+                  args: argparse.Namespace) -> dict:
+    """Nested selection for `test_fold`: every CANDIDATES recipe is trained without `test_fold` and the inner
+    fold, and scored on the inner fold (`validation_metrics`, seed SELECTION_SEED); the best mean score over
+    the inner folds wins. The test fold is never looked at. Kept in the work dir, so seeds share it."""
+    path = Path(args.work_dir) / f"{method}_selection_test{test_fold:02d}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    raw = l2_normalize(cfp.embedding)
+    inner = inner_folds(test_fold, sorted(set(cfp.fold[cfp.fold > 0].tolist())))
+    scores = {}
+    for recipe in CANDIDATES:
+        rows = [validation_metrics(raw, transform(train(fold_config(method, v, SELECTION_SEED, args, recipe,
+                                                                    exclude_fold=test_fold)).model, cfp),
+                                   cfp, pairs, v, test_fold) for v in inner]
+        scores[recipe_name(recipe)] = {m: finite_mean([r[m] for r in rows]) for m in rows[0]}
+    chosen = max(CANDIDATES, key=lambda r: scores[recipe_name(r)]["score"])
+    selection = {"test_fold": test_fold, "inner_folds": inner, "scores": scores, "chosen": recipe_name(chosen),
+                 "recipe": chosen}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(selection, indent=2))
+    return selection
 
 
 def parse_folds(text: str) -> list[int]:
@@ -104,37 +181,59 @@ def parse_folds(text: str) -> list[int]:
     return folds
 
 
+def fold_embeddings(method: str, fold: int, seed: int, cfp: FaceRecords, p04: FaceRecords | None,
+                    fp_pairs: dict[str, np.ndarray], args: argparse.Namespace) -> dict:
+    """`method` fitted without CFP fold `fold` -> its embeddings of every CFP (and Pointing'04) photo."""
+    start = time.time()
+    out: dict = {"selection": None}
+    raw = l2_normalize(cfp.embedding)
+    if method == "raw":
+        out["cfp"], out["p04"] = raw, None if p04 is None else l2_normalize(p04.embedding)
+    elif METHODS[method] is None:
+        fitted_on = cfp.subset(cfp.fold != fold)
+        out["cfp"] = untrained_transform(method, fitted_on, cfp)
+        out["p04"] = None if p04 is None else untrained_transform(method, fitted_on, p04)
+    else:
+        recipe = None
+        if method in NESTED:
+            out["selection"] = select_recipe(method, fold, cfp, fp_pairs, args)
+            recipe = out["selection"]["recipe"]
+        model = train(fold_config(method, fold, seed, args, recipe)).model
+        out["cfp"], out["p04"] = transform(model, cfp), None if p04 is None else transform(model, p04)
+    out["seconds"] = time.time() - start
+    return out
+
+
 def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, p04: FaceRecords | None,
-                    pairs: dict[str, dict], args: argparse.Namespace) -> dict:
-    """One method, one seed: out-of-fold scores of every protocol -> per-fold metrics (+ Pointing'04)."""
+                    pairs: dict[str, dict], fp_pairs: dict[str, np.ndarray], args: argparse.Namespace,
+                    pool: ProcessPoolExecutor | None = None) -> dict:
+    """One method, one seed: out-of-fold scores of every protocol on `pairs` (the evaluated folds' FP and FF
+    pairs) -> per-fold metrics (+ Pointing'04 with the first fold's model). `fp_pairs` (every fold's FP pairs)
+    serve the nested selection. With a `pool` (`--jobs`), the folds are fitted in its processes."""
     raw = l2_normalize(cfp.embedding)
     scores = {(name, proto): np.zeros(len(pr["same"])) for name, pr in pairs.items() for proto in PROTOCOLS}
     rank1 = {proto: [] for proto in PROTOCOLS}
-    result: dict = {"seconds": 0.0}
-    for i, k in enumerate(folds):
-        start = time.time()
-        model = None
-        if method == "raw":
-            emb = raw
-        elif METHODS[method] is None:
-            emb = untrained_transform(method, cfp.subset(cfp.fold != k), cfp)
-        else:
-            model = train(fold_config(method, k, seed, args)).model
-            emb = transform(model, cfp)
-        result["seconds"] += time.time() - start
+    result: dict = {"seconds": 0.0, "selections": []}
+    jobs = [(method, k, seed, cfp, p04 if i == 0 else None, fp_pairs, args) for i, k in enumerate(folds)]
+    fitted = list(pool.map(fold_embeddings, *zip(*jobs)) if pool and method != "raw"
+                  else (fold_embeddings(*job) for job in jobs))
+    for i, (k, fit) in enumerate(zip(folds, fitted)):
+        emb = fit["cfp"]
+        result["seconds"] += fit["seconds"]
+        if fit["selection"]:
+            result["selections"].append(fit["selection"])
         for (name, proto), s in scores.items():
             test = pairs[name]["fold"] == k
             s[test] = pair_scores(raw, emb, cfp, pairs[name], proto)[test]
         for proto in PROTOCOLS:
             rank1[proto].append(profile_rank1(raw, emb, cfp, k, proto))
-        if p04 is not None and i == 0:
-            p04_raw = l2_normalize(p04.embedding)
-            p04_emb = (p04_raw if method == "raw" else transform(model, p04) if model is not None
-                       else untrained_transform(method, cfp.subset(cfp.fold != k), p04))
-            result["pointing04"] = pointing04_rank1(p04_raw, p04_emb, p04)
+        if i == 0 and fit["p04"] is not None:
+            result["pointing04"] = pointing04_rank1(l2_normalize(p04.embedding), fit["p04"], p04)
         if not args.quiet:
+            chosen = f", recipe {fit['selection']['chosen']}" if fit["selection"] else ""
             print(f"  {method} seed {seed} fold {k}: rank-1 {100 * rank1['probe'][-1]:.2f} "
-                  f"({time.time() - start:.0f} s)", flush=True)
+                  f"({fit['seconds']:.0f} s{chosen})", flush=True)
+    result["seconds"] /= len(folds)   # per fold
     for (name, proto), s in scores.items():
         key = "cfp_fp" if name == "FP" else "cfp_ff"
         result.setdefault(key, {})[proto] = fold_metrics(s, pairs[name])
@@ -180,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--thresholds", default=None, help="also write the same-person threshold (cosine at FAR 1%% on "
                    "the raw CFP-FP pairs) into this JSON file under the embedder's fingerprint, e.g. "
                    "weights/thresholds.json (read by the demo)")
+    p.add_argument("--jobs", type=int, default=1, help="folds fitted at once, one process each (with "
+                   "--train_args '--threads 1', up to the number of CPU cores)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     folds = parse_folds(args.folds)
@@ -191,20 +292,22 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     cfp = first_identities(load_records(args.data_dir, "cfp", args.backend), args.max_identities)
     data_root = args.data_root or shared_dir() / "data"
-    pairs = {name: cfp_fp_pairs(cfp, data_root, allow_missing=bool(args.max_identities), protocol=name)
-             for name in ("FP", "FF")}
-    pairs = {name: {k: v[np.isin(pr["fold"], folds)] for k, v in pr.items()} for name, pr in pairs.items()}
+    all_pairs = {name: cfp_fp_pairs(cfp, data_root, allow_missing=bool(args.max_identities), protocol=name)
+                 for name in ("FP", "FF")}
+    pairs = {name: {k: v[np.isin(pr["fold"], folds)] for k, v in pr.items()} for name, pr in all_pairs.items()}
     try:
         p04 = load_records(args.data_dir, "pointing04", args.backend)
     except FileNotFoundError:
         p04 = None
-    runs = {m: [evaluate_method(m, seed, folds, cfp, p04, pairs, args)
-                for seed in (seeds if m != "raw" and METHODS[m] is not None else seeds[:1])] for m in methods}
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 \
+            else contextlib.nullcontext() as pool:
+        runs = {m: [evaluate_method(m, seed, folds, cfp, p04, pairs, all_pairs["FP"], args, pool)
+                    for seed in (seeds if m != "raw" and METHODS[m] is not None else seeds[:1])] for m in methods}
     results = {"folds": folds, "seeds": seeds, "backend": args.backend, "fingerprint": cfp.fingerprint,
                "train_args": args.train_args, "coverage": f"{int(cfp.found.sum())}/{len(cfp)} CFP photos with a face",
                "methods": {}}
     for m, method_runs in runs.items():
-        entry = {"seconds_per_run": round(float(np.mean([r["seconds"] for r in method_runs])), 1),
+        entry = {"seconds_per_fold": round(float(np.mean([r["seconds"] for r in method_runs])), 1),
                  "recipe": None if m == "raw" or METHODS[m] is None else fold_config(m, 0, 0, args).command()}
         for key, proto, metric in [("cfp_fp", pr, mt) for pr in PROTOCOLS for mt in ("accuracy", "tar_far1", "rank1")] + \
                                   [("cfp_ff", "probe", "accuracy"), ("cfp_ff", "probe", "tar_far1")]:
@@ -218,6 +321,8 @@ def main(argv: list[str] | None = None) -> dict:
             entry["pointing04"] = [{**row, "rank1": float(np.mean([r["pointing04"][i]["rank1"] for r in method_runs])),
                                     "similarity": float(np.mean([r["pointing04"][i]["similarity"] for r in method_runs]))}
                                    for i, row in enumerate(method_runs[0]["pointing04"])]
+        if method_runs[0]["selections"]:
+            entry["selections"] = method_runs[0]["selections"]
         results["methods"][m] = entry
     results["same_person_threshold"] = same_person_threshold(cfp, pairs["FP"])
     if args.thresholds:

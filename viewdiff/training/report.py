@@ -37,12 +37,12 @@ def write_report(results: dict, path: Path) -> str:
     out += ["", "Both sides transformed:", ""]
     out += protocol_table(results, "both")
     out += ["", "CFP-FF (frontal-frontal, probe protocol) and the spread over seeds (CFP-FP probe accuracy / rank-1):",
-            "", "| method | FF accuracy | FF TAR @ FAR 1% | FP accuracy per seed | FP rank-1 per seed | s per run |",
+            "", "| method | FF accuracy | FF TAR @ FAR 1% | FP accuracy per seed | FP rank-1 per seed | s per fold |",
             "|---|---|---|---|---|---|"]
     for m, e in results["methods"].items():
         out.append(f"| {m} | {_pct(e['cfp_ff/probe/accuracy']['mean'])} | {_pct(e['cfp_ff/probe/tar_far1']['mean'])} | "
                    f"{' / '.join(_pct(v) for v in e['cfp_fp/probe/accuracy']['seed_means'])} | "
-                   f"{' / '.join(_pct(v) for v in e['cfp_fp/probe/rank1']['seed_means'])} | {e['seconds_per_run']} |")
+                   f"{' / '.join(_pct(v) for v in e['cfp_fp/probe/rank1']['seed_means'])} | {e['seconds_per_fold']} |")
     with_p04 = {m: e["pointing04"] for m, e in results["methods"].items() if "pointing04" in e}
     if with_p04:
         out += ["", "Pointing'04 (never trained on): rank-1 among 15 people against raw near-frontal means, per abs(yaw):",

@@ -105,6 +105,8 @@ class TrainConfig:
     resume: str | None = option(None, "checkpoint_epoch_N_enhanced.pth to continue from")
     seed: int = option(0)
     val_fold: int = option(0, "CFP-FP fold (1..10) held out for validation; 0 trains on every identity")
+    exclude_fold: int = option(0, "CFP-FP fold (1..10) left out entirely: the test fold while a nested selection "
+                                  "validates on --val_fold")
     max_identities: int | None = option(None, "use only N identities per dataset, spread over the CFP-FP folds")
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu",
                         metadata={"help": None})
@@ -250,7 +252,7 @@ def train(config: TrainConfig) -> TrainResult:
     save_dir.mkdir(parents=True, exist_ok=True)
 
     records = select_records(config)
-    train_mask, val_mask = fold_split(records, config.val_fold)
+    train_mask, val_mask = fold_split(records, config.val_fold, config.exclude_fold)
     train_pairs = stack_pairs(PosePairDataset(records.subset(train_mask), mirror=config.mirror_augment,
                                               frontal_sources=config.frontal_sources))
     val_pairs = stack_pairs(PosePairDataset(records.subset(val_mask))) if val_mask.any() else None
