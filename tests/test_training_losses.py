@@ -38,6 +38,21 @@ def test_gallery_loss_prefers_the_own_identity_and_stays_near_the_source():
     assert parts["source"] < 1e-10                            # no pull when the output is the source
     moved, parts = gallery_loss(means[pairs["identity"]], src, *args, source_weight=5.0)
     assert parts["source"] > 0.01
+    with_margin, parts_margin = gallery_loss(means[pairs["identity"]], src, *args, source_weight=0.0, margin=0.3)
+    assert with_margin > on_own        # the own entry must now win by 0.3 of cosine: the same output costs more
+
+
+def test_margin_only_penalises_the_own_identity():
+    pairs, means = _pairs()
+    gallery = frontal_gallery(pairs)
+    args = (pairs["target"], pairs["target_pose"], pairs["identity"], gallery, 1.0)
+    out = means[pairs["identity"]]
+    frontal = (pairs["target_pose"].abs() < 1e-6).all(-1)
+    logits = out[frontal] @ gallery.T
+    logits[torch.arange(int(frontal.sum())), pairs["identity"][frontal]] -= 0.2
+    expected = F.cross_entropy(logits, pairs["identity"][frontal])
+    _, parts = gallery_loss(out, out, *args, source_weight=0.0, margin=0.2)
+    assert abs(parts["gallery"] - expected.item()) < 1e-6
 
 
 def test_regression_loss_is_zero_on_target_without_identity_term():

@@ -62,10 +62,11 @@ METHODS = {
     "enhanced_nested": {},
 }
 # Nested selection: `enhanced_nested` trains `enhanced` with the CANDIDATES recipe that validates best inside
-# the training folds (`select_recipe`). The grid is one axis fixed before looking at any result: how far a
-# profile may move from its source (the gallery loss's source weight; DREAM moves profiles much further).
+# the training folds (`select_recipe`). Two axes: how far a profile may move from its source (the gallery
+# loss's source weight; DREAM moves profiles much further) and whether the own identity must win by a
+# cosine margin (a verification threshold, not only the top rank).
 NESTED = {"enhanced_nested"}
-CANDIDATES = [{"source_weight": 3.0}, {}, {"source_weight": 30.0}]
+CANDIDATES = [{}, {"source_weight": 3.0}, {"margin": 0.25}, {"source_weight": 3.0, "margin": 0.25}]
 INNER_FOLDS = 2
 SELECTION_SEED = 0
 

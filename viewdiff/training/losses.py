@@ -52,17 +52,21 @@ def frontal_gallery(pairs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def gallery_loss(out: torch.Tensor, anchor: torch.Tensor, target: torch.Tensor, target_pose: torch.Tensor,
                  identity: torch.Tensor, gallery: torch.Tensor, temperature: float,
-                 source_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+                 source_weight: float, margin: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """InfoNCE against the raw frontal `gallery` [G, D] (+ 1 - cos to the target for pose -> pose pairs)
     + `source_weight` * |normalize(out) - anchor|^2.
 
-    out, anchor, target: [B, D]; target_pose [B, 3]; identity [B] (rows of `gallery`).
+    out, anchor, target: [B, D]; target_pose [B, 3]; identity [B] (rows of `gallery`). `margin` is
+    subtracted from the own identity's cosine (CosFace's additive margin): the own gallery entry must win
+    by that much, which asks for a fixed verification threshold rather than just the top rank.
     """
     o = F.normalize(out, dim=-1)
     frontal = (target_pose.abs() < 1e-6).all(dim=-1)
     parts, loss = {}, out.new_zeros(())
     if frontal.any():
-        loss_id = F.cross_entropy(o[frontal] @ gallery.to(o).T / temperature, identity[frontal])
+        logits = o[frontal] @ gallery.to(o).T
+        logits = logits - margin * F.one_hot(identity[frontal], len(gallery)).to(logits)
+        loss_id = F.cross_entropy(logits / temperature, identity[frontal])
         loss = loss + loss_id
         parts["gallery"] = loss_id.item()
     if (~frontal).any():

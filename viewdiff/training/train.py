@@ -86,6 +86,7 @@ class TrainConfig:
                        choices=("gallery", "regression"))
     source_weight: float = option(10.0, "gallery loss: weight of the squared distance to the source (the mean of "
                                        "the photo's and its mirror's embeddings with --use_mirror_view)")
+    margin: float = option(0.0, "gallery loss: additive cosine margin on the own identity (CosFace)")
     lr: float = option(1e-3, "learning rate of the non-LoRA parameters")
     lora_lr: float = option(2e-3, "learning rate of the LoRA parameters")
     gate_lr: float = option(1e-2, "learning rate of the pose gate and the mirror weight (scalars)")
@@ -329,7 +330,7 @@ def train(config: TrainConfig) -> TrainResult:
                     out = model(**model_inputs(batch, multiview))
                     loss, parts = gallery_loss(out.float(), prior_anchor(batch, config), batch["target"],
                                                batch["target_pose"], batch["identity"], gallery, config.temperature,
-                                               config.source_weight)
+                                               config.source_weight, config.margin)
                 else:
                     out = model(**model_inputs(batch, multiview))
                     loss, parts = embedding_loss(out.float(), batch["target"], batch["identity"],
