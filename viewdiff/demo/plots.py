@@ -234,8 +234,10 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
     if threshold is not None:
         shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": threshold.value,
                        "x1": threshold.value, "line": {"color": SAME_PERSON, "width": 2, "dash": "dash"}})
-        notes.append({"text": f"same person ≥ {threshold.value:.2f}", "yref": "paper", "y": 0, "yanchor": "top",
-                      "x": threshold.value, "showarrow": False, "font": {"color": SAME_PERSON, "size": 11}})
+        # inside the plot, right of the line at its top: below it the label would cover the axis ticks
+        notes.append({"text": f"same person ≥ {threshold.value:.2f}", "yref": "paper", "y": 1, "yanchor": "top",
+                      "x": threshold.value, "xanchor": "left", "xshift": 3, "showarrow": False,
+                      "bgcolor": "rgba(255, 255, 255, 0.85)", "font": {"color": SAME_PERSON, "size": 11}})
     if best is None:
         title = "Gallery similarity (gallery is empty)"
     elif threshold is None:
