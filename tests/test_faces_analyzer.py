@@ -82,6 +82,12 @@ def test_several_faces_largest_first_with_warning(fa):
     areas = [(r.bbox[2] - r.bbox[0]) * (r.bbox[3] - r.bbox[1]) for r in everyone]
     assert areas == sorted(areas, reverse=True)
     np.testing.assert_allclose(everyone[0].bbox, rec.bbox)
+    # every record knows the other faces (the demo draws them without detecting again)
+    assert rec.other_boxes.shape == (5, 4) and rec.other_keypoints.shape == (5, 5, 2)
+    for r in everyone:
+        others = {tuple(np.round(b).astype(int)) for b in r.other_boxes}
+        drawn = {tuple(np.round(o.bbox).astype(int)) for o in everyone if o is not r}
+        assert all(min(np.abs(np.subtract(b, d)).max() for d in drawn) <= 2 for b in others)
     np.testing.assert_allclose(everyone[0].embedding, rec.embedding, atol=1e-6)
     # six different people: no two embeddings are as close as one photo to itself
     emb = np.stack([r.embedding for r in everyone])

@@ -211,8 +211,7 @@ class DemoService:
         boxes, keypoints = [record.bbox], [record.keypoints]
         notes = Reply()
         if record.num_faces > 1:
-            others = other_faces(self.analyzer, image, record)
-            boxes, keypoints = boxes + [b for b, _ in others], keypoints + [k for _, k in others]
+            boxes, keypoints = boxes + list(record.other_boxes), keypoints + list(record.other_keypoints)
             notes.infos.append(f"{record.num_faces} faces found: using the largest one (green box; the others "
                                "are grey).")
         # the analyzer's own warning: "N faces found; ..." (said above) and/or a face too small to trust
@@ -350,29 +349,6 @@ class DemoService:
                 "gallery_choice": {"choices": gallery.names, "value": selected},
                 "undo": {"interactive": undo is not None,
                          "value": f"Undo remove '{undo}'" if undo else "Undo remove"}}
-
-
-def other_faces(analyzer: FaceAnalyzer, image: np.ndarray, record: FaceRecord) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(box [4], keypoints [5, 2]) of the faces other than ``record``'s, in original pixels, for the face panel.
-
-    The analyzer reports how many faces it found but describes only the largest; this reruns the
-    backend's detector alone (one detection, no embeddings) on the same working copy of the image.
-    """
-    from viewdiff.faces.analyzer import WORK_MAX_SIDE
-    detect = getattr(getattr(analyzer, "_impl", None), "detect", None)
-    if detect is None:
-        return []
-    scale = min(1.0, WORK_MAX_SIDE / max(image.shape[:2]))
-    work = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
-    boxes, kps = detect(np.ascontiguousarray(work[..., ::-1]))
-    used = np.asarray(record.bbox)[:4]
-    faces = []
-    for i in range(len(boxes)):
-        box = np.asarray(boxes[i][:4], np.float32) / scale
-        if np.abs(box - used).max() > 0.1 * max(used[2] - used[0], 1):  # not the face already drawn
-            points = np.asarray(kps[i], np.float32) / scale if kps is not None else np.zeros((0, 2), np.float32)
-            faces.append((box, points))
-    return faces
 
 
 def sweep_key(result: PoseResult, gallery: Gallery) -> tuple | None:

@@ -101,6 +101,8 @@ class FaceAnalyzer:
         order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
         n = len(order)
         warning = (f"{n} faces found; the largest is used" if n > 1 and largest_only else None)
+        all_boxes = ((boxes[:, :4] - pad) / scale).astype(np.float32)   # original pixels
+        all_kps = (np.zeros((n, 5, 2)) if kps is None else (kps - pad) / scale).astype(np.float32)
         records = []
         for i in order[:1] if largest_only else order:
             face_kps = None if kps is None else kps[i]
@@ -108,7 +110,10 @@ class FaceAnalyzer:
                 face, to_orig = self._describe_full_res(rgb, boxes[i], face_kps, pad, scale)
             else:   # work is the image itself (maybe with a border)
                 face, to_orig = self._describe(work, boxes[i], face_kps), (1.0, -pad, -pad)
-            records.append(self._record(face, to_orig, (w, h), n, warning))
+            record = self._record(face, to_orig, (w, h), n, warning)
+            others = order[order != i]
+            record.other_boxes, record.other_keypoints = all_boxes[others], all_kps[others]
+            records.append(record)
         return records
 
     def _describe_full_res(self, rgb: np.ndarray, box: np.ndarray, kps: np.ndarray | None, pad: int,

@@ -22,4 +22,6 @@ class FaceRecord:
     num_faces: int = 1
     warning: str | None = None
     landmarks_68: np.ndarray | None = None   # [68, 2] when the backend gives them
+    other_boxes: np.ndarray | None = None    # [num_faces - 1, 4] the detector's boxes of the other faces
+    other_keypoints: np.ndarray | None = None  # [num_faces - 1, 5, 2] their keypoints
     backend: str = ""
