@@ -45,6 +45,7 @@ def test_default_model_maps_512_d_embeddings():
 def test_output_is_src_plus_residual_and_depends_on_the_target_pose():
     model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL, dropout=0.0)).eval()
     x = batch()
+    x["angles"][:, 0] = torch.tensor([70.0, -80, 60, 90])   # turned faces: the yaw gate is open
     out, residual = model(**x, return_residual=True)
     torch.testing.assert_close(out, x["src"] + residual)
     assert (model(**{**x, "pose": x["pose"] + 30}) - out).abs().max() > 1e-3
@@ -212,6 +213,7 @@ def test_source_and_target_pose_names_and_their_old_aliases():
 def test_pose_gate_keeps_a_face_at_its_target_pose_and_opens_for_large_changes():
     model = trained_like(EnhancedTransformerDecoderOnly3D(**SMALL, dropout=0.0)).eval()
     x = batch()
+    x["angles"][:, 0] = torch.tensor([70.0, -80, 60, 90])
     same = model(x["src"], x["angles"], x["keypoints_3d"], x["angles"])   # target pose = source pose
     frontal = model(x["src"], x["angles"], x["keypoints_3d"], torch.zeros(4, 3))
     # the gate at no pose change is sigmoid(-centre / width) ~ 1%: the face barely moves
@@ -219,6 +221,9 @@ def test_pose_gate_keeps_a_face_at_its_target_pose_and_opens_for_large_changes()
     profile = torch.tensor([[80.0, 0, 0], [-75, 5, 0], [0, 0, 0], [10, 0, 0]])
     gate = model.gate(profile, torch.zeros(4, 3)).squeeze(1)
     assert gate[0] > 0.9 and gate[1] > 0.9 and gate[2] < 0.02 and gate[3] < 0.05
+    # a pitch-only change (looking up or down, never trained on) stays closed: Pointing'04's tilted frontals
+    tilted = model.gate(torch.tensor([[0.0, 60, 0], [5, -90, 20]]), torch.zeros(2, 3)).squeeze(1)
+    assert (tilted < 0.02).all()
     ungated = EnhancedTransformerDecoderOnly3D(**SMALL, use_pose_gate=False)
     assert ungated.gate is None and "gate.centre" not in ungated.state_dict()
 

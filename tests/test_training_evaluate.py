@@ -50,6 +50,7 @@ def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
     assert inner_run["metadata"]["train_config"]["exclude_fold"] == 1
     tables = (out / "tables.md").read_text()
     assert "| raw |" in tables and "Pointing'04" in tables and "CFP-FF" in tables
+    assert "Nested selection of enhanced_nested" in tables and f"| 1 | {', '.join(map(str, selections[0]['inner_folds']))} | " in tables
 
 
 def test_one_fold_is_refused_early_with_the_fix(tmp_path):

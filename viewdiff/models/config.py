@@ -44,8 +44,8 @@ class TransformerConfig:
     use_adaptive_norm: bool = True
     """adaLN conditioned on the poses (else plain LayerNorm)."""
     use_pose_gate: bool = True
-    """Scale the whole change by a learned gate of the pose change (`PoseGate`): a face already at the
-    target pose passes through unchanged, a profile mapped to frontal moves as far as training says."""
+    """Scale the whole change by a learned gate of the yaw change (`PoseGate`): a face already at the
+    target yaw passes through unchanged, a profile mapped to frontal moves as far as training says."""
     use_mirror_view: bool = True
     """Take the mirrored photo's embedding (`src_mirror`, the same face seen at the mirrored yaw) as a
     second view, mixed in with a learned weight (0.5 at init: the mean of the two views)."""

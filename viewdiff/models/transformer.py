@@ -77,10 +77,11 @@ class TransformerBlock(nn.Module):
 class PoseGate(nn.Module):
     """(source_pose, target_pose) [B, 3] -> gate [B, 1] = sigmoid((|delta| - centre) / width) in (0, 1).
 
-    |delta|: the angle (degrees) between the two poses' (yaw, pitch). centre and width are learned,
-    initialised at 45 and 10 degrees: near 0 for a frontal face mapped to frontal (CFP-FF keeps its
-    raw scores), near 1 for a profile mapped to frontal. A gate on the pose change, not on the
-    identity, so it cannot memorise the training people.
+    |delta|: the yaw change (degrees), the only change the training data (CFP: frontal and profile photos
+    of little pitch) teaches, so a pitch-only change (a face looking up or down) is left as it is rather
+    than extrapolated. centre and width are learned, initialised at 45 and 10 degrees: near 0 for a
+    frontal face mapped to frontal (CFP-FF keeps its raw scores), near 1 for a profile mapped to frontal.
+    A gate on the pose change, not on the identity, so it cannot memorise the training people.
     """
 
     def __init__(self, centre: float = 45.0, width: float = 10.0):
@@ -89,7 +90,7 @@ class PoseGate(nn.Module):
         self.log_width = nn.Parameter(torch.tensor(float(width)).log())
 
     def forward(self, source_pose: torch.Tensor, target_pose: torch.Tensor) -> torch.Tensor:
-        delta = (source_pose[:, :2] - target_pose[:, :2]).norm(dim=-1, keepdim=True)
+        delta = (source_pose[:, :1] - target_pose[:, :1]).abs()
         return torch.sigmoid((delta - self.centre) / self.log_width.exp())
 
 

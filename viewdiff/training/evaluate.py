@@ -14,7 +14,7 @@ raw frontal gallery, the product's; ``both``: both sides transformed). Methods (
 - ``dream``, ``dream_l2``: the DREAM residual (Cao et al., CVPR 2018) with the regression loss (+ the
   in-batch identity term for ``dream``), trained on the same folds;
 - ``enhanced``: the pose transformer with today's default recipe (`TrainConfig`); ``enhanced_no_*``
-  switch one module off (the ablations);
+  switch one module off and ``enhanced_cross_view`` the cross-view attention on (the ablations);
 - ``enhanced_nested``: the transformer with the recipe chosen for each test fold among `CANDIDATES` by
   validation inside its training folds only (`select_recipe`: trained without the test fold and an inner
   fold, scored on the inner fold; two inner folds).
@@ -58,6 +58,7 @@ METHODS = {
     "enhanced_no_lora": {"use_lora_attention": False},
     "enhanced_no_projection": {"use_projection_layer": False},
     "enhanced_no_adaln": {"use_adaptive_norm": False},
+    "enhanced_cross_view": {"use_cross_view": True},
     "enhanced_regression": {"loss": "regression", "temperature": 0.05},
     "enhanced_nested": {},
 }
@@ -66,7 +67,7 @@ METHODS = {
 # loss's source weight; DREAM moves profiles much further) and whether the own identity must win by a
 # cosine margin (a verification threshold, not only the top rank).
 NESTED = {"enhanced_nested"}
-CANDIDATES = [{}, {"source_weight": 3.0}, {"margin": 0.25}, {"source_weight": 3.0, "margin": 0.25}]
+CANDIDATES = [{"source_weight": sw, "margin": m} for m in (0.0, 0.25) for sw in (10.0, 3.0)]
 INNER_FOLDS = 2
 SELECTION_SEED = 0
 
@@ -113,7 +114,7 @@ def fold_config(method: str, fold: int, seed: int, args: argparse.Namespace, rec
 
 
 def recipe_name(recipe: dict | None) -> str:
-    """'source_weight=3.0' for {"source_weight": 3.0}; 'default' for none."""
+    """'margin=0.0,source_weight=3.0' for {"source_weight": 3.0, "margin": 0.0}; 'default' for none."""
     return ",".join(f"{k}={v}" for k, v in sorted((recipe or {}).items())) or "default"
 
 

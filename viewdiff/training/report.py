@@ -1,4 +1,7 @@
-"""Markdown tables of an evaluation's `results.json` (written by `viewdiff.training.evaluate`)."""
+"""Markdown tables of an evaluation's `results.json` (written by `viewdiff.training.evaluate`).
+
+    python -m viewdiff.training.report docs/results/nested/results.json   # rewrites tables.md beside it
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,6 +30,21 @@ def protocol_table(results: dict, proto: str) -> list[str]:
     return lines
 
 
+def selection_table(method: str, selections: list[dict]) -> list[str]:
+    """Which recipe the nested selection chose for each test fold, with every candidate's inner score."""
+    names = list(selections[0]["scores"])
+    lines = ["", f"Nested selection of {method} (inner score: mean of accuracy, TAR @ FAR 1% and rank-1 on the "
+             "inner folds, seed 0; the test fold is never used):", "",
+             "| test fold | inner folds | chosen | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    for s in selections:
+        lines.append(f"| {s['test_fold']} | {', '.join(map(str, s['inner_folds']))} | {s['chosen']} | "
+                     + " | ".join(_pct(s["scores"][n]["score"]) for n in names) + " |")
+    means = {n: sum(s["scores"][n]["score"] for s in selections) / len(selections) for n in names}
+    lines.append(f"| mean | | **{max(means, key=means.get)}** (the recipe for all identities) | "
+                 + " | ".join(_pct(v) for v in means.values()) + " |")
+    return lines
+
+
 def write_report(results: dict, path: Path) -> str:
     """The tables as one markdown text, also written to `path`."""
     seeds = ", ".join(map(str, results["seeds"]))
@@ -43,6 +61,9 @@ def write_report(results: dict, path: Path) -> str:
         out.append(f"| {m} | {_pct(e['cfp_ff/probe/accuracy']['mean'])} | {_pct(e['cfp_ff/probe/tar_far1']['mean'])} | "
                    f"{' / '.join(_pct(v) for v in e['cfp_fp/probe/accuracy']['seed_means'])} | "
                    f"{' / '.join(_pct(v) for v in e['cfp_fp/probe/rank1']['seed_means'])} | {e['seconds_per_fold']} |")
+    for m, e in results["methods"].items():
+        if e.get("selections"):
+            out += selection_table(m, e["selections"])
     with_p04 = {m: e["pointing04"] for m, e in results["methods"].items() if "pointing04" in e}
     if with_p04:
         out += ["", "Pointing'04 (never trained on): rank-1 among 15 people against raw near-frontal means, per abs(yaw):",
@@ -54,3 +75,11 @@ def write_report(results: dict, path: Path) -> str:
     text = "\n".join(out) + "\n"
     Path(path).write_text(text)
     return text
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    source = Path(sys.argv[1])
+    print(write_report(json.loads(source.read_text()), source.parent / "tables.md"))
