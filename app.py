@@ -45,6 +45,7 @@ SHARED = ("**This server keeps one gallery, saved on disk and shared by everyone
           "(`--persistent-gallery`).")
 LOCAL_ENROL = (" Here, with the team data, the Pointing'04 examples are person 01, who is in the gallery from"
                " another photo series.")
+POSE_GATE_NOTE = "acts together with a yaw change: the model was trained on yaw changes (CFP)"
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
 # A yaw move that keeps the pose-sweep curve moves only its target-yaw marker: done in the page at once
 # (Plotly.relayout), and the reply leaves the sweep figure out (viewdiff.demo.service.Session.sweep_shown).
@@ -156,8 +157,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
                     yaw = gr.Slider(yaw_lo, yaw_hi, value=0, step=1, elem_id="yaw",
                                     label="Target yaw (deg; + = face turned to the image's left)")
                     pitch = gr.Slider(pitch_lo, pitch_hi, value=0, step=1, label="Target pitch (deg; + = head up)",
-                                      elem_id="pitch")
-                    roll = gr.Slider(roll_lo, roll_hi, value=0, step=1, label="Target roll (deg)", elem_id="roll")
+                                      elem_id="pitch", info=POSE_GATE_NOTE)
+                    roll = gr.Slider(roll_lo, roll_hi, value=0, step=1, label="Target roll (deg)", elem_id="roll",
+                                     info=POSE_GATE_NOTE)
                 with gr.Row():
                     reset = gr.Button("Reset to frontal", size="sm", scale=0, elem_id="reset")
                     status = gr.Markdown("", elem_id="status")
