@@ -75,13 +75,16 @@ class TransformerBlock(nn.Module):
 
 
 class PoseGate(nn.Module):
-    """(source_pose, target_pose) [B, 3] -> gate [B, 1] = sigmoid((|delta| - centre) / width) in (0, 1).
+    """(source_pose, target_pose) [B, 3] -> gate [B, 1] in [0, 1): the sigmoid s(d) = sigmoid((d - centre) / width)
+    of the yaw change d = |delta yaw| (degrees), shifted and rescaled to (s(d) - s(0)) / (1 - s(0)).
 
-    |delta|: the yaw change (degrees), the only change the training data (CFP: frontal and profile photos
-    of little pitch) teaches, so a pitch-only change (a face looking up or down) is left as it is rather
-    than extrapolated. centre and width are learned, initialised at 45 and 10 degrees: near 0 for a
-    frontal face mapped to frontal (CFP-FF keeps its raw scores), near 1 for a profile mapped to frontal.
-    A gate on the pose change, not on the identity, so it cannot memorise the training people.
+    Exactly 0 when the yaw does not change, so a face already at the target yaw passes through unchanged
+    however wide training makes the gate (it widens to ~28 degrees on CFP; an unshifted sigmoid then moved
+    frontal faces by a fifth of a full change and flipped Pointing'04's tilted frontals); near 1 for a
+    profile mapped to frontal. The yaw change only: the training data (CFP: frontal and profile photos of
+    little pitch) teaches nothing else, so a pitch-only change (a face looking up or down) is left as it is
+    rather than extrapolated. centre and width are learned, initialised at 45 and 10 degrees. A gate on the
+    pose change, not on the identity, so it cannot memorise the training people.
     """
 
     def __init__(self, centre: float = 45.0, width: float = 10.0):
@@ -91,7 +94,9 @@ class PoseGate(nn.Module):
 
     def forward(self, source_pose: torch.Tensor, target_pose: torch.Tensor) -> torch.Tensor:
         delta = (source_pose[:, :1] - target_pose[:, :1]).abs()
-        return torch.sigmoid((delta - self.centre) / self.log_width.exp())
+        width = self.log_width.exp()
+        at_rest = torch.sigmoid(-self.centre / width)   # s(0)
+        return (torch.sigmoid((delta - self.centre) / width) - at_rest) / (1 - at_rest)
 
 
 class EnhancedTransformerDecoderOnly3D(nn.Module):
