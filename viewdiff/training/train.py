@@ -84,7 +84,7 @@ class TrainConfig:
     loss: str = option("gallery", "gallery: InfoNCE against the raw frontal means of all training identities "
                        "(+ source_weight); regression: cos + MSE to the frontal mean + in-batch identity term",
                        choices=("gallery", "regression"))
-    source_weight: float = option(10.0, "gallery loss: weight of the squared distance to the source (the mean of "
+    source_weight: float = option(3.0, "gallery loss: weight of the squared distance to the source (the mean of "
                                        "the photo's and its mirror's embeddings with --use_mirror_view)")
     margin: float = option(0.0, "gallery loss: additive cosine margin on the own identity (CosFace)")
     lr: float = option(1e-3, "learning rate of the non-LoRA parameters")
