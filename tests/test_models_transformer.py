@@ -223,8 +223,8 @@ def test_pose_gate_keeps_a_face_at_its_target_pose_and_opens_for_large_changes()
     gate = model.gate(profile, torch.zeros(4, 3)).squeeze(1)
     assert gate[0] > 0.9 and gate[1] > 0.9 and gate[2] == 0 and 0 < gate[3] < 0.05
     # a pitch-only change (looking up or down, never trained on) stays closed: Pointing'04's tilted frontals
-    tilted = model.gate(torch.tensor([[0.0, 60, 0], [0, -90, 20]]), torch.zeros(2, 3)).squeeze(1)
-    assert (tilted == 0).all()
+    tilted = model.gate(torch.tensor([[0.0, 60, 0], [5, -90, 20]]), torch.zeros(2, 3)).squeeze(1)
+    assert tilted[0] == 0 and tilted[1] < 0.02   # only the 5-degree yaw change counts
     # however wide training makes it (CFP widens it to ~28 degrees), no yaw change still means no change
     with torch.no_grad():
         model.gate.log_width.fill_(math.log(28.0))
