@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fresh-machine test command (README): venv + pinned requirements + Debian chromium, then pytest.
+# Fresh-machine test command (README): venv + pinned requirements (demo + dev) + Debian chromium, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
@@ -10,5 +10,5 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
