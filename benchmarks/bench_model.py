@@ -32,7 +32,7 @@ from viewdiff.models.checkpoint import find_weights, load_pretrained  # noqa: E4
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D  # noqa: E402
 from viewdiff.paths import REPO_ROOT  # noqa: E402
 
-SHIPPED_EMBEDDER = "0a08a264481d7c1b"   # the default face pack's fingerprint
+SHIPPED_EMBEDDER = "28db0b514695b5c8"   # the default face pack's fingerprint
 
 MiB = 2 ** 20
 

@@ -46,13 +46,13 @@ def fresh_weights(folder: Path) -> Path:
     from viewdiff.models.checkpoint import save_pretrained
     from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
     torch.manual_seed(0)
-    return save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=128, voxel_resolution=8), folder)
+    return save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=512, voxel_resolution=8), folder)
 
 
 def loadable(weights: Path, fingerprint: str) -> bool:
     from viewdiff.models.checkpoint import WeightsError, load_pretrained
     try:
-        load_pretrained(weights, embedding_dim=128, embedder_fingerprint=fingerprint)
+        load_pretrained(weights, embedding_dim=512, embedder_fingerprint=fingerprint)
         return True
     except WeightsError:
         return False
@@ -290,7 +290,7 @@ def test_space_mode_tells_the_whole_story(space_url, browser):
     wait(browser, lambda d: "Tom Hanks" in text(d, "gallery-table"), "no default gallery")
     table, card = text(browser, "gallery-table"), text(browser, "model-card")
     assert "Pointing'04" not in table and "50 Cent" not in table  # nothing of ../shared
-    assert "arcface_mbf128" in card and "../shared/models" not in card and str(REPO) not in card  # the shipped pack
+    assert "w600k_mbf" in card and "../shared/models" not in card and str(REPO) not in card  # the shipped pack
     captions = text(browser, "example-captions")
     assert "frontal" in captions and "Tom Hanks" not in captions
     upload(browser, ASSETS / "astronaut.jpg")  # an example: not in the gallery, so no self-match at 1.000

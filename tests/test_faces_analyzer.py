@@ -27,7 +27,7 @@ from viewdiff.paths import shared_dir
 REPO = Path(__file__).resolve().parent.parent
 T1 = REPO / "assets" / "t1.jpg"
 HANKS = REPO / "assets" / "identities" / "Tom_Hanks_54745.png"
-ARCFACE_FINGERPRINT = "0a08a264481d7c1b"   # sha256 of weights/insightface/arcface_mbf128/mobilefacenet_arcface_128.onnx
+ARCFACE_FINGERPRINT = "28db0b514695b5c8"   # sha256 of weights/insightface/w600k_mbf/w600k_mbf.onnx
 DATA = shared_dir() / "data"
 CFP = DATA / "cfp" / "Data" / "Images"
 P04 = DATA / "pointing04"
@@ -53,7 +53,7 @@ def cos(a, b) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def check_record(r: FaceRecord, width: int, height: int, dim: int = 128, backend: str = "insightface") -> None:
+def check_record(r: FaceRecord, width: int, height: int, dim: int = 512, backend: str = "insightface") -> None:
     assert r.bbox.shape == (4,) and r.bbox.dtype == np.float32
     x1, y1, x2, y2 = r.bbox
     assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
@@ -318,9 +318,9 @@ def test_tiny_face_gets_a_warning(fa):
 
 
 def test_default_is_the_shipped_arcface_pack(fa):
-    assert fa.backend == "insightface" and fa.embedding_dim == 128 and fa.fingerprint == ARCFACE_FINGERPRINT
+    assert fa.backend == "insightface" and fa.embedding_dim == 512 and fa.fingerprint == ARCFACE_FINGERPRINT
     described = fa.describe()
-    assert described["pack"] == "arcface_mbf128" and described["fingerprint"] == ARCFACE_FINGERPRINT
+    assert described["pack"] == "w600k_mbf" and described["fingerprint"] == ARCFACE_FINGERPRINT
     assert "/" not in str(described["models"])   # file names only: no server paths on the model card
 
 

@@ -58,7 +58,7 @@ def test_pack_search_order(no_network, tmp_path, monkeypatch):
     assert model_files.resolve_pack("buffalo_l") == env
     assert model_files.resolve_pack("buffalo_l", model_dir=explicit) == explicit
     assert model_files.resolve_pack(str(explicit)) == explicit               # a pack given as a folder
-    assert model_files.DEFAULT_PACK == "arcface_mbf128"
+    assert model_files.DEFAULT_PACK == "w600k_mbf"
     assert no_network == []
 
 
@@ -132,7 +132,7 @@ def test_providers_cpu_by_default_cuda_when_available(monkeypatch):
     assert model_files.ctx_id(model_files.onnx_providers()) == 0
 
 
-SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "insightface" / "arcface_mbf128"
+SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "insightface" / "w600k_mbf"
 
 
 def test_shipped_pack_works_without_shared_home_or_network(tmp_path, monkeypatch):
@@ -143,14 +143,14 @@ def test_shipped_pack_works_without_shared_home_or_network(tmp_path, monkeypatch
     monkeypatch.delenv("VIEWDIFF_MODELS", raising=False)
     assert model_files.resolve_pack(None) == SHIPPED
     fa = FaceAnalyzer()
-    assert fa.backend == "insightface" and fa.embedding_dim == 128
+    assert fa.backend == "insightface" and fa.embedding_dim == 512
     rec = fa.analyze(SHIPPED.parent.parent.parent / "assets" / "astronaut.jpg")
     assert abs(rec.source_pose[0]) < 15 and abs(rec.source_pose[1]) < 15   # a frontal photo reads frontal
     assert not (tmp_path / "home" / ".insightface").exists()
 
 
 def test_damaged_or_unlisted_files_are_refused(tmp_path):
-    pack = tmp_path / "arcface_mbf128"
+    pack = tmp_path / "w600k_mbf"
     shutil.copytree(SHIPPED, pack)
     model_files.verify_sha256(pack)   # a faithful copy passes
     with open(pack / "det_2.5g.onnx", "r+b") as f:   # one flipped byte

@@ -148,14 +148,14 @@ def test_adapter_that_does_not_fit_is_rejected(tmp_path):
         load_lora_weights(model, foreign)
 
 
-SHIPPED = "weights/transformer/0a08a264481d7c1b"   # the default embedder's fingerprint
+SHIPPED = "weights/transformer/28db0b514695b5c8"   # the default embedder's fingerprint
 
 
 def test_repo_relative_weights_load_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model, meta = load_pretrained(SHIPPED, embedding_dim=128)  # the shipped weights
-    assert isinstance(model, EnhancedTransformerDecoderOnly3D) and model.config["d_model"] == 128
-    assert meta["embedder_fingerprint"] == "0a08a264481d7c1b" and find_weights("0a08a264481d7c1b").name == meta[
+    model, meta = load_pretrained(SHIPPED, embedding_dim=512)  # the shipped weights
+    assert isinstance(model, EnhancedTransformerDecoderOnly3D) and model.config["d_model"] == 512
+    assert meta["embedder_fingerprint"] == "28db0b514695b5c8" and find_weights("28db0b514695b5c8").name == meta[
         "embedder_fingerprint"]
     save_pretrained(DreamResidual(d_model=32), tmp_path / SHIPPED)
     assert isinstance(load_pretrained(SHIPPED)[0], DreamResidual)  # the path as given comes first

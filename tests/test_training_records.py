@@ -125,7 +125,7 @@ def test_extraction_counts_and_records(tiny_extracted, fa):
         norms = np.linalg.norm(recs.embedding, axis=1)
         np.testing.assert_allclose(norms[recs.found], 1, atol=1e-5)
         assert (norms[~recs.found] == 0).all()
-        assert recs.embedding.shape[1] == fa.embedding_dim == 128 and recs.keypoints_3d.shape[1:] == (5, 3)
+        assert recs.embedding.shape[1] == fa.embedding_dim == 512 and recs.keypoints_3d.shape[1:] == (5, 3)
         np.testing.assert_allclose(np.linalg.norm(recs.embedding_mirror[recs.found], axis=1), 1, atol=1e-5)
         assert recs.pose_features.shape[1] == 7 and recs.fingerprint == fa.fingerprint
         assert all((DATA / p).is_file() for p in recs.path)   # paths are relative to the data root

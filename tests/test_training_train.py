@@ -65,13 +65,13 @@ def test_checkpoints_tensorboard_and_exported_weights(small_cache, tmp_path):
         state = torch.load(tmp_path / "run" / f"checkpoint_epoch_{epoch}_enhanced.pth", weights_only=True)
         assert state["epoch"] == epoch and "optimizer" in state and "scheduler" in state
     assert (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
-    model, meta = load_pretrained(export, embedding_dim=128)
+    model, meta = load_pretrained(export, embedding_dim=512)
     assert meta["val_fold"] == 1 and meta["backend"] == "insightface" and meta["epoch"] == 2
-    assert meta["embedder_fingerprint"] == "0a08a264481d7c1b"   # the records' embedder (weights are found by it)
+    assert meta["embedder_fingerprint"] == "28db0b514695b5c8"   # the records' embedder (weights are found by it)
     assert meta["train_config"]["source_weight"] == 3.0 and meta["train_config"]["temperature"] == 0.1
     assert meta["command"].startswith("python -m viewdiff.training.train ") and str(REPO_ROOT) not in meta["command"]
     assert TrainConfig.from_args(shlex.split(meta["command"])[3:]) == TrainConfig(**meta["train_config"])
-    x, angles = torch.randn(3, 128), torch.tensor([[60.0, 0, 0], [-30, 10, 0], [0, 0, 0]])
+    x, angles = torch.randn(3, 512), torch.tensor([[60.0, 0, 0], [-30, 10, 0], [0, 0, 0]])
     result.model.eval()
     assert torch.allclose(model(x, angles), result.model(x, angles), atol=1e-6)
     events = EventAccumulator(str(tmp_path / "run" / "tb"))

@@ -1,7 +1,7 @@
 """Face analysis: detection, 5 keypoints, embedding, aligned crop and head pose of a photo -> `FaceRecord`.
 
 `FaceAnalyzer` composes one class per model kind, like insightface's thin ``FaceAnalysis``: a backend
-(`viewdiff.faces.backends`: the shipped ``insightface`` pack by default, 128-d ArcFace; an official pack;
+(`viewdiff.faces.backends`: the shipped ``insightface`` pack by default, 512-d w600k_mbf; an official pack;
 or ``dlib``, offline and licence-clean) detects and embeds, and `viewdiff.faces.head_pose` estimates the
 head pose on the same image. It decodes the image (`viewdiff.faces.images`), detects, describes each
 face on the best-resolution region, and returns coordinates in original-image pixels.
@@ -38,7 +38,7 @@ class FaceAnalyzer:
     """Analyse photos with one backend: ``analyze(image) -> FaceRecord`` of the largest face.
 
     backend: ``insightface`` (a model pack, see `resolve_pack`; `pack` defaults to the shipped
-    ``arcface_mbf128``), ``dlib`` (offline, licence-clean, 128-d), or ``auto``: insightface when the
+    ``w600k_mbf``), ``dlib`` (offline, licence-clean, 128-d), or ``auto``: insightface when the
     pack is on this machine (never downloads), else dlib.
     allow_download: whether the insightface backend may download a missing pack (default: yes,
     unless ``$VIEWDIFF_OFFLINE`` is set or under pytest).

@@ -9,8 +9,9 @@ recognition, optional 3D landmarks); `viewdiff.faces.analyzer.FaceAnalyzer` driv
   CFP: profile-to-frontal rank-1 0.88 with 5-point alignment vs 0.56 with 68-point); the 68-point
   predictor gives `landmarks_68`.
 - ``insightface``: a model pack run by ``insightface.app.FaceAnalysis``: by default the shipped
-  ``arcface_mbf128`` (SCRFD det_2.5g + ArcFace MobileFaceNet, 128-d), or an official pack
-  (``buffalo_l``, 512-d) downloaded on request. Shipped packs are checked against their ``SHA256SUMS``.
+  ``w600k_mbf`` (SCRFD det_2.5g + InsightFace's w600k_mbf, the 512-d recognition model of ``buffalo_s``),
+  or an official pack (``buffalo_l``, 512-d) downloaded on request. Shipped packs are checked against
+  their ``SHA256SUMS``. Faces are aligned by `arcface_crop` (insightface's ``norm_crop``).
 - Each backend also embeds the horizontally mirrored face (``embedding_mirror``): the same person seen
   at the mirrored yaw, a second view for free.
 - ``fingerprint``: the first 16 hex digits of the recognition model file's sha256. It names the
@@ -33,6 +34,23 @@ from viewdiff.faces.model_files import (DEFAULT_PACK, ctx_id, dlib_model_dir, do
                                         verify_sha256)
 
 FINGERPRINT_DIGITS = 16
+ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                             [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)   # insightface's arcface_dst
+
+
+def arcface_crop(image: np.ndarray, kps: np.ndarray, size: int = 112) -> np.ndarray:
+    """The ArcFace five-point alignment: image [H, W, 3], kps [5, 2] -> [size, size, 3] (same channel order).
+
+    Exactly insightface's ``face_align.norm_crop`` (a least-squares similarity onto its template, then
+    ``cv2.warpAffine`` with a black border), through scikit-image's current API: insightface's call of
+    the deprecated ``SimilarityTransform.estimate`` prints a FutureWarning for every face.
+    """
+    import cv2
+    from skimage.transform import SimilarityTransform
+    if size % 112:
+        raise ValueError(f"ArcFace crops are 112 px or a multiple of it, not {size}")
+    tform = SimilarityTransform.from_estimate(np.asarray(kps, np.float64), ARCFACE_TEMPLATE * (size / 112.0))
+    return cv2.warpAffine(image, tform.params[:2], (size, size), borderValue=0.0)
 
 
 @dataclass
@@ -116,7 +134,7 @@ class DlibBackend:
 
 
 class InsightFaceBackend:
-    """An insightface model pack (detection + ArcFace recognition): the shipped 128-d one, or an official pack."""
+    """An insightface model pack (detection + ArcFace recognition): the shipped w600k_mbf one, or an official pack."""
 
     name = "insightface"
 
@@ -171,8 +189,7 @@ class InsightFaceBackend:
         return self.detector(bgr)
 
     def describe_face(self, rgb: np.ndarray, box: np.ndarray, kps: np.ndarray) -> DetectedFace:
-        from insightface.utils.face_align import norm_crop
-        aligned = norm_crop(np.ascontiguousarray(rgb[..., ::-1]), kps, self.recognition.input_size[0])   # BGR
+        aligned = arcface_crop(np.ascontiguousarray(rgb[..., ::-1]), kps, self.recognition.input_size[0])   # BGR
         emb, mirror = self.recognition.get_feat([aligned, np.ascontiguousarray(aligned[:, ::-1])])
         return DetectedFace(bbox=box[:4].astype(np.float32), det_score=float(box[4]), keypoints=kps.astype(np.float32),
                             embedding=np.asarray(emb, np.float32), embedding_mirror=np.asarray(mirror, np.float32),

@@ -17,7 +17,7 @@ from pathlib import Path
 from viewdiff.faces.errors import ModelNotFoundError
 from viewdiff.paths import REPO_ROOT, models_env_dir, offline, repo_relative, shared_dir
 
-DEFAULT_PACK = "arcface_mbf128"   # shipped in weights/insightface/: SCRFD det_2.5g + ArcFace MobileFaceNet 128-d
+DEFAULT_PACK = "w600k_mbf"   # shipped in weights/insightface/: SCRFD det_2.5g + w600k_mbf (buffalo_s's 512-d ArcFace)
 CHECKSUMS = "SHA256SUMS"
 
 

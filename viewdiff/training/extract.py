@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_dir", default="data/cache")
     p.add_argument("--backend", default="insightface", choices=("auto", "dlib", "insightface"))
     p.add_argument("--pack", default=None, help="insightface model pack name or folder (default: the shipped "
-                   "arcface_mbf128)")
+                   "w600k_mbf)")
     p.add_argument("--max_identities", type=int, default=None, help="only the first N identities per dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
