@@ -1,5 +1,6 @@
 """Where the demo finds what belongs to the loaded embedder: its transformer weights and its
-"same person" threshold (cosine at a false-accept rate of 1% on CFP-FP, in ``weights/thresholds.json``).
+"same person" threshold (in ``weights/thresholds.json``: the cosines at false-accept rates of 1% and 0.1% on
+CFP-FP's different-person pairs, and which of them the demo uses, ``demo``).
 
 Both are keyed by the embedder's fingerprint (a hash of its recognition model), so weights or a
 threshold computed for one embedder are never used with another.
@@ -13,6 +14,7 @@ from pathlib import Path
 from viewdiff.paths import REPO_ROOT
 
 THRESHOLDS = REPO_ROOT / "weights" / "thresholds.json"
+FARS = {"cosine_far1": "1%", "cosine_far01": "0.1%"}
 
 
 @dataclass(frozen=True)
@@ -21,15 +23,18 @@ class Threshold:
 
     value: float
     source: str
+    far: str = "1%"   # the false-accept rate on CFP-FP's different-person pairs it was set at
 
 
 def same_person_threshold(fingerprint: str | None, path: Path = THRESHOLDS) -> Threshold | None:
-    """The embedder's ``cosine_far1`` from ``path``; None when the file, the fingerprint or the value is missing."""
+    """The embedder's threshold named by its entry's ``demo`` key (default ``cosine_far1``) from ``path``; None
+    when the file, the fingerprint or the value is missing."""
     if not fingerprint:
         return None
     try:
         entry = json.loads(Path(path).read_text()).get(fingerprint) or {}
-        return Threshold(float(entry["cosine_far1"]), str(entry.get("source", "")))
+        key = str(entry.get("demo", "cosine_far1"))
+        return Threshold(float(entry[key]), str(entry.get("source", "")), FARS.get(key, key))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

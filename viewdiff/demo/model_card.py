@@ -33,7 +33,7 @@ def model_card(describe: dict, fallback_reason: str | None, gallery_line: str, t
         lines.append(f"- why not the InsightFace pack: {user_message(fallback_reason)}")
     lines.append(f"- gallery: {gallery_line}")
     if threshold is not None:
-        lines.append(f"- same-person threshold: cosine ≥ **{threshold.value:.3f}** (false-accept rate 1% on "
+        lines.append(f"- same-person threshold: cosine ≥ **{threshold.value:.3f}** (false-accept rate {threshold.far} on "
                      f"CFP-FP; {threshold.source or 'source not given'})")
     else:
         lines.append(f"- same-person threshold: none for this embedder (fingerprint `{fingerprint}` is not in "

@@ -5,8 +5,10 @@ Two protocols for a transformation T (every embedding mapped to the frontal pose
   b = profile for FP, both frontal for FF) scores cos(raw a, T b); rank-1 compares T(profile) with each
   identity's mean raw frontal embedding. A user's gallery holds raw embeddings.
 - ``both``: T on both sides (the earlier protocol): cos(T a, T b), gallery of T(frontal) means.
-Metrics per fold: verification accuracy (threshold from the other folds' pairs), TAR at FAR 1%
+Metrics per fold: verification accuracy (threshold from the other folds' pairs), TAR at FAR 1% and 0.1%
 (threshold from the other folds' different-person pairs), rank-1 among all 500 identities.
+A method may bring its own gallery side (``flip_fused``: every photo + its mirror); by default the gallery
+side of the ``probe`` protocol is the raw embedding.
 `paired_test` compares two methods fold by fold (exact sign-flip test of the mean difference).
 """
 from __future__ import annotations
@@ -40,9 +42,10 @@ def profile_rank1(raw: np.ndarray, transformed: np.ndarray, cfp: FaceRecords, fo
 
 
 def fold_metrics(scores: np.ndarray, pairs: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    """Per-fold accuracy and TAR @ FAR 1% of out-of-fold pair `scores`."""
+    """Per-fold accuracy, TAR @ FAR 1% and TAR @ FAR 0.1% of out-of-fold pair `scores`."""
     return {"accuracy": verification_accuracy(scores, pairs["same"], pairs["fold"]).tolist(),
-            "tar_far1": tar_at_far(scores, pairs["same"], pairs["fold"], far=0.01).tolist()}
+            "tar_far1": tar_at_far(scores, pairs["same"], pairs["fold"], far=0.01).tolist(),
+            "tar_far01": tar_at_far(scores, pairs["same"], pairs["fold"], far=0.001).tolist()}
 
 
 def pointing04_rank1(raw: np.ndarray, transformed: np.ndarray, p04: FaceRecords) -> list[dict]:

@@ -5,7 +5,8 @@ Builders list the images of a dataset with their labels (identity, view, CFP-FP 
 `<cache_dir>/<backend>/<dataset>.npz`, keyed per image by the sha1 of the file and the analyzer's
 model description, so a rerun (or a bigger run after a small one) only analyses what is new. The
 cache is written every `SAVE_EVERY` analysed images, so an interrupted extraction keeps its work and
-the next run resumes where it stopped.
+the next run resumes where it stopped. It also keeps each face's aligned 112x112 crop (`load_crops`),
+so whatever is computed from a crop later needs no new detection.
 
 Datasets (see ../shared/README.md):
 - ``cfp``: CFP (Sengupta et al., WACV 2016), 500 identities x 10 frontal + 4 profile photos. The
@@ -30,7 +31,8 @@ from viewdiff.faces.head_pose import FEATURES, default_calibration
 
 DATASETS = ("cfp", "pointing04")
 P04_NAME = re.compile(r"^person(\d\d)(\d)(\d\d)([+-]\d+)([+-]\d+)\.jpg$")
-CACHE_VERSION = 2                # 2: mirror embeddings, raw head-pose estimates, embedder fingerprint
+CACHE_VERSION = 3                # 2: mirror embeddings, raw head-pose estimates, embedder fingerprint; 3: crops
+CROP_SIZE = 112
 SAVE_EVERY = 250
 
 
@@ -229,11 +231,13 @@ def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: st
         if row is None or str(row["sha1"]) != sha1:
             analysed += 1
             row = {"embedding": np.zeros(dim, np.float32), "embedding_mirror": np.zeros(dim, np.float32),
-                   "pose_features": np.zeros(len(FEATURES) + 1, np.float32), "found": False}
+                   "pose_features": np.zeros(len(FEATURES) + 1, np.float32), "found": False,
+                   "aligned_crop": np.zeros((CROP_SIZE, CROP_SIZE, 3), np.uint8)}
             try:
                 rec = analyzer.analyze(item.path)
                 row.update(embedding=rec.embedding, embedding_mirror=rec.embedding_mirror,
-                           pose_features=rec.pose_features, found=True)
+                           pose_features=rec.pose_features, found=True,
+                           aligned_crop=_crop_of(rec.aligned_crop))
             except FaceAnalysisError:
                 pass
             if analysed % SAVE_EVERY == 0:   # keep the work of an interrupted run
@@ -248,6 +252,14 @@ def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: st
                      "no_face_paths": no_face, "cache": str(path)}
 
 
+def _crop_of(crop: np.ndarray | None) -> np.ndarray:
+    """The record's aligned crop as [CROP_SIZE, CROP_SIZE, 3] uint8 RGB (zeros when a backend gives another size)."""
+    crop = np.asarray(crop) if crop is not None else None
+    if crop is None or crop.shape != (CROP_SIZE, CROP_SIZE, 3):
+        return np.zeros((CROP_SIZE, CROP_SIZE, 3), np.uint8)
+    return crop.astype(np.uint8)
+
+
 def _labels(item: ImageItem, rel: str, sha1: str) -> dict:
     return dict(path=rel, sha1=sha1, identity=item.identity, view=item.view, fold=item.fold,
                 true_pose=np.asarray(item.true_pose, np.float32))
@@ -258,10 +270,10 @@ def _stack(rows: dict[str, dict]) -> dict[str, np.ndarray]:
 
 
 def _write_cache(path: Path, meta: dict, rows: dict[str, dict]) -> None:
-    """All rows to `path`, atomically (a temporary file renamed over it)."""
+    """All rows to `path`, atomically (a temporary file renamed over it); uncompressed: crops compress poorly."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, meta=json.dumps(meta), **_stack(rows))
+    np.savez(tmp, meta=json.dumps(meta), **_stack(rows))
     tmp.replace(path)
 
 
@@ -287,12 +299,30 @@ def load_records(cache_dir: str | Path, dataset: str, backend: str) -> FaceRecor
     if not path.is_file():
         raise FileNotFoundError(f"no face-record cache at {path}: run `python -m viewdiff.training.extract "
                                 f"--datasets {dataset} --backend {backend} --cache_dir {cache_dir}` first")
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        cols = {k: z[k] for k in z.files if k != "meta"}
-    if meta.get("version") != CACHE_VERSION:
-        raise FileNotFoundError(f"the face-record cache {path} is from an older version of the pipeline: rerun "
-                                f"`python -m viewdiff.training.extract --datasets {dataset} --backend {backend} "
-                                f"--cache_dir {cache_dir}`")
+    meta, cols = _read_columns(cache_dir, dataset, backend, skip=("aligned_crop",))
     order = np.argsort(cols["path"], kind="stable")
     return _to_records({k: v[order] for k, v in cols.items()}, meta.get("fingerprint", ""))
+
+
+def load_crops(cache_dir: str | Path, dataset: str, backend: str) -> tuple[np.ndarray, np.ndarray]:
+    """(path [N] str, aligned_crop [N, 112, 112, 3] uint8 RGB) of the `dataset` cache, sorted by path as
+    `load_records` (rows without a face hold zeros)."""
+    _, cols = _read_columns(cache_dir, dataset, backend, only=("path", "aligned_crop"))
+    order = np.argsort(cols["path"], kind="stable")
+    return cols["path"][order].astype(str), cols["aligned_crop"][order]
+
+
+def _read_columns(cache_dir, dataset: str, backend: str, skip=(), only=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """(meta, columns) of a current-version cache file; a missing or older one raises with the command to run."""
+    path = cache_path(cache_dir, dataset, backend)
+    rerun = (f"`python -m viewdiff.training.extract --datasets {dataset} --backend {backend} "
+             f"--cache_dir {cache_dir}`")
+    if not path.is_file():
+        raise FileNotFoundError(f"no face-record cache at {path}: run {rerun} first")
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if meta.get("version") != CACHE_VERSION:
+            raise FileNotFoundError(f"the face-record cache {path} is from an older version of the pipeline: "
+                                    f"rerun {rerun}")
+        cols = {k: z[k] for k in z.files if k != "meta" and k not in skip and (only is None or k in only)}
+    return meta, cols
