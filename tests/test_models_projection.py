@@ -169,3 +169,38 @@ def test_rows_without_valid_keypoints_give_zero():
 
 def test_docstring_states_the_r_cubed_memory_cost():
     assert "R^3" in fpl.__doc__ and "R^3" in LightweightFaceProjectionLayer.__doc__
+
+
+def test_map_mode_grid_matches_the_face_template_and_the_crop():
+    """The map mode's constants put the template's keypoints where the aligned crop has them (upright, nose
+    in front), and a face at its source pose moved to frontal lands on the frontal template."""
+    from viewdiff.faces.backends import ARCFACE_TEMPLATE
+    from viewdiff.faces.geometry import keypoints_3d_from_pose, template_5
+    from viewdiff.models.projection import GRID_PER_TEMPLATE, cell_grid, grid_to_crop
+    layer = LightweightFaceProjectionLayer(64, voxel_resolution=8, map_size=7)
+    frontal = torch.tensor(template_5(), dtype=torch.float32)[None]
+    in_grid = layer.keypoints_in_grid(frontal, torch.zeros(1, 3), torch.zeros(1, 3))[0]
+    crop = (grid_to_crop(in_grid[:, :2]) + 1) * 56   # back to crop pixels
+    assert torch.allclose(crop, torch.as_tensor(ARCFACE_TEMPLATE), atol=0.05)
+    assert in_grid[0, 1] < in_grid[3, 1] and in_grid[2, 2] < in_grid[0, 2]   # eyes above the mouth, nose in front
+    assert cell_grid(7).abs().max() < 1 and GRID_PER_TEMPLATE > 0       # the whole crop fits in the grid
+    turned = torch.as_tensor(keypoints_3d_from_pose([60.0, 0.0, 0.0]))[None]
+    moved = layer.keypoints_in_grid(turned, torch.tensor([[60.0, 0.0, 0.0]]), torch.zeros(1, 3))
+    assert torch.allclose(moved, in_grid[None], atol=1e-5)
+
+
+def test_map_mode_reads_cells_and_renders_them_back_per_cell():
+    from viewdiff.faces.geometry import keypoints_3d_from_pose
+    torch.manual_seed(0)
+    layer = LightweightFaceProjectionLayer(16, voxel_resolution=8, map_size=7)
+    kp = torch.as_tensor(keypoints_3d_from_pose([40.0, 0.0, 0.0]))[None].repeat(2, 1, 1)
+    cells = torch.randn(2, 16, 7, 7)
+    out = layer(cells, kp, torch.tensor([[40.0, 0, 0]] * 2), torch.zeros(2, 3))
+    assert out.shape == (2, 16, 7, 7) and layer.last_voxels.shape == (2, 8, 8, 8, 8)
+    other = cells.clone()
+    other[:, :, 0, 0] += 5.0   # a change in one corner cell changes the grid near that corner most
+    layer(other, kp, torch.tensor([[40.0, 0, 0]] * 2), torch.tensor([[40.0, 0, 0]] * 2))
+    changed = layer.last_voxels.clone()
+    layer(cells, kp, torch.tensor([[40.0, 0, 0]] * 2), torch.tensor([[40.0, 0, 0]] * 2))
+    diff = (changed - layer.last_voxels).abs().sum(dim=(0, 1, 2))   # [y, x]
+    assert diff[:2, :2].sum() > diff[-2:, -2:].sum()

@@ -250,3 +250,47 @@ def test_mirror_view_is_mixed_in_with_a_learned_weight_starting_at_the_mean_of_t
     no_mirror = EnhancedTransformerDecoderOnly3D(**SMALL, use_mirror_view=False)
     assert no_mirror.mirror_weight is None
     torch.testing.assert_close(no_mirror.eval()(x["src"], profile, src_mirror=mirror), x["src"])
+
+
+def map_model(**kw):
+    torch.manual_seed(0)
+    model = EnhancedTransformerDecoderOnly3D(d_model=32, num_layers=1, voxel_resolution=8, map_channels=4,
+                                             **kw).eval()
+    model.set_embedder_head(torch.randn(32, 4 * 49), torch.randn(32))
+    return model
+
+
+def test_map_model_reads_the_cells_and_changes_the_embedding_through_the_embedders_head():
+    from viewdiff.faces.geometry import keypoints_3d_from_pose
+    model = map_model()
+    src, maps, mirror = torch.randn(2, 32), torch.randn(2, 4, 7, 7), torch.randn(2, 4, 7, 7)
+    kp = torch.as_tensor(keypoints_3d_from_pose([70.0, 0.0, 0.0]))[None].repeat(2, 1, 1)
+    profile = torch.tensor([[70.0, 0.0, 0.0]] * 2)
+    out = model(src, profile, kp, None, src_mirror=src, feature_map=maps, feature_map_mirror=mirror)
+    assert torch.allclose(out, src)   # fresh: the fold is zero and the mirror term sees the same vector
+    viz = model.last_visualization
+    assert viz["token_labels"][:2] == ["pose", "photo 0,0"] and len(viz["token_labels"]) == 1 + 3 * 49
+    assert viz["attention"][0].shape[-1] == 148 and viz["map_change"].shape == (2, 4, 7, 7)
+    with torch.no_grad():
+        model.map_tokenizer.fold.weight.normal_()
+    out, residual = model(src, profile, kp, None, src_mirror=src, feature_map=maps, feature_map_mirror=mirror,
+                          return_residual=True)
+    change = model.last_visualization["map_change"]
+    gate = model.gate(profile, torch.zeros(2, 3))
+    assert torch.allclose(residual, gate * (change.flatten(1) @ model.embedder_head.weight.T), atol=1e-4)
+    assert not torch.allclose(out, src)
+    with pytest.raises(ValueError, match="feature_map"):
+        model(src, profile, kp)
+
+
+def test_map_model_saves_its_head_and_old_vector_configs_still_build(tmp_path):
+    from viewdiff.models.checkpoint import load_pretrained, save_pretrained
+    model = map_model()
+    loaded, _ = load_pretrained(save_pretrained(model, tmp_path / "m"), embedding_dim=32)
+    assert torch.equal(loaded.embedder_head.weight, model.embedder_head.weight)
+    config = {k: v for k, v in EnhancedTransformerDecoderOnly3D(d_model=32).config.items()
+              if k not in ("map_channels", "map_size")}   # a config.json written before the map model
+    assert EnhancedTransformerDecoderOnly3D.from_config(config).settings.map_channels == 0
+    with pytest.raises(ValueError, match="no embedder head"):
+        EnhancedTransformerDecoderOnly3D(d_model=32, num_layers=1, map_channels=4).eval()(
+            torch.randn(1, 32), torch.zeros(1, 3), feature_map=torch.randn(1, 4, 7, 7))

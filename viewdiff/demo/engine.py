@@ -66,12 +66,22 @@ class PoseEngine:
         self.model = model
         self.lock = threading.Lock()
 
+    @property
+    def reads_map(self) -> bool:
+        """Whether the model reads the embedder's 7x7 map (FaceRecord.feature_map) rather than its vector."""
+        return bool(getattr(getattr(self.model, "settings", None), "map_channels", 0))
+
     @torch.inference_mode()
     def warm_up(self, embedding_dim: int) -> None:
         """One forward at the batch size of a slider move with a sweep: the first forward allocates, later ones are fast."""
         batch = 1 + len(SWEEP_YAWS)
+        maps = {}
+        if self.reads_map:
+            c = self.model.settings
+            maps = {k: torch.zeros(batch, c.map_channels, c.map_size, c.map_size)
+                    for k in ("feature_map", "feature_map_mirror")}
         self.model(torch.zeros(batch, embedding_dim), torch.zeros(batch, 3), torch.zeros(batch, 5, 3),
-                   torch.zeros(batch, 3))
+                   torch.zeros(batch, 3), **maps)
 
     def transform(self, record: FaceRecord, target: np.ndarray, gallery: Gallery,
                   sweeps: dict[tuple[float, float], np.ndarray] | None = None) -> PoseResult:
@@ -90,6 +100,9 @@ class PoseEngine:
                   "target_pose": torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32))}
         if record.embedding_mirror is not None:  # the mirrored face's embedding (models with use_mirror_view)
             inputs["src_mirror"] = torch.as_tensor(record.embedding_mirror, dtype=torch.float32).expand(batch, -1)
+        if self.reads_map:
+            for k in ("feature_map", "feature_map_mirror"):
+                inputs[k] = torch.as_tensor(getattr(record, k), dtype=torch.float32).expand(batch, -1, -1, -1)
         with self.lock, torch.inference_mode():
             start = time.perf_counter()
             out = self.model(**inputs)

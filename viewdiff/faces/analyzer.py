@@ -71,6 +71,11 @@ class FaceAnalyzer:
 
     load_image = staticmethod(load_image)
 
+    @property
+    def feature_maps(self):
+        """The embedder's `viewdiff.faces.feature_map.FeatureMapModel` (7x7 map + affine head), or None."""
+        return getattr(self._impl, "maps", None)
+
     def describe(self) -> dict:
         """What is loaded (backend, models, detector, head pose), for model cards and caches."""
         return {**self._impl.describe(), **self.head_pose.describe()}
@@ -165,5 +170,6 @@ class FaceAnalyzer:
             embedding_mirror=l2_normalize(face.embedding_mirror).astype(np.float32),
             source_pose=face.pose, pose_source=POSE_SOURCE, pose_features=face.pose_features,
             keypoints_3d=keypoints_3d_from_pose(face.pose), aligned_crop=face.aligned_crop, num_faces=n,
-            warning=warning, backend=self.backend,
+            warning=warning, backend=self.backend, feature_map=face.feature_map,
+            feature_map_mirror=face.feature_map_mirror,
             landmarks_68=None if face.landmarks_68 is None else orig(face.landmarks_68))

@@ -63,6 +63,8 @@ class DetectedFace:
     embedding_mirror: np.ndarray = None   # [D] of the horizontally mirrored aligned face
     aligned_crop: np.ndarray = None
     landmarks_68: np.ndarray | None = None
+    feature_map: np.ndarray | None = None    # [C, 7, 7] the embedder's last map (`viewdiff.faces.feature_map`)
+    feature_map_mirror: np.ndarray | None = None   # [C, 7, 7] the mirrored face's, flipped back to the photo's cells
     pose: np.ndarray | None = None           # [3] yaw, pitch, roll, set by the analyzer's head-pose stage
     pose_features: np.ndarray | None = None  # [7] the raw estimates it fused
 
@@ -178,6 +180,7 @@ class InsightFaceBackend:
         self.recognition = self.app.models["recognition"]
         self.embedding_dim = int(self.recognition.output_shape[1])
         self.fingerprint = file_sha256(self.recognition.model_file)[:FINGERPRINT_DIGITS]
+        self.maps = feature_map_model(self.recognition.model_file, self.providers)
 
     def describe(self) -> dict:
         return {"backend": "insightface", "pack": self.pack, "embedding_dim": self.embedding_dim,
@@ -190,7 +193,19 @@ class InsightFaceBackend:
 
     def describe_face(self, rgb: np.ndarray, box: np.ndarray, kps: np.ndarray) -> DetectedFace:
         aligned = arcface_crop(np.ascontiguousarray(rgb[..., ::-1]), kps, self.recognition.input_size[0])   # BGR
-        emb, mirror = self.recognition.get_feat([aligned, np.ascontiguousarray(aligned[:, ::-1])])
-        return DetectedFace(bbox=box[:4].astype(np.float32), det_score=float(box[4]), keypoints=kps.astype(np.float32),
-                            embedding=np.asarray(emb, np.float32), embedding_mirror=np.asarray(mirror, np.float32),
+        face = DetectedFace(bbox=box[:4].astype(np.float32), det_score=float(box[4]), keypoints=kps.astype(np.float32),
                             aligned_crop=np.ascontiguousarray(aligned[..., ::-1]))
+        views = [face.aligned_crop, np.ascontiguousarray(face.aligned_crop[:, ::-1])]
+        if self.maps is None:
+            emb, mirror = self.recognition.get_feat([v[..., ::-1] for v in views])   # insightface takes BGR
+        else:   # the same ONNX, with its 7x7 map exposed: one run gives both
+            (emb, mirror), maps = self.maps.run(np.stack(views))
+            face.feature_map, face.feature_map_mirror = maps[0], maps[1][:, :, ::-1].copy()
+        face.embedding, face.embedding_mirror = np.asarray(emb, np.float32), np.asarray(mirror, np.float32)
+        return face
+
+
+def feature_map_model(model_file, providers=None):
+    """The recognition model with its 7x7 map exposed (`FeatureMapModel`), or None when it has none."""
+    from viewdiff.faces.feature_map import FeatureMapModel, has_feature_map
+    return FeatureMapModel(model_file, providers) if has_feature_map(model_file) else None

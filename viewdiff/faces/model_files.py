@@ -91,6 +91,16 @@ def resolve_pack(pack: str | None = DEFAULT_PACK, model_dir: str | Path | None =
     return None
 
 
+def recognition_model_file(fingerprint: str) -> Path:
+    """The recognition model of a shipped pack (``weights/insightface/*/``) whose fingerprint (the first digits of
+    its sha256) is `fingerprint`."""
+    for path in sorted((REPO_ROOT / "weights" / "insightface").glob("*/*.onnx")):
+        if fingerprint and file_sha256(path).startswith(fingerprint):
+            return path
+    raise ModelNotFoundError(f"no shipped model file has the fingerprint {fingerprint!r}: the records were made by "
+                             "another embedder; extract them again with the shipped pack")
+
+
 def downloads_allowed(allow_download: bool | None = None) -> bool:
     """`allow_download`, else False when ``$VIEWDIFF_OFFLINE`` is set (1/true/yes) or under pytest."""
     if allow_download is not None:

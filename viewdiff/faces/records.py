@@ -25,3 +25,5 @@ class FaceRecord:
     other_boxes: np.ndarray | None = None    # [num_faces - 1, 4] the detector's boxes of the other faces
     other_keypoints: np.ndarray | None = None  # [num_faces - 1, 5, 2] their keypoints
     backend: str = ""
+    feature_map: np.ndarray | None = None    # [C, 7, 7] the embedder's last map, when it exposes one
+    feature_map_mirror: np.ndarray | None = None   # [C, 7, 7] the mirrored face's, flipped back to these cells

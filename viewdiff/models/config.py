@@ -38,7 +38,15 @@ class TransformerConfig:
     dropout: float = 0.1
     """Dropout after attention and MLP in every block."""
     num_tokens: int = 16
-    """Chunks the embedding is cut into (one token each)."""
+    """Chunks the embedding is cut into (one token each; models that read the embedding vector)."""
+    map_channels: int = 0
+    """Channels C of the embedder's last spatial map that the model reads instead of the embedding vector
+    (64 for the shipped w600k_mbf): the `map_size`^2 cells of the photo (and of its mirrored photo) are the
+    tokens, the change is made on the map and turned into an embedding change by the embedder's own frozen
+    affine head (`EmbedderHead`, set with `set_embedder_head`). 0: the embedding cut into `num_tokens`
+    chunks (the earlier models)."""
+    map_size: int = 7
+    """Side of that map: 7x7 cells over the 112x112 aligned face."""
     token_dim: int = 64
     """Token width inside the transformer."""
     use_adaptive_norm: bool = True
@@ -48,4 +56,5 @@ class TransformerConfig:
     target yaw passes through unchanged, a profile mapped to frontal moves as far as training says."""
     use_mirror_view: bool = True
     """Take the mirrored photo's embedding (`src_mirror`, the same face seen at the mirrored yaw) as a
-    second view, mixed in with a learned weight (0.5 at init: the mean of the two views)."""
+    second view, mixed in with a learned weight (0.5 at init: the mean of the two views); a map model also
+    reads the mirror's cells (`feature_map_mirror`)."""

@@ -6,6 +6,14 @@ a volume `[B, C, R, R, R]` is indexed `[z, y, x]` (depth, down, right), the layo
 Angles are degrees `(yaw, pitch, roll)`: yaw about y, pitch about x, roll about z, applied in that
 order (`R = Rz(roll) @ Rx(pitch) @ Ry(yaw)`); positive yaw turns +x towards the camera (-z).
 
+Two inputs (`LightweightFaceProjectionLayer`): an embedding vector ``[B, D]`` (the earlier models: a code of
+the vector modulates a grid shaped by the keypoints), or the embedder's spatial map ``[B, C, 7, 7]``
+(``map_size``): each cell's features are lifted along depth to the voxels behind it, the keypoints say where
+the face surface is, and the rendered target view is read back at the 7x7 cells. In the map mode the grid
+is the aligned crop's frame: x right, y down, z away from the camera (index 0 = front), the face template
+(`viewdiff.faces.geometry`, x right, y up, z towards the camera) scaled by `GRID_PER_TEMPLATE`, so the
+whole 112x112 crop fits and slices show the face upright with its nose at the front.
+
 Memory and compute grow with R^3. At its peak a forward holds about 44 float32 values per voxel and
 sample (keypoint splats, hidden activations, the feature + density grid before and after rotation,
 the sampling grid; K=5, hidden=16, C=8). Measured with the torch profiler (benchmarks/bench_model.py):
@@ -21,6 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# The aligned 112x112 ArcFace crop in the face template's frame (`viewdiff.faces.geometry.template_5`, checked
+# by tests/test_models_projection.py): template = (pixel - CROP_CENTRE) * CROP_SCALE, y flipped.
+CROP_SIZE, CROP_SCALE, CROP_CENTRE = 112.0, 0.048864582, (56.02616, 71.90078)
+GRID_PER_TEMPLATE = 0.28   # grid units per template unit: the whole crop (+-2.7 x, -2.0..3.5 y) fits in [-1, 1]
+TEMPLATE_TO_GRID = torch.diag(torch.tensor([1.0, -1.0, -1.0]))   # y up -> down, z to camera -> away (a rotation)
+
+
 def rotation_matrix(angles_deg: torch.Tensor) -> torch.Tensor:
     """angles [B, 3] (yaw, pitch, roll; degrees) -> rotation matrices [B, 3, 3] = Rz @ Rx @ Ry.
 
@@ -33,6 +48,18 @@ def rotation_matrix(angles_deg: torch.Tensor) -> torch.Tensor:
     return torch.stack([cr * cy - sr * sp_sy, -sr * cp, cr * sy + sr * sp_cy,
                         sr * cy + cr * sp_sy, cr * cp, sr * sy - cr * sp_cy,
                         -cp * sy, sp, cp * cy], dim=-1).view(*angles_deg.shape[:-1], 3, 3)
+
+
+def pose_change(source_angles: torch.Tensor, target_angles: torch.Tensor) -> torch.Tensor:
+    """The rotation [B, 3, 3] that takes a face at `source_angles` to `target_angles` (degrees [B, 3]).
+
+    In the face frame of `viewdiff.faces.geometry` (where ``keypoints_3d`` = template @ R(pose)^T) a pose's
+    rotation is ``rotation_matrix(pose)^T``, so the change is ``R(target) R(source)^T`` =
+    ``rotation_matrix(target)^T @ rotation_matrix(source)``: keypoints_3d at the source pose, rotated by it,
+    are the keypoints_3d of the target pose.
+    """
+    target_rot, source_rot = rotation_matrix(torch.cat([target_angles, source_angles])).chunk(2)
+    return target_rot.transpose(1, 2) @ source_rot
 
 
 def voxel_centres(d: int, h: int, w: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -62,6 +89,22 @@ def rotate_volume(volume: torch.Tensor, rotation: torch.Tensor, centres: torch.T
     return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+def cell_grid(size: int) -> torch.Tensor:
+    """Grid (x, y) of the centres of the size x size cells of the aligned crop: [size * size, 2], row-major."""
+    px = (torch.arange(size, dtype=torch.float32) + 0.5) * (CROP_SIZE / size)
+    py, px = torch.meshgrid(px, px, indexing="ij")
+    x = (px - CROP_CENTRE[0]) * CROP_SCALE * GRID_PER_TEMPLATE
+    y = (py - CROP_CENTRE[1]) * CROP_SCALE * GRID_PER_TEMPLATE    # template y is up, the grid's down
+    return torch.stack([x, y], dim=-1).reshape(-1, 2)
+
+
+def grid_to_crop(xy: torch.Tensor) -> torch.Tensor:
+    """Grid (x, y) [..., 2] -> the crop's `F.grid_sample` coordinates ([-1, 1] over its 112 pixels)."""
+    scale = 1.0 / (CROP_SCALE * GRID_PER_TEMPLATE)
+    centre = xy.new_tensor(CROP_CENTRE)
+    return (xy * scale + centre) / (CROP_SIZE / 2) - 1
+
+
 class LightweightFaceProjectionLayer(nn.Module):
     """Lift (keypoints, embedding) to a voxel grid, rotate it from source to target pose, render it.
 
@@ -72,14 +115,19 @@ class LightweightFaceProjectionLayer(nn.Module):
     `R(target) @ R(source)^T`, composited front to back along depth (alpha = 1 - exp(-density * step))
     to [B, C, R, R], pooled to at most `render_pool`^2 cells and projected to feature_dim.
     Rows whose keypoints are not all finite give a zero output (no geometry for that sample).
+    With `map_size` (the map mode, module docstring): features [B, feature_dim, S, S] (the embedder's map,
+    feature_dim = its channels) -> [B, feature_dim, S, S]: the code of each voxel comes from the cell in front
+    of which it lies, and the rendered view is sampled at the S x S cell centres and projected back per cell.
     Memory and time grow with R^3 (`voxel_resolution`; numbers in the module docstring).
     After each forward, `last_voxels` [B, C, R, R, R] and `last_density` [B, 1, R, R, R] (rotated,
     detached) hold the grids for visualisation.
     """
 
     def __init__(self, feature_dim: int, num_keypoints: int = 5, voxel_resolution: int = 16,
-                 voxel_channels: int = 8, hidden: int = 16, sigma: float = 0.25, render_pool: int = 8):
+                 voxel_channels: int = 8, hidden: int = 16, sigma: float = 0.25, render_pool: int = 8,
+                 map_size: int | None = None):
         super().__init__()
+        self.map_size = map_size
         self.num_keypoints, self.resolution, self.channels = num_keypoints, voxel_resolution, voxel_channels
         coords_t = voxel_centres(voxel_resolution, voxel_resolution, voxel_resolution).t().contiguous()
         self.register_buffer("coords_t", coords_t, persistent=False)  # [3, R^3], voxel centres (x, y, z)
@@ -90,7 +138,11 @@ class LightweightFaceProjectionLayer(nn.Module):
         self.feature_code = nn.Linear(feature_dim, hidden)
         self.voxel_out = nn.Linear(hidden, voxel_channels + 1)
         self.pool = min(render_pool, voxel_resolution)
-        self.project = nn.Linear(voxel_channels * self.pool ** 2, feature_dim)
+        if map_size:
+            self.register_buffer("cells", cell_grid(map_size), persistent=False)   # [S*S, 2] grid (x, y)
+            self.project = nn.Linear(voxel_channels, feature_dim)   # per cell
+        else:
+            self.project = nn.Linear(voxel_channels * self.pool ** 2, feature_dim)
         self.last_voxels: torch.Tensor | None = None
         self.last_density: torch.Tensor | None = None
 
@@ -107,11 +159,37 @@ class LightweightFaceProjectionLayer(nn.Module):
         # hidden = SiLU(W_coord @ coords + W_splat @ splats + b_coord + code(features)): [B, hidden, R^3]
         per_voxel = torch.cat([coords_t.expand(b, -1, -1), splats], dim=1)  # [B, 3 + K, R^3]
         weight = torch.cat([self.coord_proj.weight, self.splat_proj.weight], dim=1)  # [hidden, 3 + K]
-        bias = (self.coord_proj.bias + self.feature_code(features)).unsqueeze(-1)  # [B, hidden, 1]
+        bias = self.coord_proj.bias.view(1, -1, 1) + self.voxel_code(features)  # [B, hidden, 1 or R^3]
         h = F.silu(torch.baddbmm(bias, weight.expand(b, -1, -1), per_voxel), inplace=True)
         out = torch.baddbmm(self.voxel_out.bias.view(1, -1, 1), self.voxel_out.weight.expand(b, -1, -1), h)
         out = out.view(b, self.channels + 1, r, r, r)
         return out[:, :-1], F.softplus(out[:, -1:])
+
+    def voxel_code(self, features: torch.Tensor) -> torch.Tensor:
+        """The features' code per voxel: [B, hidden, 1] for a vector (one code for the grid), [B, hidden, R^3]
+        for a map (each voxel takes the cell in front of or behind which it lies: the same along depth)."""
+        if not self.map_size:
+            return self.feature_code(features).unsqueeze(-1)
+        r = self.resolution
+        code = self.feature_code(features.movedim(1, -1)).movedim(-1, 1)   # [B, hidden, S, S]
+        xy = grid_to_crop(self.coords_t.t()[: r * r, :2]).view(1, r, r, 2).expand(len(features), -1, -1, -1)
+        plane = F.grid_sample(code, xy, mode="bilinear", padding_mode="border", align_corners=False)
+        return plane.unsqueeze(2).expand(-1, -1, r, -1, -1).reshape(len(features), -1, r ** 3)
+
+    def grid_frame(self, keypoints: torch.Tensor, rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints [B, K, 3] and a rotation [B, 3, 3] of the template frame -> the grid's frame (the map mode
+        scales and turns the template, the vector mode uses it as it is)."""
+        if not self.map_size:
+            return keypoints, rotation
+        flip = TEMPLATE_TO_GRID.to(keypoints.device, keypoints.dtype)
+        return keypoints @ flip * GRID_PER_TEMPLATE, flip @ rotation @ flip
+
+    def keypoints_in_grid(self, keypoints: torch.Tensor, source_angles: torch.Tensor,
+                          target_angles: torch.Tensor) -> torch.Tensor:
+        """The keypoints [B, K, 3] (template frame, at the source pose) moved as the grid is moved, in grid
+        coordinates [-1, 1] (x, y, z): where `last_voxels` shows them."""
+        keypoints, rotation = self.grid_frame(keypoints, pose_change(source_angles, target_angles))
+        return keypoints @ rotation.transpose(1, 2)
 
     def render(self, voxels: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
         """Front-to-back alpha compositing along depth: [B, C, R, R, R] -> [B, C, R, R]."""
@@ -128,11 +206,17 @@ class LightweightFaceProjectionLayer(nn.Module):
             target_angles = torch.zeros_like(source_angles)
         valid = torch.isfinite(keypoints).all(dim=-1).all(dim=-1)  # [B]
         keypoints = torch.where(valid[:, None, None], keypoints, torch.zeros_like(keypoints)).to(features.dtype)
+        keypoints, rotation = self.grid_frame(keypoints, pose_change(source_angles, target_angles))
         voxels, density = self.voxelize(features, keypoints)
-        target_rot, source_rot = rotation_matrix(torch.cat([target_angles, source_angles])).chunk(2)
-        rotation = target_rot @ source_rot.transpose(1, 2)
         rotated = rotate_volume(torch.cat([voxels, density], dim=1), rotation, self.coords_t.t())
         voxels, density = rotated[:, :-1], rotated[:, -1:]
         self.last_voxels, self.last_density = voxels.detach(), density.detach()
-        image = F.adaptive_avg_pool2d(self.render(voxels, density), self.pool)
-        return self.project(image.flatten(1)) * valid[:, None].to(features.dtype)
+        image = self.render(voxels, density)   # [B, C, R (y), R (x)]: the view from the target pose
+        mask = valid.to(features.dtype)
+        if self.map_size:   # read back at the cells of the crop
+            at = F.grid_sample(image, self.cells.view(1, 1, -1, 2).expand(len(image), -1, -1, -1), mode="bilinear",
+                               padding_mode="zeros", align_corners=True)   # [B, C, 1, S*S]
+            out = self.project(at[:, :, 0].transpose(1, 2)).transpose(1, 2)   # [B, feature_dim, S*S]
+            return out.view(len(image), -1, self.map_size, self.map_size) * mask[:, None, None, None]
+        image = F.adaptive_avg_pool2d(image, self.pool)
+        return self.project(image.flatten(1)) * mask[:, None]

@@ -1,9 +1,15 @@
 """The pose-normalising transformer: source embedding + poses (+ 3D keypoints) -> embedding at target pose.
 
-Token sequence (width `token_dim`): `pose` (embedding of the source and target poses), `e0..e{N-1}`
-(the source embedding cut into `num_tokens` chunks, see `EmbeddingTokenizer`) and, when keypoints
-are given and `use_projection_layer`, `3D` (the rendered voxel features of
-`LightweightFaceProjectionLayer`). Each block: adaLN -> attention -> residual, adaLN -> MLP ->
+Token sequence (width `token_dim`): `pose` (embedding of the source and target poses), then either
+- the embedding vector: `e0..e{N-1}` (the source embedding cut into `num_tokens` chunks, see
+  `EmbeddingTokenizer`) and, when keypoints are given and `use_projection_layer`, `3D` (the rendered voxel
+  features of `LightweightFaceProjectionLayer`); or
+- the embedder's 7x7 map (`map_channels` > 0, see `viewdiff.models.map_tokens`): the 49 cells of the photo
+  (`photo r,c`), the 49 of the mirrored photo flipped back onto the same face regions (`mirror r,c`: the
+  second view; attention between the two is the cross-view between photo and mirror), and with keypoints
+  the 49 cells of the projection layer's rendered target view (`3D r,c`). The output is a change of the
+  photo's map (zero-initialised fold), turned into an embedding change by the embedder's own frozen head,
+  so it lives in the raw gallery's space. Each block: adaLN -> attention -> residual, adaLN -> MLP ->
 residual (pre-norm); the attention is `PoseConditionedLoRAAttention` (LoRA deltas conditioned on
 both poses) or plain multi-head attention. The embedding tokens are folded back to `[B, D]`,
 optionally mixed across the views of one identity (`CrossViewAttention`), and a zero-initialised
@@ -13,6 +19,8 @@ second view at the mirrored yaw) adds `mirror_weight * (src_mirror - src)`, the 
 With `use_pose_gate`, the sum of both is scaled by `PoseGate(source_pose, target_pose)`:
 
     out = src + gate * (head(tokens) + mirror_weight * (src_mirror - src))
+
+(for a map model `head(tokens)` is `EmbedderHead(fold(photo cell tokens))`).
 
 Without a mirror view a fresh model is the identity map (zero head); with one, it averages the two views
 of a face whose pose changes a lot, and keeps a face that stays at its pose (gate ~0).
@@ -36,6 +44,7 @@ from viewdiff.models.adaptive_norm import AdaptiveLayerNorm
 from viewdiff.models.config import TransformerConfig
 from viewdiff.models.cross_view import CrossViewAttention
 from viewdiff.models.lora import lora_parameters, mark_only_lora_trainable
+from viewdiff.models.map_tokens import EmbedderHead, MapTokenizer
 from viewdiff.models.pose_attention import (EmbeddingTokenizer, PoseConditionedLoRAAttention, PoseEmbedding,
                                             pose_arguments)
 from viewdiff.models.projection import LightweightFaceProjectionLayer
@@ -120,18 +129,28 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         super().__init__()
         self.settings = c = TransformerConfig(**kwargs)  # the fields of TransformerConfig, by keyword
         self.pose_embedding = PoseEmbedding(2 * c.pose_dim, c.token_dim)  # [source, target] -> condition
-        self.tokenizer = EmbeddingTokenizer(c.d_model, c.num_tokens, c.token_dim, cond_dim=c.token_dim)
-        self.projection = (LightweightFaceProjectionLayer(c.d_model, c.num_keypoints, c.voxel_resolution)
+        reads_map = c.map_channels > 0
+        if reads_map:
+            self.pose_token = nn.Linear(c.token_dim, c.token_dim)
+            self.map_tokenizer = MapTokenizer(c.map_channels, c.map_size, c.token_dim)
+            self.embedder_head = EmbedderHead(c.d_model, c.map_channels, c.map_size)
+        else:
+            self.tokenizer = EmbeddingTokenizer(c.d_model, c.num_tokens, c.token_dim, cond_dim=c.token_dim)
+        width = c.map_channels if reads_map else c.d_model
+        self.projection = (LightweightFaceProjectionLayer(width, c.num_keypoints, c.voxel_resolution,
+                                                          map_size=c.map_size if reads_map else None)
                            if c.use_projection_layer else None)
-        self.projection_token = nn.Linear(c.d_model, c.token_dim) if c.use_projection_layer else None
+        self.projection_token = (nn.Linear(c.d_model, c.token_dim)
+                                 if c.use_projection_layer and not reads_map else None)
         self.blocks = nn.ModuleList(
             TransformerBlock(c.token_dim, c.nhead, c.token_dim, c.use_lora_attention, c.use_adaptive_norm, c.rank,
                              c.lora_alpha, c.dropout) for _ in range(c.num_layers))
         self.final_norm = nn.LayerNorm(c.token_dim)
         self.cross_view = CrossViewAttention(c.d_model, c.nhead, c.n_views) if c.use_cross_view else None
-        self.head = nn.Linear(c.d_model, c.d_model)
-        nn.init.zeros_(self.head.weight)  # zero-initialised head: a fresh model is the identity map
-        nn.init.zeros_(self.head.bias)
+        if not reads_map:   # (a map model's head is the zero-initialised fold + the embedder's own head)
+            self.head = nn.Linear(c.d_model, c.d_model)
+            nn.init.zeros_(self.head.weight)  # zero-initialised head: a fresh model is the identity map
+            nn.init.zeros_(self.head.bias)
         # 0.5: a fresh model maps a turned face to the mean of its two views (the photo and its mirror,
         # equally good observations of the person); training moves the weight from there
         self.mirror_weight = nn.Parameter(torch.tensor(0.5)) if c.use_mirror_view else None
@@ -154,6 +173,13 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
     def from_config(cls, config: dict | TransformerConfig) -> "EnhancedTransformerDecoderOnly3D":
         return cls(**(asdict(config) if isinstance(config, TransformerConfig) else config))
 
+    def set_embedder_head(self, weight, bias) -> None:
+        """Copy in the embedder's affine head (`viewdiff.faces.feature_map.FeatureMapModel.head`: weight
+        [D, C*7*7], bias [D]); a map model needs it before training (it is saved with the weights)."""
+        if not self.settings.map_channels:
+            raise ValueError("this model reads the embedding vector, not the embedder's map (map_channels=0)")
+        self.embedder_head.set(weight, bias)
+
     @property
     def last_visualization(self) -> dict:
         """Attention maps, token labels and voxel grids of the last forward (CPU tensors; {} before any)."""
@@ -161,41 +187,77 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         if not viz:
             return {}
         return {"attention": [w.cpu() for w in viz["attention"]], "token_labels": list(viz["token_labels"]),
-                **{k: None if viz[k] is None else viz[k].cpu() for k in ("voxels", "density")}}
+                **{k: None if viz[k] is None else viz[k].cpu() for k in ("voxels", "density", "map_change")}}
 
     def forward(self, src: torch.Tensor, source_pose: torch.Tensor | None = None,
                 keypoints_3d: torch.Tensor | None = None, target_pose: torch.Tensor | None = None,
                 return_residual: bool = False, multiview_input: bool = False, *,
-                src_mirror: torch.Tensor | None = None,
+                src_mirror: torch.Tensor | None = None, feature_map: torch.Tensor | None = None,
+                feature_map_mirror: torch.Tensor | None = None,
                 angles: torch.Tensor | None = None, pose: torch.Tensor | None = None):
+        """feature_map, feature_map_mirror [B, C, 7, 7]: the photo's and the mirrored photo's (flipped back)
+        maps, read by a map model (`map_channels` > 0; the photo's map is required there)."""
         source_pose, target_pose = pose_arguments(source_pose, target_pose, angles, pose)
         if target_pose is None:
             target_pose = torch.zeros_like(source_pose)
         cond = self.pose_embedding(torch.cat([source_pose, target_pose], dim=-1)).to(src.dtype)
-        tokens = self.tokenizer.tokenize(src, cond)
-        labels = self.tokenizer.labels
-        voxels = density = None
-        if self.projection is not None and keypoints_3d is not None:
-            feat3d = self.projection(src, keypoints_3d, source_pose, target_pose)
-            tokens = torch.cat([tokens, self.projection_token(feat3d).unsqueeze(1)], dim=1)
-            labels = labels + ["3D"]
-            voxels, density = self.projection.last_voxels, self.projection.last_density
+        if self.settings.map_channels:
+            tokens, labels, (voxels, density) = self._map_tokens(cond, feature_map, feature_map_mirror,
+                                                                 keypoints_3d, source_pose, target_pose)
+        else:
+            tokens, labels, (voxels, density) = self._vector_tokens(src, cond, keypoints_3d, source_pose,
+                                                                    target_pose)
         attention = []
         for block in self.blocks:
             tokens, weights = block(tokens, cond)
             attention.append(weights.detach())
-        pooled = self.tokenizer.detokenize(self.final_norm(tokens[:, 1:1 + self.tokenizer.num_tokens]))
+        map_change = None
+        if self.settings.map_channels:   # the photo's cells -> a change of its map -> through the embedder's head
+            map_change = self.map_tokenizer.detokenize(self.final_norm(tokens[:, 1:1 + self.settings.map_size ** 2]))
+            residual = self.embedder_head(map_change, bias=False)
+        else:
+            residual = self.tokenizer.detokenize(self.final_norm(tokens[:, 1:1 + self.tokenizer.num_tokens]))
         if self.cross_view is not None and multiview_input:
-            pooled = pooled + self.cross_view(pooled)
-        residual = self.head(pooled)
+            residual = residual + self.cross_view(residual)
+        if not self.settings.map_channels:
+            residual = self.head(residual)
         if self.mirror_weight is not None and src_mirror is not None:
             residual = residual + self.mirror_weight * (src_mirror - src)
         if self.gate is not None:
             residual = self.gate(source_pose, target_pose).to(src.dtype) * residual
         self._visualization = {"attention": attention, "token_labels": labels, "voxels": voxels,
-                               "density": density}
+                               "density": density, "map_change": None if map_change is None else map_change.detach()}
         out = src + residual
         return (out, residual) if return_residual else out
+
+    def _vector_tokens(self, src, cond, keypoints_3d, source_pose, target_pose):
+        """The embedding's chunks (+ the `3D` token) -> (tokens [B, T, W], labels, (voxels, density))."""
+        tokens, labels = self.tokenizer.tokenize(src, cond), self.tokenizer.labels
+        if self.projection is None or keypoints_3d is None:
+            return tokens, labels, (None, None)
+        feat3d = self.projection(src, keypoints_3d, source_pose, target_pose)
+        tokens = torch.cat([tokens, self.projection_token(feat3d).unsqueeze(1)], dim=1)
+        return tokens, labels + ["3D"], (self.projection.last_voxels, self.projection.last_density)
+
+    def _map_tokens(self, cond, feature_map, feature_map_mirror, keypoints_3d, source_pose, target_pose):
+        """pose + the photo's cells (+ the mirror's, + the rendered target view's) -> (tokens, labels, grids)."""
+        if feature_map is None:
+            raise ValueError("this model reads the embedder's 7x7 map: pass feature_map [B, C, 7, 7] (and "
+                             "feature_map_mirror), e.g. FaceRecord.feature_map of the shipped w600k_mbf pack")
+        if not self.embedder_head.is_set and not self.training:
+            raise ValueError("this map model has no embedder head: call set_embedder_head(...) (saved weights "
+                             "carry it)")
+        tok = self.map_tokenizer
+        parts, labels = [self.pose_token(cond).unsqueeze(1), tok.tokenize(feature_map, "photo")], ["pose"] + tok.labels("photo")
+        if feature_map_mirror is not None and self.settings.use_mirror_view:
+            parts.append(tok.tokenize(feature_map_mirror, "mirror"))
+            labels += tok.labels("mirror")
+        grids = (None, None)
+        if self.projection is not None and keypoints_3d is not None:
+            parts.append(tok.tokenize(self.projection(feature_map, keypoints_3d, source_pose, target_pose), "3D"))
+            labels += tok.labels("3D")
+            grids = (self.projection.last_voxels, self.projection.last_density)
+        return torch.cat([p.to(cond.dtype) for p in parts], dim=1), labels, grids
 
     def get_trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

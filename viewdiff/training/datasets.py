@@ -12,6 +12,7 @@ from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.training.records import FaceRecords, pair_list
 
 PAIR_KEYS = ("src", "src_mirror", "source_pose", "keypoints_3d", "target", "target_pose", "identity")
+MAP_KEYS = ("feature_map", "feature_map_mirror")   # when the records carry the embedder's maps
 MIRROR_POSE = np.array([-1.0, 1.0, -1.0], np.float32)   # a mirrored photo: yaw and roll change sign
 
 
@@ -39,7 +40,8 @@ class PosePairDataset:
     mirror: also every pair with the source photo mirrored (embedding and mirror embedding swapped,
     yaw and roll negated, keypoints re-posed), the target unchanged: free pose augmentation.
     Item i: dict src [D], src_mirror [D], source_pose [3] (estimated), keypoints_3d [5, 3], target [D],
-    target_pose [3], identity (int index into `identities`).
+    target_pose [3], identity (int index into `identities`); with maps in the records also feature_map and
+    feature_map_mirror [C, 7, 7] (a mirrored pair swaps them, each flipped left-right).
     """
 
     def __init__(self, records: FaceRecords, pose_pairs_per_row: int = 1, seed: int = 0, mirror: bool = False,
@@ -74,7 +76,14 @@ class PosePairDataset:
         self.target = np.asarray(tgt_emb, np.float32).reshape(len(src), r.embedding.shape[1])
         self.target_pose = np.asarray(tgt_pose, np.float32).reshape(len(src), 3)
         self.identity = np.array([ident_index[n] for n in r.identity[src]], dtype=np.int64)
+        self.keys = PAIR_KEYS + (MAP_KEYS if r.feature_map is not None else ())
+        if r.feature_map is not None:
+            self.feature_map, self.feature_map_mirror = r.feature_map[src], r.feature_map_mirror[src]
         if mirror:
+            if r.feature_map is not None:   # the mirrored photo's map is the mirror's, unflipped, and vice versa
+                flipped = self.feature_map_mirror[..., ::-1], self.feature_map[..., ::-1]
+                self.feature_map = np.r_[self.feature_map, flipped[0]]
+                self.feature_map_mirror = np.r_[self.feature_map_mirror, flipped[1]]
             mirrored_pose = self.source_pose * MIRROR_POSE
             self.src, self.src_mirror = np.r_[self.src, self.src_mirror], np.r_[self.src_mirror, self.src]
             self.keypoints_3d = np.r_[self.keypoints_3d, np.stack([keypoints_3d_from_pose(p) for p in mirrored_pose])
@@ -87,16 +96,14 @@ class PosePairDataset:
         return len(self.src)
 
     def __getitem__(self, i: int) -> dict:
-        return {"src": self.src[i], "src_mirror": self.src_mirror[i], "source_pose": self.source_pose[i],
-                "keypoints_3d": self.keypoints_3d[i], "target": self.target[i], "target_pose": self.target_pose[i],
-                "identity": self.identity[i]}
+        return {k: getattr(self, k)[i] for k in self.keys}
 
 
 def stack_pairs(dataset: PosePairDataset) -> dict[str, torch.Tensor]:
     """All pairs of `dataset` as tensors: src [N, D], source_pose [N, 3], keypoints_3d [N, K, 3], ..."""
     if not len(dataset):
         raise ValueError("no training pairs: was a face found in the selected records?")
-    return {k: torch.as_tensor(np.ascontiguousarray(getattr(dataset, k))) for k in PAIR_KEYS}
+    return {k: torch.as_tensor(np.ascontiguousarray(getattr(dataset, k))) for k in dataset.keys}
 
 
 def cfp_fp_pairs(cfp: FaceRecords, data_root: str | Path, allow_missing: bool = False,

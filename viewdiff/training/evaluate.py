@@ -62,12 +62,18 @@ METHODS = {
     "enhanced_cross_view": {"use_cross_view": True},
     "enhanced_regression": {"loss": "regression", "temperature": 0.05},
     "enhanced_nested": {},
+    # the transformer that reads the embedder's 7x7 map (w600k_mbf: 64 channels) instead of its vector
+    "enhanced_map": {"map_channels": 64}, "enhanced_map_nested": {"map_channels": 64},
+    "enhanced_map_no_projection": {"map_channels": 64, "use_projection_layer": False},
+    "enhanced_map_no_lora": {"map_channels": 64, "use_lora_attention": False},
+    "enhanced_map_no_adaln": {"map_channels": 64, "use_adaptive_norm": False},
+    "enhanced_map_no_mirror": {"map_channels": 64, "use_mirror_view": False, "mirror_augment": False},
 }
 # Nested selection: `enhanced_nested` trains `enhanced` with the CANDIDATES recipe that validates best inside
 # the training folds (`select_recipe`). Two axes: how far a profile may move from its source (the gallery
 # loss's source weight; DREAM moves profiles much further) and whether the own identity must win by a
 # cosine margin (a verification threshold, not only the top rank).
-NESTED = {"enhanced_nested"}
+NESTED = {"enhanced_nested", "enhanced_map_nested"}
 CANDIDATES = [{"source_weight": sw, "margin": m} for m in (0.0, 0.25) for sw in (10.0, 3.0)]
 INNER_FOLDS = 2
 FP_METRICS = ("accuracy", "tar_far1", "tar_far01", "rank1")
@@ -81,9 +87,11 @@ def transform(model: nn.Module, records: FaceRecords, target_pose: np.ndarray | 
     model.eval()
     n = len(records)
     target = torch.zeros(n, 3) if target_pose is None else torch.as_tensor(target_pose).float().expand(n, 3)
-    t = {k: torch.as_tensor(v).float() for k, v in (("src", records.embedding), ("src_mirror", records.embedding_mirror),
-                                                   ("source_pose", records.source_pose),
-                                                   ("keypoints_3d", records.keypoints_3d))}
+    columns = [("src", records.embedding), ("src_mirror", records.embedding_mirror),
+               ("source_pose", records.source_pose), ("keypoints_3d", records.keypoints_3d)]
+    if getattr(getattr(model, "settings", None), "map_channels", 0):
+        columns += [("feature_map", records.feature_map), ("feature_map_mirror", records.feature_map_mirror)]
+    t = {k: torch.as_tensor(v).float() for k, v in columns}
     out = torch.cat([model(**{k: v[i:i + batch] for k, v in t.items()}, target_pose=target[i:i + batch])
                      for i in range(0, n, batch)])
     return l2_normalize(out.numpy())
@@ -307,13 +315,14 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
 
     t0 = time.time()
-    cfp = first_identities(load_records(args.data_dir, "cfp", args.backend), args.max_identities)
+    maps = any(m != "raw" and METHODS[m] is not None and fold_config(m, 1, 0, args).map_channels for m in methods)
+    cfp = first_identities(load_records(args.data_dir, "cfp", args.backend, maps=maps), args.max_identities)
     data_root = args.data_root or shared_dir() / "data"
     all_pairs = {name: cfp_fp_pairs(cfp, data_root, allow_missing=bool(args.max_identities), protocol=name)
                  for name in ("FP", "FF")}
     pairs = {name: {k: v[np.isin(pr["fold"], folds)] for k, v in pr.items()} for name, pr in all_pairs.items()}
     try:
-        p04 = load_records(args.data_dir, "pointing04", args.backend)
+        p04 = load_records(args.data_dir, "pointing04", args.backend, maps=maps)
     except FileNotFoundError:
         p04 = None
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 \

@@ -3,7 +3,9 @@
     python -m viewdiff.training.extract --data_root ../shared/data --datasets cfp,pointing04
 
 Writes `<cache_dir>/<backend>/<dataset>.npz` (gitignored, see `viewdiff.training.records`) as it goes:
-an interrupted run keeps what it computed, and a rerun only analyses new or changed images. Shows a
+an interrupted run keeps what it computed, and a rerun only analyses new or changed images. With an
+embedder that exposes its 7x7 map (the shipped w600k_mbf), `<dataset>_maps.npz` then holds the maps of
+every face and of its mirror, computed from the cached crops. Shows a
 progress bar unless --quiet; prints how many images had no detectable face.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.paths import shared_dir
-from viewdiff.training.records import DATASETS, extract_records
+from viewdiff.training.records import DATASETS, extract_maps, extract_records
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  no face: {path}")
         if stats["no_face"] > 20:
             print(f"  ... and {stats['no_face'] - 20} more")
+        if analyzer.feature_maps is not None:   # from the cached crops: no detection
+            start = time.perf_counter()
+            out = extract_maps(args.cache_dir, name, analyzer.backend, analyzer.feature_maps)
+            print(f"{name}: 7x7 feature maps of every face and its mirror, {time.perf_counter() - start:.0f} s -> {out}")
     return 0
 
 

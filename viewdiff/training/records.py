@@ -55,6 +55,8 @@ class FaceRecords:
     `viewdiff.faces.head_pose`), true_pose [N, 3] (nan when unknown), keypoints_3d [N, 5, 3], identity
     [N] str, view [N] str, fold [N] int, path [N] str (relative to the data root), found [N] bool.
     fingerprint: the embedder's (see `viewdiff.faces.backends`), one for all rows.
+    feature_map, feature_map_mirror [N, C, 7, 7]: the embedder's last map of the photo and of the mirrored
+    photo flipped back to the photo's cells (`load_records(..., maps=True)`; None otherwise).
     """
     embedding: np.ndarray
     embedding_mirror: np.ndarray
@@ -68,10 +70,13 @@ class FaceRecords:
     path: np.ndarray
     found: np.ndarray
     fingerprint: str = ""
+    feature_map: np.ndarray | None = None
+    feature_map_mirror: np.ndarray | None = None
 
     def columns(self) -> dict[str, np.ndarray]:
-        """The per-row arrays by field name."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "fingerprint"}
+        """The per-row arrays by field name (the maps only when loaded)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "fingerprint" and getattr(self, f.name) is not None}
 
     def __len__(self) -> int:
         return len(self.path)
@@ -86,6 +91,8 @@ class FaceRecords:
             raise ValueError("no record sets to concatenate")
         dims = {p.embedding.shape[1] for p in parts}
         prints = {p.fingerprint for p in parts}
+        if len({p.feature_map is None for p in parts}) > 1:
+            raise ValueError("some record sets have feature maps and some not: load all with maps=True or none")
         if len(dims) > 1 or len(prints) > 1:
             raise ValueError(f"record sets come from different embedders (widths {sorted(dims)}, fingerprints "
                              f"{sorted(prints)}): extract every dataset with the same backend")
@@ -290,18 +297,61 @@ def _to_records(cols: dict[str, np.ndarray], fingerprint: str) -> FaceRecords:
     cols = {**cols, "source_pose": pose, "keypoints_3d": keypoints_3d}
     types = {"identity": str, "view": str, "path": str, "fold": int, "found": bool}
     return FaceRecords(**{f.name: cols[f.name].astype(types.get(f.name, np.float32))
-                          for f in fields(FaceRecords) if f.name != "fingerprint"}, fingerprint=fingerprint)
+                          for f in fields(FaceRecords) if f.name in cols}, fingerprint=fingerprint)
 
 
-def load_records(cache_dir: str | Path, dataset: str, backend: str) -> FaceRecords:
-    """Every row of the `dataset` cache of `backend` (sorted by path)."""
-    path = cache_path(cache_dir, dataset, backend)
-    if not path.is_file():
-        raise FileNotFoundError(f"no face-record cache at {path}: run `python -m viewdiff.training.extract "
-                                f"--datasets {dataset} --backend {backend} --cache_dir {cache_dir}` first")
+def load_records(cache_dir: str | Path, dataset: str, backend: str, maps: bool = False) -> FaceRecords:
+    """Every row of the `dataset` cache of `backend` (sorted by path); with `maps`, also the feature maps
+    (`extract_maps`)."""
     meta, cols = _read_columns(cache_dir, dataset, backend, skip=("aligned_crop",))
     order = np.argsort(cols["path"], kind="stable")
-    return _to_records({k: v[order] for k, v in cols.items()}, meta.get("fingerprint", ""))
+    records = _to_records({k: v[order] for k, v in cols.items()}, meta.get("fingerprint", ""))
+    if maps:
+        records.feature_map, records.feature_map_mirror = _load_maps(cache_dir, dataset, backend, records)
+    return records
+
+
+def maps_path(cache_dir: str | Path, dataset: str, backend: str) -> Path:
+    return Path(cache_dir) / backend / f"{dataset}_maps.npz"
+
+
+def extract_maps(cache_dir: str | Path, dataset: str, backend: str, maps_model) -> Path:
+    """The embedder's 7x7 maps of every cached crop and of its mirror (flipped back to the photo's cells), from
+    the cached crops alone (no detection) -> `maps_path`, in `load_records`' row order. maps_model: a
+    `viewdiff.faces.feature_map.FeatureMapModel`. Rows without a face hold zeros. Skipped when the file is
+    there for the same rows and embedder."""
+    meta, _ = _read_columns(cache_dir, dataset, backend, only=())
+    out = maps_path(cache_dir, dataset, backend)
+    paths, crops = load_crops(cache_dir, dataset, backend)
+    key = {"fingerprint": meta.get("fingerprint", ""), "rows": int(len(paths)), "version": CACHE_VERSION}
+    if out.is_file():
+        with np.load(out, allow_pickle=False) as z:
+            if json.loads(str(z["meta"])) == key and np.array_equal(z["path"].astype(str), paths):
+                return out
+    found = crops.reshape(len(crops), -1).any(axis=1)
+    weight = maps_model.head[0]
+    photo = np.zeros((len(crops), weight.shape[1] // 49, 7, 7), np.float32)
+    mirror = np.zeros_like(photo)
+    if found.any():
+        photo[found] = maps_model.run(crops[found])[1]
+        mirror[found] = maps_model.run(np.ascontiguousarray(crops[found][:, :, ::-1]))[1][..., ::-1]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, meta=json.dumps(key), path=paths, feature_map=photo, feature_map_mirror=mirror)
+    tmp.replace(out)
+    return out
+
+
+def _load_maps(cache_dir, dataset: str, backend: str, records: FaceRecords) -> tuple[np.ndarray, np.ndarray]:
+    out = maps_path(cache_dir, dataset, backend)
+    rerun = f"`python -m viewdiff.training.extract --datasets {dataset} --backend {backend} --cache_dir {cache_dir}`"
+    if not out.is_file():
+        raise FileNotFoundError(f"no feature maps at {out}: run {rerun} (with the shipped w600k_mbf pack, which "
+                                "exposes them)")
+    with np.load(out, allow_pickle=False) as z:
+        if not np.array_equal(z["path"].astype(str), records.path):
+            raise FileNotFoundError(f"the feature maps at {out} are for other rows than the records: rerun {rerun}")
+        return z["feature_map"], z["feature_map_mirror"]
 
 
 def load_crops(cache_dir: str | Path, dataset: str, backend: str) -> tuple[np.ndarray, np.ndarray]:

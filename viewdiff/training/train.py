@@ -36,7 +36,7 @@ from viewdiff.models.checkpoint import load_pretrained, save_pretrained
 from viewdiff.models.config import TransformerConfig
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 from viewdiff.paths import repo_relative
-from viewdiff.training.datasets import PosePairDataset, fold_split, stack_pairs
+from viewdiff.training.datasets import MAP_KEYS, PosePairDataset, fold_split, stack_pairs
 from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss
 from viewdiff.training.multiview import epoch_batches
 from viewdiff.training.prior import EnhancedTransformerWithPrior, PriorPreservationDataset
@@ -71,6 +71,9 @@ class TrainConfig:
     rank: int = option(4)
     lora_alpha: float = option(1.0)
     num_layers: int | None = option(2, "transformer blocks (None: the model's default, 4)")
+    map_channels: int = option(0, "read the embedder's 7x7 map with this many channels (64: the shipped w600k_mbf; "
+                                  "its cache needs the maps, see viewdiff.training.extract) instead of the "
+                                  "embedding vector (0)")
     voxel_resolution: int = option(8, "voxel grid side R of the projection layer (cost grows with R^3: 8 keeps CPU "
                                       "training at ~1 min per CFP fold; the model class defaults to 16)")
     dropout: float = option(0.1)
@@ -154,18 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_model(config: TrainConfig, embedding_dim: int) -> nn.Module:
-    """A fresh model of `config.model` for embeddings of width `embedding_dim`."""
+def build_model(config: TrainConfig, embedding_dim: int, fingerprint: str = "") -> nn.Module:
+    """A fresh model of `config.model` for embeddings of width `embedding_dim`; a map model gets the head of the
+    embedder with this `fingerprint` (its recognition model in weights/insightface/)."""
     if config.model == "dream":
         return DreamResidual(d_model=embedding_dim)
     settings = {name: getattr(config, name) for name in MODEL_FIELDS if getattr(config, name) is not None}
-    return EnhancedTransformerDecoderOnly3D(d_model=embedding_dim, **settings)  # None: the model's default
+    model = EnhancedTransformerDecoderOnly3D(d_model=embedding_dim, **settings)  # None: the model's default
+    if config.map_channels:
+        from viewdiff.faces.feature_map import FeatureMapModel
+        from viewdiff.faces.model_files import recognition_model_file
+        model.set_embedder_head(*FeatureMapModel(recognition_model_file(fingerprint)).head)
+    return model
 
 
 def model_inputs(batch: dict[str, torch.Tensor], multiview: bool = False) -> dict:
     """Forward kwargs of a pair batch (shared by the transformer and the DREAM baseline)."""
     out = dict(src=batch["src"], source_pose=batch["source_pose"], keypoints_3d=batch["keypoints_3d"],
                target_pose=batch["target_pose"], src_mirror=batch["src_mirror"])
+    out.update({k: batch[k] for k in MAP_KEYS if k in batch})   # map models read them; others do not get them
     if multiview:
         out["multiview_input"] = True
     return out
@@ -220,7 +230,8 @@ def git_commit() -> str:
 
 def select_records(config: TrainConfig) -> FaceRecords:
     """The face records of `config.datasets`, each optionally cut to `max_identities` (see `first_identities`)."""
-    return FaceRecords.concatenate([first_identities(load_records(config.data_dir, name.strip(), config.backend),
+    return FaceRecords.concatenate([first_identities(load_records(config.data_dir, name.strip(), config.backend,
+                                                                  maps=bool(config.map_channels)),
                                                      config.max_identities)
                                     for name in config.datasets.split(",") if name.strip()])
 
@@ -267,7 +278,7 @@ def train(config: TrainConfig) -> TrainResult:
         base_model, _ = load_pretrained(config.base_model_path, embedding_dim=embedding_dim)
         model, _ = load_pretrained(config.base_model_path, embedding_dim=embedding_dim)
     else:
-        model = build_model(config, embedding_dim)
+        model = build_model(config, embedding_dim, records.fingerprint)
     model.to(device)
     prior = None
     if config.use_prior_preservation:
