@@ -12,7 +12,7 @@ def test_tokens_per_cell_and_a_zero_initialised_fold():
     cells = torch.randn(2, 64, 7, 7)
     photo, mirror = tok.tokenize(cells, "photo"), tok.tokenize(cells, "mirror")
     assert photo.shape == (2, 49, 32) and not torch.equal(photo, mirror)   # the view code tells them apart
-    assert tok.labels("photo")[:2] == ["photo 0,0", "photo 0,1"] and tok.labels("3D")[-1] == "3D 6,6"
+    assert tok.labels("photo")[:2] == ["photo 0,0", "photo 0,1"] and tok.labels("mirror")[-1] == "mirror 6,6"
     assert torch.equal(tok.detokenize(photo), torch.zeros(2, 64, 7, 7))    # a fresh model changes nothing
     with torch.no_grad():
         tok.fold.weight.normal_()

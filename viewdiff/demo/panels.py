@@ -15,12 +15,12 @@ import torch
 from viewdiff.demo import plots
 from viewdiff.demo.calibration import Threshold
 from viewdiff.demo.engine import SWEEP_YAWS, PoseResult
-from viewdiff.models.projection import rotation_matrix
 
 VOXEL_QUANTITIES = ("channel norm", "density")
 MEAN_HEAD = -1  # the head control's value for the mean over heads
 FOCUSED_HEAD = -2  # ... for the head whose rows are most peaked (lowest mean entropy): the default view
 KEYPOINT_NAMES = ("left eye", "right eye", "nose", "left mouth", "right mouth")
+MAP_CELL = "photo 0,0"   # the first cell token of a model that reads the embedder's 7x7 map
 ATTENTION_CAPTION = ("Rows: the token that looks (query); columns: the tokens it reads (keys); each row sums "
                      "to 1. `pose`: the source and target pose, `e0`..`e15`: the 16 chunks of the embedding, "
                      "`3D`: the projection layer's rendered voxels. Layer 1 and its most focused head show the most "
@@ -59,16 +59,6 @@ def most_focused_head(attention: np.ndarray) -> int:
     return int(np.argmin(-(weights * np.log(weights)).sum(-1).mean(-1)))
 
 
-def keypoints_in_grid(keypoints_3d: np.ndarray, source_pose: np.ndarray, target: np.ndarray,
-                      resolution: int) -> np.ndarray:
-    """The face's 3D keypoints [K, 3] (x, y, z in [-1, 1]) moved as the projection layer moves the grid
-    (``R(target) R(source)^T``), in voxel-index units: [K, 3] (x, y, z)."""
-    angles = torch.as_tensor(np.stack([target, source_pose]), dtype=torch.float32)
-    target_rot, source_rot = rotation_matrix(angles).numpy()
-    moved = np.asarray(keypoints_3d, np.float32) @ (target_rot @ source_rot.T).T
-    return (moved + 1) / 2 * (resolution - 1)
-
-
 class Panels:
     """Figures for one loaded model (or none) and one embedder's threshold (or none)."""
 
@@ -84,9 +74,19 @@ class Panels:
                     "To get weights, train them: the command (--export_dir ...) is in the model card below.")
         return f"The loaded model does not produce {what}."
 
-    def attention(self, result: PoseResult | None, view: ViewOptions) -> plots.PlotSpec:
+    def attention(self, result: PoseResult | None, view: ViewOptions, record=None) -> plots.PlotSpec:
         if result is None or result.attention is None:
             return plots.message_figure("Attention map", self.missing("attention weights", result))
+        weights, which = self.attention_weights(result, view)
+        if record is not None and MAP_CELL in result.token_labels:   # a map model: drawn over the face
+            return plots.face_attention_figure(record.aligned_crop, weights, result.token_labels,
+                                               f"What the face's cells read: {which}")
+        return plots.attention_figure(weights, result.token_labels, f"Attention: {which}")
+
+    @staticmethod
+    def attention_weights(result: PoseResult, view: ViewOptions) -> tuple[np.ndarray, str]:
+        """The [T, T] weights the controls choose (layer; one head, their mean or the most focused) and their
+        name ("layer 1, head 3")."""
         layers, heads = result.attention.shape[:2]
         layer = int(np.clip(view.layer, 0, layers - 1))
         if view.head == MEAN_HEAD:
@@ -97,15 +97,13 @@ class Panels:
         else:
             head = int(np.clip(view.head, 0, heads - 1))
             weights, which = result.attention[layer, head], f"head {head + 1}"
-        return plots.attention_figure(weights, result.token_labels, f"Attention: layer {layer + 1}, {which}")
+        return weights, f"layer {layer + 1}, {which}"
 
     def voxels(self, result: PoseResult | None, view: ViewOptions, record=None) -> plots.PlotSpec:
         volume = result.volumes.get(view.quantity) if result is not None else None
         if volume is None:
             return plots.message_figure("Voxel grid", self.missing(f"voxel {view.quantity}", result))
-        keypoints = None
-        if record is not None and getattr(record, "keypoints_3d", None) is not None:
-            keypoints = keypoints_in_grid(record.keypoints_3d, record.source_pose, result.target, volume.shape[0])
+        keypoints = result.keypoints_grid
         if view.as_3d:
             return plots.voxel_volume_figure(volume, view.quantity, keypoints, KEYPOINT_NAMES)
         return plots.voxel_slice_figure(volume, view.axis, view.index, view.quantity, keypoints, KEYPOINT_NAMES)

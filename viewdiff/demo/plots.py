@@ -128,6 +128,62 @@ def attention_figure(attention: np.ndarray, labels: Sequence[str], title: str) -
                    yaxis={"title": {"text": "query token (reads)"}, "autorange": "reversed", **tick})
 
 
+CELL_GROUPS = (("photo", "the photo"), ("mirror", "its mirror image"), ("3D", "3D view at the target pose"))
+
+
+def image_source(rgb: np.ndarray) -> str:
+    """An RGB image as a JPEG data URI (a plotly ``image`` trace's ``source``: ~5 kB for a face crop, where the
+    pixels as JSON numbers would be ~150 kB)."""
+    import base64
+    _, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, 88])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode()
+
+
+def face_attention_figure(crop: np.ndarray, attention: np.ndarray, labels: Sequence[str], title: str) -> PlotSpec:
+    """Where the face's cells look: ``[T, T]`` attention averaged over the queries that are the photo's cells,
+    drawn as 7x7 heat over the aligned crop, one panel per group of key cells (the photo, its mirror image
+    shown mirrored, the projection layer's 3D view). One colour scale for all panels; the title says how the
+    attention splits between the groups (and the pose token)."""
+    attention, labels = np.asarray(attention, np.float32), list(labels)
+    queries = [i for i, name in enumerate(labels) if name.startswith("photo ")]
+    read = attention[queries].mean(0)   # [T]: how much the photo's cells read each key
+    groups = [(key, text, [i for i, name in enumerate(labels) if name.startswith(key + " ")])
+              for key, text in CELL_GROUPS]
+    groups = [g for g in groups if g[2]]
+    size = int(round(math.sqrt(len(groups[0][2]))))
+    crop = np.asarray(crop, np.uint8)
+    zmax = float(max(read[idx].max() for _, _, idx in groups))
+    data, layout, notes, width = [], {}, [], 1.0 / len(groups)
+    for n, (key, text, idx) in enumerate(groups):
+        grid = read[idx].reshape(size, size)
+        picture = crop
+        if key == "mirror":   # the mirror's cells sit on the photo's face regions: show them on the mirror image
+            grid, picture = grid[:, ::-1], crop[:, ::-1]
+        axis = "" if n == 0 else str(n + 1)
+        cell = crop.shape[1] / size
+        data.append({"type": "image", "source": image_source(picture), "xaxis": f"x{axis}", "yaxis": f"y{axis}",
+                     "hoverinfo": "skip"})
+        data.append({"type": "heatmap", "z": grid, "x0": cell / 2, "dx": cell, "y0": cell / 2, "dy": cell,
+                     "xaxis": f"x{axis}", "yaxis": f"y{axis}", "opacity": 0.55, "colorscale": VIRIDIS, "zmin": 0,
+                     "zmax": zmax, "showscale": n == len(groups) - 1,
+                     "colorbar": {"title": {"text": "weight"}, "thickness": 10},
+                     "hovertemplate": f"{text}: weight %{{z:.3f}}<extra></extra>"})
+        domain = [n * width + 0.01, (n + 1) * width - 0.03]
+        layout[f"xaxis{axis}"] = {"domain": domain, "visible": False, "range": [0, crop.shape[1]]}
+        layout[f"yaxis{axis}"] = {"visible": False, "range": [crop.shape[0], 0], "scaleanchor": f"x{axis}"}
+        notes.append({"text": f"{text}: {100 * read[idx].sum():.0f}%", "x": sum(domain) / 2, "xref": "paper",
+                      "y": 1.0, "yref": "paper", "yanchor": "bottom", "showarrow": False, "font": {"size": 12}})
+    pose = [i for i, name in enumerate(labels) if name == "pose"]
+    if pose:
+        notes.append({"text": f"pose token: {100 * read[pose].sum():.0f}%", "x": 1, "xref": "paper", "xanchor": "right",
+                      "y": -0.02, "yref": "paper", "yanchor": "top", "showarrow": False, "font": {"size": 11}})
+    fig = _figure(data, title, height=300, annotations=notes, margin={"l": 10, "r": 10, "t": 64, "b": 24})
+    fig.layout.pop("xaxis"), fig.layout.pop("yaxis")
+    fig.layout.update(layout)
+    return fig
+
+
 def voxel_slice(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
     """Slice of a ``[R, R, R]`` volume indexed ``[z, y, x]`` at ``axis`` = ``index``."""
     return np.take(volume, index, axis={"z": 0, "y": 1, "x": 2}[axis])

@@ -228,7 +228,7 @@ class DemoService:
     def _plots(self, session: Session | None, view: ViewOptions) -> dict[str, Any]:
         result = session.result if session is not None else None
         record = session.record if session is not None else None
-        return {"attention": self.panels.attention(result, view), "voxels": self.panels.voxels(result, view, record),
+        return {"attention": self.panels.attention(result, view, record), "voxels": self.panels.voxels(result, view, record),
                 "similarity": self.panels.similarity(result), "sweep": self.panels.sweep(result)}
 
     def _rerun(self, session: Session, target, view: ViewOptions, gallery: Gallery,
@@ -289,7 +289,7 @@ class DemoService:
         """Layer/head or voxel controls changed: redraw from the last result, no model run."""
         result = session.result if session is not None else None
         record = session.record if session is not None else None
-        return Reply({"attention": self.panels.attention(result, view),
+        return Reply({"attention": self.panels.attention(result, view, record),
                       "voxels": self.panels.voxels(result, view, record)})
 
     @_guarded

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-VIEWS = ("photo", "mirror", "3D")
+VIEWS = ("photo", "mirror")
 
 
 class MapTokenizer(nn.Module):

@@ -140,11 +140,15 @@ class PoseConditionedLoRAAttention(nn.Module):
                             alpha=scale)  # [3, B * T, D]
         return out.view(3, b, t, d)
 
-    def attend(self, x: torch.Tensor, pose_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, D], pose_emb [B, E] -> (output [B, T, D], weights [B, H, T, T])."""
+    def attend(self, x: torch.Tensor, pose_emb: torch.Tensor, need_weights: bool = True):
+        """x [B, T, D], pose_emb [B, E] -> (output [B, T, D], weights [B, H, T, T], or None without
+        `need_weights`: then the fused `scaled_dot_product_attention` kernel runs, ~3x faster in training)."""
         b, t, d = x.shape
         h = self.num_heads
         q, k, v = self.qkv(x, pose_emb).view(3, b, t, h, d // h).transpose(2, 3)
+        if not need_weights:
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d)
+            return self.out(out), None
         weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // h), dim=-1)
         out = (weights @ v).transpose(1, 2).reshape(b, t, d)
         return self.out(out), weights
@@ -158,11 +162,12 @@ class PoseConditionedLoRAAttention(nn.Module):
             pose_emb = self.pose_embedding(pose if pose is not None
                                            else features.new_zeros(features.shape[0], self.pose_dim))
         if features.dim() == 3:
-            out, weights = self.attend(features, pose_emb)
+            out, weights = self.attend(features, pose_emb, need_weights=return_attention)
         elif features.dim() == 2:
             if self.tokenizer is None:
                 raise ValueError("2-D input needs num_tokens (this attention was built for token sequences)")
-            out, weights = self.attend(self.tokenizer.tokenize(features, pose_emb), pose_emb)
+            out, weights = self.attend(self.tokenizer.tokenize(features, pose_emb), pose_emb,
+                                       need_weights=return_attention)
             out = self.tokenizer.detokenize(out[:, 1:])
         else:
             raise ValueError(f"features must be [B, D] or [B, T, D], got {tuple(features.shape)}")

@@ -140,7 +140,9 @@ class LightweightFaceProjectionLayer(nn.Module):
         self.pool = min(render_pool, voxel_resolution)
         if map_size:
             self.register_buffer("cells", cell_grid(map_size), persistent=False)   # [S*S, 2] grid (x, y)
-            self.project = nn.Linear(voxel_channels, feature_dim)   # per cell
+            self.project = nn.Linear(voxel_channels, feature_dim)   # per cell; zero-initialised: what the rendered
+            nn.init.zeros_(self.project.weight)                     # view adds to the map starts as nothing
+            nn.init.zeros_(self.project.bias)
         else:
             self.project = nn.Linear(voxel_channels * self.pool ** 2, feature_dim)
         self.last_voxels: torch.Tensor | None = None

@@ -6,8 +6,10 @@ Token sequence (width `token_dim`): `pose` (embedding of the source and target p
   features of `LightweightFaceProjectionLayer`); or
 - the embedder's 7x7 map (`map_channels` > 0, see `viewdiff.models.map_tokens`): the 49 cells of the photo
   (`photo r,c`), the 49 of the mirrored photo flipped back onto the same face regions (`mirror r,c`: the
-  second view; attention between the two is the cross-view between photo and mirror), and with keypoints
-  the 49 cells of the projection layer's rendered target view (`3D r,c`). The output is a change of the
+  second view; attention between the two is the cross-view between photo and mirror). With keypoints the
+  projection layer's rendering of the face from the target pose, read back at the 49 cells, is added to the
+  photo's map before it is tokenised (fed back, as ViewDiff's projection layer feeds its rendered features
+  back into the UNet; its output layer is zero-initialised). The output is a change of the
   photo's map (zero-initialised fold), turned into an embedding change by the embedder's own frozen head,
   so it lives in the raw gallery's space. Each block: adaLN -> attention -> residual, adaLN -> MLP ->
 residual (pre-norm); the attention is `PoseConditionedLoRAAttention` (LoRA deltas conditioned on
@@ -53,7 +55,7 @@ from viewdiff.models.projection import LightweightFaceProjectionLayer
 class TransformerBlock(nn.Module):
     """Pre-norm block on tokens [B, T, W]: (ada)LN -> attention -> (ada)LN -> MLP, both residual.
 
-    forward(x, cond [B, cond_dim]) -> (x [B, T, W], weights [B, H, T, T]); cond (the embedding of the
+    forward(x, cond [B, cond_dim]) -> (x [B, T, W], weights [B, H, T, T], None in training mode); cond (the embedding of the
     source and target poses) drives both the adaLN modulation and the LoRA deltas of the attention.
     """
 
@@ -74,10 +76,11 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor):
         h = self._norm(self.norm1, x, cond)
+        keep = not self.training   # the weights are for looking at; training runs the fused kernel without them
         if isinstance(self.attention, PoseConditionedLoRAAttention):
-            a, weights = self.attention(h, cond, return_attention=True)
+            a, weights = self.attention.attend(h, cond, need_weights=keep)   # cond is the pose embedding
         else:
-            a, weights = self.attention(h, h, h, need_weights=True, average_attn_weights=False)
+            a, weights = self.attention(h, h, h, need_weights=keep, average_attn_weights=False)
         x = x + self.dropout(a)
         x = x + self.dropout(self.mlp(self._norm(self.norm2, x, cond)))
         return x, weights
@@ -120,7 +123,7 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
     `return_residual`, returns (out, residual). `multiview_input=True` (batch = groups of n_views
     views of one identity) mixes the views when built with `use_cross_view`; otherwise it is ignored.
     After every forward, `last_visualization` holds `attention` (list over layers of [B, H, T, T],
-    detached CPU), `token_labels` (T strings), `voxels` [B, C, R, R, R] and `density` [B, 1, R, R, R]
+    detached CPU; empty in training mode, where the fused attention kernel keeps no weights), `token_labels` (T strings), `voxels` [B, C, R, R, R] and `density` [B, 1, R, R, R]
     (CPU, or None without the 3D token). The tensors are kept detached on the model's device and
     copied to the CPU only when `last_visualization` is read, so training on a GPU does not pay for it.
     """
@@ -210,7 +213,8 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         attention = []
         for block in self.blocks:
             tokens, weights = block(tokens, cond)
-            attention.append(weights.detach())
+            if weights is not None:
+                attention.append(weights.detach())
         map_change = None
         if self.settings.map_channels:   # the photo's cells -> a change of its map -> through the embedder's head
             map_change = self.map_tokenizer.detokenize(self.final_norm(tokens[:, 1:1 + self.settings.map_size ** 2]))
@@ -247,16 +251,14 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         if not self.embedder_head.is_set and not self.training:
             raise ValueError("this map model has no embedder head: call set_embedder_head(...) (saved weights "
                              "carry it)")
-        tok = self.map_tokenizer
-        parts, labels = [self.pose_token(cond).unsqueeze(1), tok.tokenize(feature_map, "photo")], ["pose"] + tok.labels("photo")
+        tok, grids, cells = self.map_tokenizer, (None, None), feature_map
+        if self.projection is not None and keypoints_3d is not None:   # the face seen from the target pose,
+            cells = cells + self.projection(feature_map, keypoints_3d, source_pose, target_pose)   # fed back (ViewDiff)
+            grids = (self.projection.last_voxels, self.projection.last_density)
+        parts, labels = [self.pose_token(cond).unsqueeze(1), tok.tokenize(cells, "photo")], ["pose"] + tok.labels("photo")
         if feature_map_mirror is not None and self.settings.use_mirror_view:
             parts.append(tok.tokenize(feature_map_mirror, "mirror"))
             labels += tok.labels("mirror")
-        grids = (None, None)
-        if self.projection is not None and keypoints_3d is not None:
-            parts.append(tok.tokenize(self.projection(feature_map, keypoints_3d, source_pose, target_pose), "3D"))
-            labels += tok.labels("3D")
-            grids = (self.projection.last_voxels, self.projection.last_density)
         return torch.cat([p.to(cond.dtype) for p in parts], dim=1), labels, grids
 
     def get_trainable_parameters(self) -> list[nn.Parameter]:

@@ -31,7 +31,7 @@ import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ from viewdiff.training.report import write_report
 from viewdiff.training.train import TrainConfig, train
 
 TURNED = 45.0   # degrees of estimated |yaw| from which the untrained baselines act
+MAP = {"map_channels": 64, "nhead": 4, "token_dim": 32}
 DREAM = {"model": "dream", "loss": "regression", "temperature": 0.05, "mirror_augment": False, "epochs": 8}
 METHODS = {
     "mirror": None, "flip_fused": None, "global_shift": None,   # untrained baselines (`untrained_transform`)
@@ -62,12 +63,13 @@ METHODS = {
     "enhanced_cross_view": {"use_cross_view": True},
     "enhanced_regression": {"loss": "regression", "temperature": 0.05},
     "enhanced_nested": {},
-    # the transformer that reads the embedder's 7x7 map (w600k_mbf: 64 channels) instead of its vector
-    "enhanced_map": {"map_channels": 64}, "enhanced_map_nested": {"map_channels": 64},
-    "enhanced_map_no_projection": {"map_channels": 64, "use_projection_layer": False},
-    "enhanced_map_no_lora": {"map_channels": 64, "use_lora_attention": False},
-    "enhanced_map_no_adaln": {"map_channels": 64, "use_adaptive_norm": False},
-    "enhanced_map_no_mirror": {"map_channels": 64, "use_mirror_view": False, "mirror_augment": False},
+    # the transformer that reads the embedder's 7x7 map (w600k_mbf: 64 channels) instead of its vector: 99 tokens,
+    # so narrower tokens and fewer heads keep a fit near a minute on one CPU thread
+    "enhanced_map": MAP, "enhanced_map_nested": MAP,
+    "enhanced_map_no_projection": {**MAP, "use_projection_layer": False},
+    "enhanced_map_no_lora": {**MAP, "use_lora_attention": False},
+    "enhanced_map_no_adaln": {**MAP, "use_adaptive_norm": False},
+    "enhanced_map_no_mirror": {**MAP, "use_mirror_view": False, "mirror_augment": False},
 }
 # Nested selection: `enhanced_nested` trains `enhanced` with the CANDIDATES recipe that validates best inside
 # the training folds (`select_recipe`). Two axes: how far a profile may move from its source (the gallery
@@ -125,6 +127,22 @@ def fold_config(method: str, fold: int, seed: int, args: argparse.Namespace, rec
     return TrainConfig.from_args(args.train_args.split(), base=config)
 
 
+def fitted(config: TrainConfig) -> nn.Module:
+    """The model `config` trains: loaded from its ``save_dir`` when an earlier run with the same config left its
+    final model there (an interrupted or extended evaluation does not train it again), else trained."""
+    from viewdiff.models.checkpoint import WeightsError, load_pretrained
+    current = json.loads(json.dumps(asdict(config), default=str))
+    defaults = json.loads(json.dumps(asdict(TrainConfig()), default=str))
+    try:
+        model, meta = load_pretrained(Path(config.save_dir) / "final_model")
+        saved = meta.get("train_config", {})
+        if all(saved.get(k, defaults[k]) == v for k, v in current.items()):   # fields added since: their defaults
+            return model
+    except WeightsError:
+        pass
+    return train(config).model
+
+
 def recipe_name(recipe: dict | None) -> str:
     """'margin=0.0,source_weight=3.0' for {"source_weight": 3.0, "margin": 0.0}; 'default' for none."""
     return ",".join(f"{k}={v}" for k, v in sorted((recipe or {}).items())) or "default"
@@ -172,8 +190,8 @@ def select_recipe(method: str, test_fold: int, cfp: FaceRecords, pairs: dict[str
     inner = inner_folds(test_fold, sorted(set(cfp.fold[cfp.fold > 0].tolist())))
     scores = {}
     for recipe in CANDIDATES:
-        rows = [validation_metrics(raw, transform(train(fold_config(method, v, SELECTION_SEED, args, recipe,
-                                                                    exclude_fold=test_fold)).model, cfp),
+        rows = [validation_metrics(raw, transform(fitted(fold_config(method, v, SELECTION_SEED, args, recipe,
+                                                                     exclude_fold=test_fold)), cfp),
                                    cfp, pairs, v, test_fold) for v in inner]
         scores[recipe_name(recipe)] = {m: finite_mean([r[m] for r in rows]) for m in rows[0]}
     chosen = max(CANDIDATES, key=lambda r: scores[recipe_name(r)]["score"])
@@ -215,7 +233,7 @@ def fold_embeddings(method: str, fold: int, seed: int, cfp: FaceRecords, p04: Fa
         if method in NESTED:
             out["selection"] = select_recipe(method, fold, cfp, fp_pairs, args)
             recipe = out["selection"]["recipe"]
-        model = train(fold_config(method, fold, seed, args, recipe)).model
+        model = fitted(fold_config(method, fold, seed, args, recipe))
         out["cfp"], out["p04"] = transform(model, cfp), None if p04 is None else transform(model, p04)
     out["seconds"] = time.time() - start
     return out
@@ -234,17 +252,20 @@ def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, 
     jobs = [(method, k, seed, cfp, p04 if i == 0 else None, fp_pairs, args) for i, k in enumerate(folds)]
     fitted = list(pool.map(fold_embeddings, *zip(*jobs)) if pool and method != "raw"
                   else (fold_embeddings(*job) for job in jobs))
+    fused = l2_normalize(cfp.embedding + cfp.embedding_mirror)
     for i, (k, fit) in enumerate(zip(folds, fitted)):
         emb = fit["cfp"]
-        gallery = raw if fit["gallery_cfp"] is None else fit["gallery_cfp"]
+        own = fit["gallery_cfp"]
+        sides = {"probe": raw if own is None else own, "both": raw if own is None else own,
+                 "fused": fused if own is None else own}
         result["seconds"] += fit["seconds"]
         if fit["selection"]:
             result["selections"].append(fit["selection"])
         for (name, proto), s in scores.items():
             test = pairs[name]["fold"] == k
-            s[test] = pair_scores(gallery, emb, cfp, pairs[name], proto)[test]
+            s[test] = pair_scores(sides[proto], emb, cfp, pairs[name], proto)[test]
         for proto in PROTOCOLS:
-            rank1[proto].append(profile_rank1(gallery, emb, cfp, k, proto))
+            rank1[proto].append(profile_rank1(sides[proto], emb, cfp, k, proto))
         if i == 0 and fit["p04"] is not None:
             p04_gallery = l2_normalize(p04.embedding) if fit["gallery_p04"] is None else fit["gallery_p04"]
             result["pointing04"] = pointing04_rank1(p04_gallery, fit["p04"], p04)

@@ -5,6 +5,8 @@ Two protocols for a transformation T (every embedding mapped to the frontal pose
   b = profile for FP, both frontal for FF) scores cos(raw a, T b); rank-1 compares T(profile) with each
   identity's mean raw frontal embedding. A user's gallery holds raw embeddings.
 - ``both``: T on both sides (the earlier protocol): cos(T a, T b), gallery of T(frontal) means.
+- ``fused``: T(probe) against a gallery of flip-fused templates (each raw gallery photo averaged with its
+  mirror, `flip_fused`), as ``probe`` otherwise: what a gallery that stores both views gives.
 Metrics per fold: verification accuracy (threshold from the other folds' pairs), TAR at FAR 1% and 0.1%
 (threshold from the other folds' different-person pairs), rank-1 among all 500 identities.
 A method may bring its own gallery side (``flip_fused``: every photo + its mirror); by default the gallery
@@ -21,7 +23,7 @@ from viewdiff.training.metrics import identity_means, rank1_accuracy, tar_at_far
 from viewdiff.training.pose_scores import YAW_BINS, yaw_bin
 from viewdiff.training.records import FaceRecords
 
-PROTOCOLS = ("probe", "both")
+PROTOCOLS = ("probe", "both", "fused")   # fused: the probe protocol against a gallery of flip-fused templates
 
 
 def pair_scores(raw: np.ndarray, transformed: np.ndarray, cfp: FaceRecords, pairs: dict[str, np.ndarray],

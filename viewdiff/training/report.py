@@ -55,6 +55,10 @@ def write_report(results: dict, path: Path) -> str:
     out += protocol_table(results, "probe")
     out += ["", "Both sides transformed:", ""]
     out += protocol_table(results, "both")
+    if any("cfp_fp/fused/accuracy" in e for e in results["methods"].values()):
+        out += ["", "Transformed probe vs a gallery of flip-fused templates (each gallery photo averaged with its "
+                "mirror):", ""]
+        out += protocol_table(results, "fused")
     out += ["", "CFP-FF (frontal-frontal, probe protocol) and the spread over seeds (CFP-FP probe accuracy / rank-1):",
             "", "| method | FF accuracy | FF TAR @ FAR 1% | FF TAR @ FAR 0.1% | FP accuracy per seed | FP rank-1 per "
             "seed | s per fold |", "|---|---|---|---|---|---|---|"]

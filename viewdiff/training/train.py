@@ -71,6 +71,8 @@ class TrainConfig:
     rank: int = option(4)
     lora_alpha: float = option(1.0)
     num_layers: int | None = option(2, "transformer blocks (None: the model's default, 4)")
+    nhead: int | None = option(None, "attention heads (None: the model's default, 8)")
+    token_dim: int | None = option(None, "token width inside the transformer (None: the model's default, 64)")
     map_channels: int = option(0, "read the embedder's 7x7 map with this many channels (64: the shipped w600k_mbf; "
                                   "its cache needs the maps, see viewdiff.training.extract) instead of the "
                                   "embedding vector (0)")
