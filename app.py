@@ -45,7 +45,7 @@ SHARED = ("**This server keeps one gallery, saved on disk and shared by everyone
           "(`--persistent-gallery`).")
 LOCAL_ENROL = (" Here, with the team data, the Pointing'04 examples are person 01, who is in the gallery from"
                " another photo series.")
-POSE_GATE_NOTE = "acts together with a yaw change: the model was trained on yaw changes (CFP)"
+POSE_GATE_NOTE = "takes effect together with a left-right turn (yaw): the model learned from turned faces"
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
 # A yaw move that keeps the pose-sweep curve moves only its target-yaw marker: done in the page at once
 # (Plotly.relayout), and the reply leaves the sweep figure out (viewdiff.demo.service.Session.sweep_shown).
@@ -171,7 +171,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 with gr.Row(visible=layers > 0):
                     layer = gr.Dropdown([(f"layer {i + 1}", i) for i in range(layers)], value=0 if layers else None,
                                         label="Layer", elem_id="layer")
-                    head = gr.Dropdown([("most focused head", FOCUSED_HEAD), ("mean of heads", MEAN_HEAD)]
+                    head = gr.Dropdown([("most selective head", FOCUSED_HEAD), ("all heads (mean)", MEAN_HEAD)]
                                        + [(f"head {i + 1}", i) for i in range(heads)],
                                        value=FOCUSED_HEAD if heads else None, label="Head", elem_id="head")
                 attention = plot_panel("attention-plot")
@@ -193,13 +193,13 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                          interactive=False, elem_id="gallery-table", max_height=260)
             with gr.Row():
                 name = gr.Textbox(label="Name", placeholder="e.g. Ada Lovelace", scale=3, elem_id="gallery-name")
-                add = gr.Button("Add this face to the gallery as NAME", scale=2, elem_id="gallery-add")
+                add = gr.Button("Add to gallery", scale=2, elem_id="gallery-add")
             with gr.Row():
                 gallery_choice = gr.Dropdown(service.gallery.names, value=None, label="Gallery entry", scale=3,
                                              elem_id="gallery-choice")
                 remove = gr.Button("Remove entry", variant="stop", scale=1, elem_id="gallery-remove")
                 undo = gr.Button("Undo remove", scale=1, interactive=False, elem_id="gallery-undo")
-        with gr.Accordion("Model card", open=True):
+        with gr.Accordion("Model card", open=False):
             gr.Markdown(service.model_card(), elem_id="model-card")
 
         components = dict(session=session, gallery=gallery, face_image=face_image, face_info=face_info,

@@ -194,7 +194,7 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     pitch = browser.find_element(By.CSS_SELECTOR, "#pitch input[type=number]")
     pitch.clear()
     pitch.send_keys("15\t")
-    wait(browser, lambda d: "20 target poses" in text(d, "status"), "the pitch change did not rerun the sweep")
+    wait(browser, lambda d: "with the yaw sweep" in text(d, "status"), "the pitch change did not rerun the sweep")
     browser.find_element(By.ID, "reset").click()
     wait(browser, lambda d: target_yaw_marker(d) == 0, "reset to frontal did not rerun")
     yaw_range = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")

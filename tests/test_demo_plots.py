@@ -90,7 +90,7 @@ def test_similarity_figure_threshold_match_and_not_in_gallery():
     assert match.layout.title.text == "Match: a (0.600 ≥ 0.50)"
     assert [s.type for s in match.layout.shapes] == ["rect", "line"] and match.layout.shapes[1].x0 == 0.5
     band = match.layout.shapes[0]  # the match's row (category 0 after sorting) is shaded
-    assert (band.y0, band.y1, band.line.color) == (-0.5, 0.5, demo_plots.BEST)
+    assert (band.y0, band.y1, band.line.color) == (-0.5, 0.5, demo_plots.SAME_PERSON)   # a match is green
     assert match.layout.annotations[0].text == "same person ≥ 0.50"
     miss = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.3, -0.4]), np.array([0.45, 0.1]), threshold))
     assert miss.layout.title.text.startswith("Not in the gallery: best score 0.450 (a) is below 0.50")

@@ -74,7 +74,7 @@ def test_new_photo_gives_face_panel_and_all_plots(service):
     assert reply.values["face_image"].shape == (512, 512, 3)  # the annotated photo
     assert "estimated source pose" in reply.values["face_info"] and "pnp5" in reply.values["face_info"]
     assert all(isinstance(reply.values[p], PlotSpec) for p in PLOTS)
-    assert "20 target poses" in reply.values["status"]  # the target pose + the 19-pose yaw sweep
+    assert "with the yaw sweep" in reply.values["status"]  # the target pose + the 19-pose yaw sweep
     result = session.result
     assert result.names == service.gallery.names and result.names[result.best] == "Eileen Collins"
     assert result.attention.shape[:2] == service.attention_shape and result.token_labels[0] == "pose"

@@ -18,8 +18,8 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 POINTING04_EXAMPLES = {f"pointing04_person01_yaw{pan:02d}.jpg": f"Person01/person011{46 + pan // 15}+0+{pan}.jpg"
                        for pan in (0, 30, 60, 90)}
 # Captions of the committed example photos (assets/README.md says where each comes from).
-EXAMPLE_LABELS = {"astronaut.jpg": "frontal", "t1_face_yaw55.jpg": "turned ~55°",
-                  "cameraman_gray.png": "grayscale, turned ~60°", "t1.jpg": "6 faces: the largest is used",
+EXAMPLE_LABELS = {"astronaut.jpg": "frontal", "t1_face_yaw55.jpg": "turned ~60°, looking down",
+                  "cameraman_gray.png": "grayscale, turned ~70°", "t1.jpg": "6 faces: the largest is used",
                   "cat_no_face.jpg": "no face (a cat)"}
 
 

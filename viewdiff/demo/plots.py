@@ -18,13 +18,13 @@ import cv2
 import numpy as np
 from plotly.colors import sequential
 
-BEST = "#d62728"
+TARGET_MARKER = "#5f6b77"   # the target-yaw marker of the pose sweep
 RAW = "#9aa5b1"
 TRANSFORMED = "#1f77b4"
 KEYPOINT_COLOURS = [(0, 200, 255), (0, 120, 255), (255, 60, 60), (60, 200, 60), (40, 160, 40)]
 VOXEL_AXES = ("x", "y", "z")
-BEST_BAND = "rgba(214, 39, 40, 0.12)"
 SAME_PERSON = "#2ca02c"
+MATCH_BAND = "rgba(44, 160, 44, 0.14)"   # a match is green (red would read as an error)
 
 
 def _colorscale(colours: list[str]) -> list[list]:
@@ -286,7 +286,7 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
     shapes, notes = [], []
     if best is not None and threshold is not None and score >= threshold.value:  # a match only when calibrated
         shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": -0.5, "y1": 0.5,
-                       "fillcolor": BEST_BAND, "line": {"color": BEST, "width": 1}, "layer": "below"})
+                       "fillcolor": MATCH_BAND, "line": {"color": SAME_PERSON, "width": 1}, "layer": "below"})
     if threshold is not None:
         shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": threshold.value,
                        "x1": threshold.value, "line": {"color": SAME_PERSON, "width": 2, "dash": "dash"}})
@@ -322,14 +322,14 @@ def pose_sweep_figure(yaws: np.ndarray, transformed: np.ndarray, raw: float, nam
     shapes = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": float(raw), "y1": float(raw),
                "line": {"color": RAW, "dash": "dash"}},
               {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": float(target_yaw), "x1": float(target_yaw),
-               "line": {"color": BEST, "dash": "dot"}}]
+               "line": {"color": TARGET_MARKER, "dash": "dot"}}]
     # labels on the side away from the target-yaw marker, so they never overlap it
     side = ({"x": 0, "xanchor": "left"} if target_yaw > 0 else {"x": 1, "xanchor": "right"})
     notes = [{"text": f"raw {raw:.3f}", "xref": "paper", "y": float(raw), "yanchor": "bottom", "showarrow": False,
               "font": {"color": "#5f6b77"}, **side},
              {"text": f"target yaw {target_yaw:+.0f}°", "yref": "paper", "y": 1, "yanchor": "bottom",
               "x": float(target_yaw), "xanchor": "right" if target_yaw > 0 else "left", "showarrow": False,
-              "font": {"color": BEST}}]
+              "font": {"color": TARGET_MARKER}}]
     if threshold is not None:
         shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": threshold.value,
                        "y1": threshold.value, "line": {"color": SAME_PERSON, "dash": "dash", "width": 1}})

@@ -245,9 +245,8 @@ class DemoService:
         if self.model is None:
             values["status"] = "No pose-transformer weights for this embedder: raw similarity only (see the model card)."
         else:
-            values["status"] = (f"Server time {(time.perf_counter() - start) * 1000:.0f} ms: pose transformer "
-                                f"{result.model_ms:.0f} ms for {result.model_poses} target "
-                                f"pose{'s' * (result.model_poses > 1)}, plots included.")
+            sweep = " with the yaw sweep" if result.model_poses > 1 else ""
+            values["status"] = f"Updated{sweep} in {(time.perf_counter() - start) * 1000:.0f} ms."
         return values
 
     @_guarded
