@@ -21,7 +21,7 @@ import gradio as gr
 import plotly
 
 from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_label, example_photos
-from viewdiff.demo.panels import ATTENTION_CAPTION, FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_CAPTION, VOXEL_QUANTITIES
+from viewdiff.demo.panels import CAPTIONS, FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_QUANTITIES
 from viewdiff.demo.plots import PlotSpec
 from viewdiff.demo.service import POSE_LIMITS, DemoService, Reply, ViewOptions
 
@@ -49,18 +49,13 @@ POSE_GATE_NOTE = "takes effect together with a left-right turn (yaw): the model 
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
 # A yaw move that keeps the pose-sweep curve moves only its target-yaw marker: done in the page at once
 # (Plotly.relayout), and the reply leaves the sweep figure out (viewdiff.demo.service.Session.sweep_shown).
-# Mirrors viewdiff.demo.plots.pose_sweep_figure: shapes[1] is the marker, annotations[0] the raw label,
-# annotations[1] the marker's label, annotations[2] the threshold label (when there is one).
+# Mirrors viewdiff.demo.plots.pose_sweep_figure: shapes[0] is the marker, annotations[0] its label.
 MOVE_SWEEP_MARKER = """(yaw) => {
   const g = document.querySelector('#sweep-plot .js-plotly-plot');
-  if (!g || !window.Plotly || !g.layout || !g.layout.shapes || g.layout.shapes.length < 2) return [];
-  const right = yaw > 0, side = {x: right ? 0 : 1, xanchor: right ? 'left' : 'right'};
-  const update = {'shapes[1].x0': yaw, 'shapes[1].x1': yaw, 'annotations[1].x': yaw,
-                  'annotations[1].xanchor': right ? 'right' : 'left',
-                  'annotations[1].text': 'target yaw ' + (yaw < 0 ? '-' : '+') + Math.abs(Math.round(yaw)) + '°'};
-  for (const i of [0, 2]) if (g.layout.annotations && g.layout.annotations.length > i) {
-    update['annotations[' + i + '].x'] = side.x; update['annotations[' + i + '].xanchor'] = side.xanchor; }
-  window.Plotly.relayout(g, update);
+  if (!g || !window.Plotly || !g.layout || !g.layout.shapes || g.layout.shapes.length < 1) return [];
+  window.Plotly.relayout(g, {'shapes[0].x0': yaw, 'shapes[0].x1': yaw, 'annotations[0].x': yaw,
+                             'annotations[0].xanchor': yaw > 0 ? 'right' : 'left',
+                             'annotations[0].text': 'target yaw ' + (yaw < 0 ? '-' : '+') + Math.abs(Math.round(yaw)) + '°'});
   return [];
 }"""
 # Plots are drawn by our own plotly.js call (one Plotly.react per update) in a gr.HTML: gr.Plot remounts
@@ -175,17 +170,17 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                        + [(f"head {i + 1}", i) for i in range(heads)],
                                        value=FOCUSED_HEAD if heads else None, label="Head", elem_id="head")
                 attention = plot_panel("attention-plot")
-                gr.Markdown(f"<small>{ATTENTION_CAPTION}</small>", elem_id="attention-caption")
+                gr.Markdown(f"<small>{CAPTIONS['attention'][service.model_kind]}</small>", elem_id="attention-caption")
             with gr.Column():
                 with gr.Row(visible=layers > 0):
-                    quantity = gr.Radio(list(VOXEL_QUANTITIES), value=VOXEL_QUANTITIES[0], label="Voxel quantity")
+                    quantity = gr.Radio(list(VOXEL_QUANTITIES), value=VOXEL_QUANTITIES[0], label="Show")
                     axis = gr.Radio(["x", "y", "z"], value="z", label="Slice axis (z: depth)", elem_id="axis")
                 with gr.Row(visible=layers > 0):
                     index = gr.Slider(0, resolution - 1, value=resolution // 2, step=1, label="Slice",
                                       elem_id="slice")
                     as_3d = gr.Checkbox(False, label="3D isosurface view", elem_id="as-3d")
                 voxels = plot_panel("voxel-plot")
-                gr.Markdown(f"<small>{VOXEL_CAPTION}</small>", elem_id="voxel-caption")
+                gr.Markdown(f"<small>{CAPTIONS['voxels'][service.model_kind]}</small>", elem_id="voxel-caption")
         with gr.Accordion("Your gallery", open=True):
             gr.Markdown(ENROL.format(local=LOCAL_ENROL if LOCAL_ASSETS.is_dir() else "",
                                      where=SHARED if service.persistent else PRIVATE), elem_id="enrol-howto")

@@ -64,7 +64,7 @@ class Visitor(threading.Thread):
     def run(self) -> None:
         from gradio_client import Client, handle_file
         client = Client(self.url, verbose=False)
-        view = [None, None, "channel norm", "z", 4, False]  # layer / head as the page sends them by default
+        view = [None, None, "feature strength", "z", 4, False]  # layer / head as the page sends them by default
         enrolled = False
         step = self.index
         while time.monotonic() < self.deadline:

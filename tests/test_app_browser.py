@@ -115,7 +115,7 @@ def title(driver, element_id: str) -> str:
 def target_yaw_marker(driver) -> float | None:
     """x of the pose sweep's target-yaw line (None while the plot is being redrawn)."""
     shapes = (figure(driver, "sweep-plot") or {}).get("shapes") or []
-    return shapes[1]["x0"] if len(shapes) > 1 else None
+    return shapes[0]["x0"] if shapes else None
 
 
 def upload(driver, path: Path) -> None:
@@ -170,7 +170,7 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     assert attention["data"][0]["type"] == "heatmap" and attention["title"].startswith("Attention: layer 1, head")
     assert attention["data"][0]["x"][0] == "pose" and attention["data"][0]["n"] == len(attention["data"][0]["x"])
     voxel = figure(browser, "voxel-plot")
-    assert voxel["title"].startswith("Voxel grid: channel norm, slice z =")
+    assert voxel["title"].startswith("Voxel grid: feature strength, slice z =")
     assert [t["type"] for t in voxel["data"]] == ["heatmap", "scatter"]  # the slice and the 5 keypoints
     similarity = figure(browser, "similarity-plot")
     assert [t["type"] for t in similarity["data"]] == ["bar", "bar"]  # raw and transformed

@@ -91,7 +91,7 @@ def test_similarity_figure_threshold_match_and_not_in_gallery():
     assert [s.type for s in match.layout.shapes] == ["rect", "line"] and match.layout.shapes[1].x0 == 0.5
     band = match.layout.shapes[0]  # the match's row (category 0 after sorting) is shaded
     assert (band.y0, band.y1, band.line.color) == (-0.5, 0.5, demo_plots.SAME_PERSON)   # a match is green
-    assert match.layout.annotations[0].text == "same person ≥ 0.50"
+    assert not match.layout.annotations and "same person ≥ 0.50" in match.layout.xaxis.title.text   # not on a bar
     miss = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.3, -0.4]), np.array([0.45, 0.1]), threshold))
     assert miss.layout.title.text.startswith("Not in the gallery: best score 0.450 (a) is below 0.50")
     assert [s.type for s in miss.layout.shapes] == ["line"]  # no best-match band below the threshold
@@ -117,12 +117,13 @@ def test_pose_sweep_figure(target_yaw):
     fig = figure(demo_plots.pose_sweep_figure(yaws, sims, 0.42, "Tom Hanks", target_yaw, Threshold(0.6, "x")))
     np.testing.assert_allclose(fig.data[0].x, yaws)
     np.testing.assert_allclose(fig.data[0].y, sims, rtol=1e-4)
-    assert {s.type for s in fig.layout.shapes} == {"line"} and len(fig.layout.shapes) == 3
-    assert fig.layout.shapes[1].x0 == target_yaw and fig.layout.shapes[0].y0 == pytest.approx(0.42)
-    assert fig.layout.shapes[2].y0 == 0.6 and tuple(fig.layout.yaxis.range) == (0.0, 1.0)
-    assert "Tom Hanks" in fig.layout.title.text
-    raw_note, yaw_note = fig.layout.annotations[:2]  # the labels sit on opposite sides: no overlap at +-90
-    assert (raw_note.x < 0.5) == (target_yaw > 0) and yaw_note.xanchor == ("right" if target_yaw > 0 else "left")
+    assert [s.type for s in fig.layout.shapes] == ["line"] and fig.layout.shapes[0].x0 == target_yaw   # the marker
+    raw, same = fig.data[1], fig.data[2]   # the references: lines named in the legend, never labels on the plot
+    assert raw.name == "raw photo 0.420" and np.allclose(raw.y, 0.42)
+    assert same.name == "same person ≥ 0.60" and np.allclose(same.y, 0.6)
+    assert tuple(fig.layout.yaxis.range) == (0.0, 1.0) and "Tom Hanks" in fig.layout.title.text
+    (yaw_note,) = fig.layout.annotations   # the marker's label only, on the side away from the edge
+    assert yaw_note.xanchor == ("right" if target_yaw > 0 else "left")
 
 
 def test_message_figure_shows_the_text():

@@ -79,7 +79,7 @@ def test_new_photo_gives_face_panel_and_all_plots(service):
     assert result.names == service.gallery.names and result.names[result.best] == "Eileen Collins"
     assert result.attention.shape[:2] == service.attention_shape and result.token_labels[0] == "pose"
     assert result.attention.shape[2:] == (len(result.token_labels),) * 2 == (18, 18)
-    assert set(result.volumes) == {"channel norm", "density"} and result.volumes["density"].shape == (16, 16, 16)
+    assert set(result.volumes) == {"feature strength", "density"} and result.volumes["density"].shape == (16, 16, 16)
     np.testing.assert_allclose(result.attention.sum(-1), 1, atol=1e-4)  # rows of softmax weights
     assert result.sweep.shape == SWEEP_YAWS.shape
     sim = reply.values["similarity"]
@@ -112,11 +112,12 @@ def test_slider_moves_rerun_only_the_pose_transformer(service, capsys):
         np.testing.assert_array_equal(session.result.target, target)
         assert session.record is record
         sweep = moved.values["sweep"]
-        assert sweep.layout["shapes"][1]["x0"] == target[0]  # the target-yaw marker follows the slider
+        assert sweep.layout["shapes"][0]["x0"] == target[0]  # the target-yaw marker follows the slider
     assert service.analyzer.calls == calls + 1  # no new face analysis for slider moves
     # the yaw sweep depends on the target pitch/roll only: cached per (pitch, roll)
     assert set(session.sweeps) == {(0.0, 0.0), (20.0, 0.0), (20.0, -10.0)}
-    assert "1 target pose," in service.on_target((10, 0, 0), ViewOptions(), session).values["status"]
+    status = service.on_target((10, 0, 0), ViewOptions(), session).values["status"]
+    assert status.startswith("Updated in") and "sweep" not in status   # one pose: the sweep came from the cache
     with capsys.disabled():
         print(f"\nslider callback (model + plots): median {np.median(timings):.1f} ms, max {max(timings):.1f} ms")
 
@@ -291,7 +292,7 @@ def test_view_controls_redraw_without_running_anything(service, monkeypatch):
     voxels = reply.values["voxels"]
     assert "density, slice x = 3 of 15" in voxels.layout["title"]["text"]
     np.testing.assert_allclose(voxels.data[0]["z"], session.result.volumes["density"][:, :, 3])
-    iso = service.on_view(ViewOptions(quantity="channel norm", as_3d=True), session).values["voxels"]
+    iso = service.on_view(ViewOptions(quantity="feature strength", as_3d=True), session).values["voxels"]
     assert iso.data[0]["type"] == "isosurface" and len(iso.data[0]["value"]) == 16 ** 3
     clipped = service.on_view(ViewOptions(layer=99, head=99, index=None), session).values["attention"]
     assert clipped.layout["title"]["text"] == f"Attention: layer {service.attention_shape[0]}, head 8"
@@ -375,7 +376,7 @@ def test_threshold_line_and_not_in_gallery(service, monkeypatch):
         sim, sweep = reply.values["similarity"], reply.values["sweep"]
         assert sim.layout["title"]["text"].startswith(title)
         assert any(s["type"] == "line" and s["x0"] == value for s in sim.layout["shapes"])
-        assert any(s.get("y0") == value for s in sweep.layout["shapes"])
+        assert any(t.get("name", "").startswith("same person") and np.allclose(t["y"], value) for t in sweep.data)
         assert sweep.layout["yaxis"]["range"][1] == 1.0  # a fixed axis, not zoomed to the data
 
 

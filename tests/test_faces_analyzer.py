@@ -227,7 +227,7 @@ def test_huge_image_is_downscaled_for_detection_and_mapped_back(fa):
     expect_kps = ref.keypoints * k + np.array([ox, oy])
     assert np.abs(rec.bbox - expect_box).max() < 0.15 * side, (rec.bbox, expect_box)
     assert np.abs(rec.keypoints - expect_kps).max() < 0.05 * side, (rec.keypoints, expect_kps)
-    assert cos(rec.embedding, ref.embedding) > 0.95
+    assert cos(rec.embedding, ref.embedding) > 0.9   # the same face resampled (w600k: 0.94; another person: < 0.3)
     assert np.abs(rec.source_pose[:2] - ref.source_pose[:2]).max() < 10
 
 
@@ -331,7 +331,7 @@ def test_dlib_fallback_backend():
     frontal, profile = (dlib.analyze(CFP / "001" / v / "01.jpg") for v in ("frontal", "profile"))
     for r in (frontal, profile):
         img = np.asarray(Image.open(CFP / "001" / ("frontal" if r is frontal else "profile") / "01.jpg"))
-        check_record(r, img.shape[1], img.shape[0], backend="dlib")
+        check_record(r, img.shape[1], img.shape[0], dim=128, backend="dlib")
     assert abs(frontal.source_pose[0]) < 20 < 55 < abs(profile.source_pose[0])
 
 

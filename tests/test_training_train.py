@@ -16,6 +16,7 @@ from viewdiff.models.checkpoint import load_pretrained
 from viewdiff.models.config import TransformerConfig
 from viewdiff.training.datasets import PosePairDataset, stack_pairs
 from viewdiff.training.evaluate import transform
+from viewdiff.training.metrics import identity_means
 from viewdiff.training.protocols import profile_rank1
 from viewdiff.training.records import load_records
 from viewdiff.paths import REPO_ROOT
@@ -49,9 +50,20 @@ def test_gallery_loss_separates_training_identities(small_cache, tmp_path):
                           "--source_weight", "0", "--frontal_sources", "10")
     cfp = load_records(small_cache, "cfp", "insightface")
     raw_emb = l2_normalize(cfp.embedding)
+    moved = transform(result.model, cfp)
     raw = np.mean([profile_rank1(raw_emb, raw_emb, cfp, k, "probe") for k in range(1, 11)])
-    trained = np.mean([profile_rank1(raw_emb, transform(result.model, cfp), cfp, k, "probe") for k in range(1, 11)])
-    assert trained > raw + 0.05, (raw, trained)
+    trained = np.mean([profile_rank1(raw_emb, moved, cfp, k, "probe") for k in range(1, 11)])
+    assert trained >= raw, (raw, trained)   # (the strong embedder's raw rank-1 on 10 people is ~0.97 already)
+    # the margin of a profile over the closest other identity (the gallery loss's job) grows
+    frontal = cfp.found & (cfp.view == "frontal")
+    gallery, ids = identity_means(raw_emb[frontal], cfp.identity[frontal])
+    profiles = cfp.found & (cfp.view == "profile")
+    own = ids[None, :] == cfp.identity[profiles][:, None]
+
+    def margin(emb):
+        sims = emb[profiles] @ gallery.T
+        return float(np.mean(sims[own] - np.where(own, -np.inf, sims).max(1)))
+    assert margin(moved) > margin(raw_emb) + 0.05, (margin(raw_emb), margin(moved))
     assert result.model.mirror_weight.item() != 0.5 and result.model.gate.centre.item() != 45.0   # both learned
 
 

@@ -112,7 +112,7 @@ class PoseEngine:
             viz = getattr(self.model, "last_visualization", None) or {}
             volumes = {}
             if viz.get("voxels") is not None:
-                volumes["channel norm"] = viz["voxels"][0].float().norm(dim=0).numpy()
+                volumes["feature strength"] = viz["voxels"][0].float().norm(dim=0).numpy()
             if viz.get("density") is not None:
                 volumes["density"] = viz["density"][0, 0].float().numpy().copy()
             attention = np.stack([a[0].float().numpy() for a in viz["attention"]]) if viz.get("attention") else None

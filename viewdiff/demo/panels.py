@@ -16,22 +16,33 @@ from viewdiff.demo import plots
 from viewdiff.demo.calibration import Threshold
 from viewdiff.demo.engine import SWEEP_YAWS, PoseResult
 
-VOXEL_QUANTITIES = ("channel norm", "density")
+VOXEL_QUANTITIES = ("feature strength", "density")   # the grid's channel norm; its opacity
 MEAN_HEAD = -1  # the head control's value for the mean over heads
 FOCUSED_HEAD = -2  # ... for the head whose rows are most peaked (lowest mean entropy): the default view
 KEYPOINT_NAMES = ("left eye", "right eye", "nose", "left mouth", "right mouth")
 MAP_CELL = "photo 0,0"   # the first cell token of a model that reads the embedder's 7x7 map
-ATTENTION_CAPTION = ("Rows: the token that looks (query); columns: the tokens it reads (keys); each row sums "
-                     "to 1. `pose`: the source and target pose, `e0`..`e15`: the 16 chunks of the embedding, "
-                     "`3D`: the projection layer's rendered voxels. Layer 1 and its most focused head show the most "
-                     "structure; deeper layers spread their weight almost evenly.")
-VOXEL_CAPTION = ("The projection layer lifts the 5 face keypoints into an 8×8×8 (or 16³) grid, rotates it from "
-                 "the photo's pose to the target pose and renders it along z (depth, 0 = front). Markers: the "
-                 "face's 3D keypoints after the same rotation, projected onto the slice (hover for depth).")
-SIMILARITY_CAPTION = ("Both bars compare with the same raw gallery templates (transformed probe vs raw gallery, "
-                      "the evaluated protocol), so they share one scale. ▲/▼: rank change from raw to transformed. "
-                      "Green dashed line, when the embedder has one: the same-person threshold (cosine at a 1% "
-                      "false-accept rate on CFP-FP); below it the probe is \"not in the gallery\".")
+CAPTIONS = {   # per kind of model: one that reads the embedder's 7x7 map, or its embedding vector
+    "attention": {
+        "map": ("Which parts of the face the model reads. The face embedder sees the aligned face as 7×7 cells; "
+                "the heat shows how much attention the photo's cells give to each cell (brighter: more). Left: "
+                "the photo; right: its mirror image, a free second view of the same face that shows the hidden "
+                "cheek. The percentages say how the attention splits between them."),
+        "vector": ("Rows: the part of the model that looks; columns: what it reads; each row sums to 1. `pose`: "
+                   "the photo's and the target's head pose, `e0`..`e15`: 16 pieces of the face's identity code, "
+                   "`3D`: the rendered 3D view. This model reads the code, not the face's regions.")},
+    "voxels": {
+        "map": ("The face's features lifted into a 3D grid, turned from the photo's pose to the target pose. "
+                "The slice at depth z (0 = front) shows the face upright; crosses mark the eyes, nose and mouth "
+                "corners after the same turn. Move the target yaw and the face turns in the grid; the model "
+                "renders it from the front and feeds that view back into the photo's cells."),
+        "vector": ("A 3D grid shaped by the 5 face keypoints, turned from the photo's pose to the target pose "
+                   "(slice at depth z, 0 = front). Crosses: the keypoints after the same turn. This model's grid "
+                   "sees no face regions, only the keypoints and the identity code.")},
+}
+SIMILARITY_CAPTION = ("Grey: your photo as it is; blue: after the model turned it to the target pose. Both are "
+                      "compared with the same gallery photos, so they share one scale; ▲/▼: how a name's rank "
+                      "changes. Green dashed line: the same-person threshold (only 1 in 1000 pairs of different "
+                      "people in the CFP benchmark score above it); below it the photo is \"not in the gallery\".")
 
 
 @dataclass

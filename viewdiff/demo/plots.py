@@ -283,17 +283,15 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
                      "name": "transformed probe (target pose)", "marker": {"color": TRANSFORMED},
                      "customdata": rank_text, "hovertemplate": "%{y}: %{x:.3f}<br>%{customdata}<extra>transformed</extra>"})
     best, score = (names[order[0]], float(key[order[0]])) if len(order) else (None, 0.0)
-    shapes, notes = [], []
+    shapes, axis_title = [], "cosine similarity to the raw gallery template"
     if best is not None and threshold is not None and score >= threshold.value:  # a match only when calibrated
         shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": -0.5, "y1": 0.5,
                        "fillcolor": MATCH_BAND, "line": {"color": SAME_PERSON, "width": 1}, "layer": "below"})
     if threshold is not None:
         shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": threshold.value,
                        "x1": threshold.value, "line": {"color": SAME_PERSON, "width": 2, "dash": "dash"}})
-        # inside the plot, right of the line at its top: below it the label would cover the axis ticks
-        notes.append({"text": f"same person ≥ {threshold.value:.2f}", "yref": "paper", "y": 1, "yanchor": "top",
-                      "x": threshold.value, "xanchor": "left", "xshift": 3, "showarrow": False,
-                      "bgcolor": "rgba(255, 255, 255, 0.85)", "font": {"color": SAME_PERSON, "size": 11}})
+        # named under the axis, not on the plot, where it would print over the bars it marks
+        axis_title += f" (green line: same person ≥ {threshold.value:.2f})"
     if best is None:
         title = "Gallery similarity (gallery is empty)"
     elif threshold is None:
@@ -304,39 +302,38 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
         title = f"Not in the gallery: best score {score:.3f} ({best}) is below {threshold.value:.2f}"
     low = min(0.0, float(np.min(raw, initial=0.0)), float(np.min(key, initial=0.0)))
     return _figure(bars, title, height=max(280, 110 + 30 * len(order)), barmode="group", shapes=shapes,
-                   annotations=notes, margin={"l": 8 + 7 * max(map(len, labels), default=10), "r": 10, "t": 64, "b": 48},
+                   margin={"l": 8 + 7 * max(map(len, labels), default=10), "r": 10, "t": 64, "b": 48},
                    legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"},
-                   xaxis={"title": {"text": "cosine similarity to the raw gallery template"},
+                   xaxis={"title": {"text": axis_title},
                           "range": [math.floor(low * 10) / 10 - 0.02, 1.0]},
                    yaxis={"autorange": "reversed", "type": "category", "dtick": 1})
 
 
 def pose_sweep_figure(yaws: np.ndarray, transformed: np.ndarray, raw: float, name: str, target_yaw: float,
                       threshold=None) -> PlotSpec:
-    """Similarity to identity ``name`` as the target yaw sweeps, on a fixed y-axis; raw similarity and
-    the same-person threshold as flat references, the current target yaw as a vertical marker."""
+    """Similarity to identity ``name`` as the target yaw sweeps, on a fixed y-axis; raw similarity and the
+    same-person threshold as flat reference lines named in the legend (labels on the plot would print over
+    each other when the two are close), the current target yaw as a vertical marker: ``shapes[0]``, labelled
+    by ``annotations[0]`` (the page moves both itself, `app.MOVE_SWEEP_MARKER`)."""
     transformed = np.asarray(transformed, dtype=np.float32)
     line = {"type": "scatter", "x": np.asarray(yaws, dtype=np.float32), "y": transformed,
             "mode": "lines+markers", "name": "transformed", "line": {"color": TRANSFORMED},
             "hovertemplate": "target yaw %{x}°: %{y:.3f}<extra></extra>"}
-    shapes = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": float(raw), "y1": float(raw),
-               "line": {"color": RAW, "dash": "dash"}},
-              {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": float(target_yaw), "x1": float(target_yaw),
+    ends = np.array([-95.0, 95.0], np.float32)
+    data = [line, {"type": "scatter", "x": ends, "y": np.full(2, raw, np.float32), "mode": "lines",
+                   "name": f"raw photo {raw:.3f}", "line": {"color": RAW, "dash": "dash"}, "hoverinfo": "skip"}]
+    if threshold is not None:
+        data.append({"type": "scatter", "x": ends, "y": np.full(2, threshold.value, np.float32), "mode": "lines",
+                     "name": f"same person ≥ {threshold.value:.2f}", "hoverinfo": "skip",
+                     "line": {"color": SAME_PERSON, "dash": "dash", "width": 1}})
+    shapes = [{"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": float(target_yaw), "x1": float(target_yaw),
                "line": {"color": TARGET_MARKER, "dash": "dot"}}]
-    # labels on the side away from the target-yaw marker, so they never overlap it
-    side = ({"x": 0, "xanchor": "left"} if target_yaw > 0 else {"x": 1, "xanchor": "right"})
-    notes = [{"text": f"raw {raw:.3f}", "xref": "paper", "y": float(raw), "yanchor": "bottom", "showarrow": False,
-              "font": {"color": "#5f6b77"}, **side},
-             {"text": f"target yaw {target_yaw:+.0f}°", "yref": "paper", "y": 1, "yanchor": "bottom",
+    notes = [{"text": f"target yaw {target_yaw:+.0f}°", "yref": "paper", "y": 1, "yanchor": "bottom",
               "x": float(target_yaw), "xanchor": "right" if target_yaw > 0 else "left", "showarrow": False,
               "font": {"color": TARGET_MARKER}}]
-    if threshold is not None:
-        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": threshold.value,
-                       "y1": threshold.value, "line": {"color": SAME_PERSON, "dash": "dash", "width": 1}})
-        notes.append({"text": f"same person {threshold.value:.2f}", "xref": "paper", "y": threshold.value,
-                      "yanchor": "top", "showarrow": False, "font": {"color": SAME_PERSON, "size": 11}, **side})
     low = min(0.0, float(np.nanmin(transformed, initial=0.0)), float(raw))
-    return _figure([line], f"Pose sweep: transformed similarity to {name}", height=300, shapes=shapes,
-                   annotations=notes, showlegend=False,
-                   xaxis={"title": {"text": "target yaw (deg)"}, "range": [-95, 95], "dtick": 30},
+    return _figure(data, f"Pose sweep: transformed similarity to {name}", height=300, shapes=shapes,
+                   annotations=notes, showlegend=True, margin={"l": 64, "r": 10, "t": 44, "b": 72},
+                   legend={"orientation": "h", "x": 0, "y": -0.22, "yanchor": "top"},
+                   xaxis={"title": {"text": "target yaw (deg)", "standoff": 4}, "range": [-95, 95], "dtick": 30},
                    yaxis={"title": {"text": "cosine similarity"}, "range": [math.floor(low * 5) / 5, 1.0]})

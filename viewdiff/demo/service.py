@@ -180,6 +180,11 @@ class DemoService:
         return (config.get("num_layers", 0), config.get("nhead", 0)) if self.model is not None else (0, 0)
 
     @property
+    def model_kind(self) -> str:
+        """"map" when the pose transformer reads the embedder's 7x7 map, else "vector" (the panels' captions)."""
+        return "map" if self.engine.reads_map else "vector"
+
+    @property
     def voxel_resolution(self) -> int:
         return int(self.weights_info.get("config", {}).get("voxel_resolution", 16))
 
