@@ -101,7 +101,7 @@ def test_default_gallery_is_cached_and_persistent_copy_is_separate(tmp_path):
 def test_default_identity_photos_are_never_examples():
     photos = default_identity_photos(REPO / "assets" / "identities", SHARED)
     assert photos["Tom Hanks"][0].name == "Tom_Hanks_54745.png"
-    assert {"t1.jpg, person 3", "t1.jpg, person 6"} <= set(photos)
+    assert {"Group photo, person 3", "Group photo, person 6"} <= set(photos)
     examples = {Path(p).resolve() for p in example_photos()}
     assert not examples & {p.resolve() for files in photos.values() for p in files}
     if not (SHARED / "data" / "cfp").is_dir():

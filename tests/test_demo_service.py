@@ -311,8 +311,8 @@ def test_each_visitor_has_their_own_gallery(service):
     assert added.infos == ["Added this face to 'The Cameraman' (1 photo)."] and added.warnings == []
     mine = added.values["gallery"]  # the visitor's own copy, made on the first change
     assert isinstance(mine, Gallery) and mine is not service.gallery and mine.directory is None
-    assert added.values["gallery_choice"] == {"choices": defaults + ["The Cameraman"], "value": "The Cameraman"}
-    assert ["The Cameraman", "user", 1] in added.values["gallery_table"]
+    assert added.values["gallery_choice"] == {"choices": defaults + ["The Cameraman"], "value": None}   # not pre-selected
+    assert added.values["gallery_table"][0] == ["The Cameraman", "user", 1]   # the top row: in view
     result = added.values["session"].result  # similarities recomputed against the visitor's gallery
     assert result.names[result.best] == "The Cameraman" and result.raw[result.best] == pytest.approx(1, abs=1e-5)
     again = service.on_add("The Cameraman", (0, 0, 0), ViewOptions(), session, mine)

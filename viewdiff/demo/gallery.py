@@ -182,9 +182,9 @@ class Gallery:
 # group photo t1.jpg, whose largest face and the turned face t1_face_yaw55.jpg are examples), plus,
 # when ../shared is present, a few CFP identities' frontal photos and Pointing'04 people's frontal
 # photos from series 2 (the local examples are series 1).
-ASSET_IDENTITIES = {"Tom_Hanks_54745.png": "Tom Hanks", "t1_person3.jpg": "t1.jpg, person 3",
-                    "t1_person4.jpg": "t1.jpg, person 4", "t1_person5.jpg": "t1.jpg, person 5",
-                    "t1_person6.jpg": "t1.jpg, person 6"}
+ASSET_IDENTITIES = {"Tom_Hanks_54745.png": "Tom Hanks", "t1_person3.jpg": "Group photo, person 3",
+                    "t1_person4.jpg": "Group photo, person 4", "t1_person5.jpg": "Group photo, person 5",
+                    "t1_person6.jpg": "Group photo, person 6"}
 CFP_IDENTITIES = (465, 1, 2, 3, 4)  # 1-based lines of list_name.txt; 465 is Tom Hanks
 CFP_FRONTALS_PER_IDENTITY = 3
 POINTING04_PEOPLE = (1, 2, 3)

@@ -205,7 +205,8 @@ class DemoService:
         return self.gallery if self.persistent or state is None else state
 
     def gallery_rows(self, state: Gallery | None = None) -> list[list]:
-        return [[e["name"], e["source"], e["count"]] for e in self.gallery_for(state).entries]
+        """Newest first: an entry just added is the top row, not hidden at the bottom of the table."""
+        return [[e["name"], e["source"], e["count"]] for e in reversed(self.gallery_for(state).entries)]
 
     # ----- computations -----
     def analyze(self, image: Any, photo_name: str) -> tuple[Session, np.ndarray, Reply]:
@@ -325,7 +326,8 @@ class DemoService:
         gallery = self._own(gallery)
         entry = gallery.add(name, session.record.embedding)
         info = f"Added this face to '{entry['name']}' ({entry['count']} photo{'s' * (entry['count'] > 1)})."
-        return Reply(self._changed(gallery, entry["name"], target, view, session), infos=[info])
+        # nothing pre-selected beside the Remove button: a new entry is never one click from removal
+        return Reply(self._changed(gallery, None, target, view, session), infos=[info])
 
     @_guarded
     def on_remove(self, name: str | None, target, view: ViewOptions, session: Session | None,
