@@ -37,19 +37,28 @@ SHIPPED_EMBEDDER = "28db0b514695b5c8"   # the default face pack's fingerprint
 MiB = 2 ** 20
 
 
-def inputs(batch: int, d_model: int, keypoints: bool = True, seed: int = 0) -> dict[str, torch.Tensor | None]:
-    """Forward kwargs: unit embeddings, random source poses, frontal target, keypoints (or None)."""
+def inputs(batch: int, d_model: int, keypoints: bool = True, seed: int = 0,
+           map_shape: tuple[int, int] | None = None) -> dict[str, torch.Tensor | None]:
+    """Forward kwargs: unit embeddings (and their mirror), random source poses, frontal target, keypoints (or None);
+    map_shape (channels, side): also the photo's and the mirror's feature maps, for a model that reads them."""
     g = torch.Generator().manual_seed(seed)
-    return {"src": torch.nn.functional.normalize(torch.randn(batch, d_model, generator=g), dim=-1),
-            "angles": (torch.rand(batch, 3, generator=g) * 2 - 1) * torch.tensor([90.0, 30.0, 20.0]),
-            "keypoints_3d": torch.randn(batch, 5, 3, generator=g) * 0.4 if keypoints else None,
-            "pose": torch.zeros(batch, 3)}
+    x = {"src": torch.nn.functional.normalize(torch.randn(batch, d_model, generator=g), dim=-1),
+         "src_mirror": torch.nn.functional.normalize(torch.randn(batch, d_model, generator=g), dim=-1),
+         "angles": (torch.rand(batch, 3, generator=g) * 2 - 1) * torch.tensor([90.0, 30.0, 20.0]),
+         "keypoints_3d": torch.randn(batch, 5, 3, generator=g) * 0.4 if keypoints else None,
+         "pose": torch.zeros(batch, 3)}
+    if map_shape:
+        channels, side = map_shape
+        x |= {k: torch.randn(batch, channels, side, side, generator=g) for k in ("feature_map", "feature_map_mirror")}
+    return x
 
 
 def latency(model: torch.nn.Module, batch: int, d_model: int, seconds: float,
             keypoints: bool = True) -> tuple[float, float, float]:
     """(median wall ms, 10th-percentile wall ms, mean thread-CPU ms) per call, after a warm-up, for ~`seconds`."""
-    x = inputs(batch, d_model, keypoints)
+    settings = getattr(model, "settings", None)
+    maps = (settings.map_channels, settings.map_size) if getattr(settings, "map_channels", 0) else None
+    x = inputs(batch, d_model, keypoints, map_shape=maps)
     walls, calls = [], 0
     with torch.inference_mode():
         warm_until = time.perf_counter() + min(1.0, seconds / 4)
@@ -111,9 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     shipped = find_weights(SHIPPED_EMBEDDER)
     if shipped is not None:
         model, _ = load_pretrained(shipped)
-        wall, p10, cpu = latency(model, 1, model.config["d_model"], seconds)
-        print(f"shipped model ({shipped.relative_to(REPO_ROOT)}: {model.config['num_layers']} layers, "
-              f"R={model.config['voxel_resolution']}), batch 1: wall median {wall:.3f} ms, p10 {p10:.3f}, CPU {cpu:.3f}")
+        c = model.config
+        reads = f"the 7x7 map ({c['map_channels']} channels)" if c.get("map_channels") else "the embedding vector"
+        print(f"shipped model ({shipped.relative_to(REPO_ROOT)}: reads {reads}, {c['num_layers']} layers, "
+              f"R={c['voxel_resolution']}; d_model {c['d_model']}):")
+        for batch in (1, 20):   # 20: a slider move that also redraws the 19-pose yaw sweep
+            wall, p10, cpu = latency(model, batch, c["d_model"], seconds)
+            print(f"  batch {batch:>2}: wall median {wall:.3f} ms, p10 {p10:.3f}, CPU {cpu:.3f} per call")
 
     print("\n## Parameters: LoRA adapter (freeze_base) vs full fine-tuning")
     print(f"{'d_model':>7} {'rank':>4} {'total':>9} {'trainable (LoRA only)':>22} {'LoRA':>7} {'LoRA %':>7} "

@@ -133,6 +133,16 @@ def text(driver, element_id: str) -> str:
     return driver.find_element(By.ID, element_id).text
 
 
+def model_card(driver) -> str:
+    """The model card's text; the card is collapsed when the page opens, so this opens it first."""
+    from selenium.webdriver.common.by import By
+    if not driver.find_elements(By.ID, "model-card"):
+        toggle = driver.find_element(By.CSS_SELECTOR, "#model-card-section button")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", toggle)
+        toggle.click()
+    return wait(driver, lambda d: d.find_element(By.ID, "model-card").text, "the model card does not open")
+
+
 def screenshot(driver, path: Path, down_to: str | None = None) -> None:
     """Save the window; with ``down_to`` (a CSS selector), first make the window 1400 px wide and as
     tall as the page down to that element, so that one capture holds every panel above it."""
@@ -159,16 +169,17 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
 
     # the three plots of the issue (attention, voxel slice, gallery similarity) and the pose sweep render
     rendered = {
-        "attention-plot": "#attention-plot .heatmaplayer image",
+        "attention-plot": "#attention-plot .layer-above image, #attention-plot .heatmaplayer image",
         "voxel-plot": "#voxel-plot .heatmaplayer image",
         "similarity-plot": "#similarity-plot .barlayer .point",
         "sweep-plot": "#sweep-plot .scatterlayer .trace",
     }
     for element_id, selector in rendered.items():
         wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, selector), f"{element_id} did not render")
-    attention = figure(browser, "attention-plot")
-    assert attention["data"][0]["type"] == "heatmap" and attention["title"].startswith("Attention: layer 1, head")
-    assert attention["data"][0]["x"][0] == "pose" and attention["data"][0]["n"] == len(attention["data"][0]["x"])
+    attention = figure(browser, "attention-plot")   # the shipped model reads the 7x7 map: drawn over the face
+    assert [t["type"] for t in attention["data"]] == ["image", "heatmap", "image", "heatmap"]  # photo, mirror
+    assert attention["title"].startswith("What the face's cells read: layer 1, head")
+    assert attention["data"][1]["n"] == 7   # 7 rows of cells over the aligned face
     voxel = figure(browser, "voxel-plot")
     assert voxel["title"].startswith("Voxel grid: feature strength, slice z =")
     assert [t["type"] for t in voxel["data"]] == ["heatmap", "scatter"]  # the slice and the 5 keypoints
@@ -187,7 +198,7 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     assert yaw < -30
     wait(browser, lambda d: target_yaw_marker(d) == yaw, "the plots did not follow the slider")
     status = text(browser, "status")
-    assert "1 target pose," in status, status  # the yaw sweep was cached: one pose through the model
+    assert status.startswith("Updated in") and "sweep" not in status, status  # the sweep was cached: one pose
     assert "estimated source pose" in text(browser, "face-info")  # the face panel is unchanged
 
     # a typed pitch (released on blur) reruns the sweep too; "reset to frontal" goes back to 0
@@ -218,7 +229,7 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
          "the 3D toggle did nothing")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#voxel-plot .gl-container canvas"), "no 3D canvas")
 
-    card = text(browser, "model-card")
+    card = model_card(browser)
     assert "Pose transformer" in card and "not loaded" not in card and "/tmp/" not in card and str(REPO) not in card
 
 
@@ -269,7 +280,7 @@ def test_without_weights_face_analysis_and_raw_similarity_work(no_weights_url, b
     assert "No pose-transformer weights" in text(browser, "status")
     toasts = [t.text for t in browser.find_elements(By.CSS_SELECTOR, ".toast-body")]
     assert not [t for t in toasts if "error" in t.lower()], toasts  # e.g. "Value: 0 is not in the list of choices"
-    assert "Pose transformer: not loaded" in text(browser, "model-card")
+    assert "Pose transformer: not loaded" in model_card(browser)
     screenshot(browser, OUTPUT / "app_browser_no_weights.png", down_to="#voxel-plot")
 
 
@@ -288,7 +299,7 @@ def test_space_mode_tells_the_whole_story(space_url, browser):
 
     browser.get(space_url)
     wait(browser, lambda d: "Tom Hanks" in text(d, "gallery-table"), "no default gallery")
-    table, card = text(browser, "gallery-table"), text(browser, "model-card")
+    table, card = text(browser, "gallery-table"), model_card(browser)
     assert "Pointing'04" not in table and "50 Cent" not in table  # nothing of ../shared
     assert "w600k_mbf" in card and "../shared/models" not in card and str(REPO) not in card  # the shipped pack
     captions = text(browser, "example-captions")
