@@ -194,7 +194,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                              elem_id="gallery-choice")
                 remove = gr.Button("Remove entry", variant="stop", scale=1, elem_id="gallery-remove")
                 undo = gr.Button("Undo remove", scale=1, interactive=False, elem_id="gallery-undo")
-        with gr.Accordion("Model card", open=False):
+        with gr.Accordion("Model card", open=False, elem_id="model-card-section"):
             gr.Markdown(service.model_card(), elem_id="model-card")
 
         components = dict(session=session, gallery=gallery, face_image=face_image, face_info=face_info,
