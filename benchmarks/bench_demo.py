@@ -53,7 +53,7 @@ function done() {
   if (check === 'yaw') {  // the pose sweep's target-yaw marker sits at the slider's value
     const g = document.querySelector('#sweep-plot .js-plotly-plot');
     const yaw = Number(document.querySelector('#yaw input[type=number]').value);
-    marker = g && g.layout && g.layout.shapes && g.layout.shapes.length > 1 && g.layout.shapes[1].x0 === yaw;
+    marker = g && g.layout && g.layout.shapes && g.layout.shapes.length > 0 && g.layout.shapes[0].x0 === yaw;
     if (marker && !('sweep marker' in b.seen)) b.seen['sweep marker'] = now;
   }
   return ids.every(id => id in b.seen) && marker
@@ -101,6 +101,11 @@ def wait_for(browser, timeout: float = 60.0) -> float:
     raise TimeoutError("the page did not update")
 
 
+def has_model(browser) -> bool:
+    """Whether the page has a pose transformer: its Layer / Head controls are shown only then."""
+    return any(e.is_displayed() for e in browser.find_elements("id", "layer"))
+
+
 def upload(browser, path: Path) -> float:
     from selenium.webdriver.common.by import By
     for button in browser.find_elements(By.CSS_SELECTOR, "#photo button[aria-label='Remove Image']"):
@@ -108,7 +113,7 @@ def upload(browser, path: Path) -> float:
         time.sleep(0.3)
     file_input = browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]")
     # without transformer weights only the similarity plot changes from photo to photo
-    no_model = "Pose transformer: not loaded" in browser.find_element(By.ID, "model-card").text
+    no_model = not has_model(browser)
     browser.execute_script(JS_ARM, ["similarity-plot"] if no_model else list(PLOTS), ["#face-info", path.name])
     browser.execute_script("window.__bench.t0 = performance.now()")
     file_input.send_keys(str(path))
@@ -155,7 +160,7 @@ def run(url: str, moves: int, photos: list[Path]) -> None:
                 time.sleep(0.5)
         slider_ms = []
         BREAKDOWN.clear()
-        if "Pose transformer: not loaded" in browser.find_element("id", "model-card").text:
+        if not has_model(browser):
             moves = 0
         for i in range(moves):
             slider_ms.append(move_yaw(browser, 0.1 + 0.8 * ((i * 7) % 11) / 10))

@@ -89,7 +89,7 @@ def test_new_photo_gives_face_panel_and_all_plots(service):
     entropy = -(attention * np.log(np.clip(attention, 1e-12, None))).sum(-1).mean(-1)
     focused = int(np.argmin(entropy))
     assert reply.values["attention"].layout["title"]["text"] == \
-        f"Attention: layer 1, head {focused + 1} (the most focused of 8)"
+        f"Attention: layer 1, head {focused + 1} (the most selective of 8)"
     np.testing.assert_allclose(reply.values["attention"].data[0]["z"], attention[focused], rtol=1e-5)
     voxels = reply.values["voxels"]  # the face's 5 keypoints are marked on the slice
     assert voxels.data[1]["type"] == "scatter" and len(voxels.data[1]["x"]) == 5 and "nose" in voxels.data[1]["text"]

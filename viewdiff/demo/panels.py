@@ -104,7 +104,7 @@ class Panels:
             weights, which = result.attention[layer].mean(0), f"mean of {heads} heads"
         elif view.head == FOCUSED_HEAD:
             head = most_focused_head(result.attention[layer])
-            weights, which = result.attention[layer, head], f"head {head + 1} (the most focused of {heads})"
+            weights, which = result.attention[layer, head], f"head {head + 1} (the most selective of {heads})"
         else:
             head = int(np.clip(view.head, 0, heads - 1))
             weights, which = result.attention[layer, head], f"head {head + 1}"
