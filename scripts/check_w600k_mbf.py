@@ -21,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from viewdiff.embeddings import l2_normalize  # noqa: E402
+from viewdiff.faces.feature_map import prepare  # noqa: E402  (ArcFaceONNX's input normalisation)
 from viewdiff.paths import shared_dir  # noqa: E402
 from viewdiff.training.records import load_crops, load_records  # noqa: E402
 
@@ -28,18 +29,14 @@ ONNX = REPO_ROOT / "weights/insightface/w600k_mbf/w600k_mbf.onnx"
 TFLITE = shared_dir() / "models/w600k_mbf/w600k_mbf.tflite"
 
 
-def to_input(crops: np.ndarray) -> np.ndarray:
-    """[N, 112, 112, 3] uint8 RGB -> [N, 3, 112, 112] float32, (x - 127.5) / 127.5 (ArcFaceONNX's input)."""
-    return ((crops.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2).copy()
-
-
 def onnx_embed(crops: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The shipped file as it is (a plain session, one thread): embeddings [N, 512]."""
     import onnxruntime
     opts = onnxruntime.SessionOptions()
     opts.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(ONNX), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: to_input(crops[i:i + batch])})[0]
+    return np.concatenate([session.run(None, {name: prepare(crops[i:i + batch])})[0]
                            for i in range(0, len(crops), batch)])
 
 
@@ -50,7 +47,7 @@ def litert_embed(crops: np.ndarray, builtin: bool = False) -> np.ndarray:
     inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
     it.allocate_tensors()
     rows = []
-    for x in to_input(crops):
+    for x in prepare(crops):
         it.set_tensor(inp, x[None])
         it.invoke()
         rows.append(it.get_tensor(out)[0].copy())

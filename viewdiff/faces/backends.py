@@ -195,17 +195,19 @@ class InsightFaceBackend:
         aligned = arcface_crop(np.ascontiguousarray(rgb[..., ::-1]), kps, self.recognition.input_size[0])   # BGR
         face = DetectedFace(bbox=box[:4].astype(np.float32), det_score=float(box[4]), keypoints=kps.astype(np.float32),
                             aligned_crop=np.ascontiguousarray(aligned[..., ::-1]))
-        views = [face.aligned_crop, np.ascontiguousarray(face.aligned_crop[:, ::-1])]
-        if self.maps is None:
-            emb, mirror = self.recognition.get_feat([v[..., ::-1] for v in views])   # insightface takes BGR
+        if self.maps is None:   # insightface takes BGR
+            emb, mirror = self.recognition.get_feat([aligned, np.ascontiguousarray(aligned[:, ::-1])])
         else:   # the same ONNX, with its 7x7 map exposed: one run gives both
-            (emb, mirror), maps = self.maps.run(np.stack(views))
-            face.feature_map, face.feature_map_mirror = maps[0], maps[1][:, :, ::-1].copy()
+            (emb,), (mirror,), (face.feature_map,), (face.feature_map_mirror,) = \
+                self.maps.run_with_mirror(face.aligned_crop[None])
         face.embedding, face.embedding_mirror = np.asarray(emb, np.float32), np.asarray(mirror, np.float32)
         return face
 
 
 def feature_map_model(model_file, providers=None):
     """The recognition model with its 7x7 map exposed (`FeatureMapModel`), or None when it has none."""
-    from viewdiff.faces.feature_map import FeatureMapModel, has_feature_map
-    return FeatureMapModel(model_file, providers) if has_feature_map(model_file) else None
+    from viewdiff.faces.feature_map import FeatureMapModel, NoFeatureMapError
+    try:
+        return FeatureMapModel(model_file, providers)
+    except NoFeatureMapError:
+        return None

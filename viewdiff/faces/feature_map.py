@@ -19,10 +19,14 @@ from viewdiff.faces.errors import ModelNotFoundError
 MAP_TENSOR = "feature_map"
 
 
-def has_feature_map(model_file: str | Path) -> bool:
-    """Whether the ONNX graph has a tensor named ``feature_map`` (the shipped w600k_mbf has)."""
+class NoFeatureMapError(ModelNotFoundError):
+    """The recognition model has no ``feature_map`` tensor (any model but the shipped w600k_mbf)."""
+
+
+def affine_head(model_file: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(weight [D, C*H*W], bias [D]) of a recognition ONNX's head, read from the graph (no session)."""
     import onnx
-    return any(MAP_TENSOR in node.output for node in onnx.load(str(model_file)).graph.node)
+    return read_affine_head(onnx.load(str(model_file)).graph)
 
 
 class FeatureMapModel:
@@ -30,8 +34,8 @@ class FeatureMapModel:
 
     crops: [N, 112, 112, 3] uint8 RGB aligned faces (`viewdiff.faces.backends.arcface_crop`), prepared as
     insightface's ``ArcFaceONNX`` does ((x - 127.5) / 127.5, channels first). ``head`` = (weight [D, C*H*W],
-    bias [D]) read from the graph. Raises `ModelNotFoundError` when the model has no such tensor or its head
-    is not flatten -> Gemm -> (Add) -> output.
+    bias [D]) read from the graph. Raises `NoFeatureMapError` when the model has no such tensor and
+    `ModelNotFoundError` when its head is not flatten -> Gemm -> (Add) -> output.
     """
 
     def __init__(self, model_file: str | Path, providers=None):
@@ -41,8 +45,8 @@ class FeatureMapModel:
         from viewdiff.faces.model_files import onnx_providers, ort_session_options
         model = onnx.load(str(model_file))
         graph = model.graph
-        if not any(MAP_TENSOR in node.output for node in graph.node):   # (has_feature_map, on the loaded graph)
-            raise ModelNotFoundError(f"{Path(model_file).name} has no tensor named {MAP_TENSOR!r}: only the shipped "
+        if not any(MAP_TENSOR in node.output for node in graph.node):
+            raise NoFeatureMapError(f"{Path(model_file).name} has no tensor named {MAP_TENSOR!r}: only the shipped "
                                      "w600k_mbf pack exposes its 7x7 map (scripts/convert_w600k_mbf.py)")
         self.head = read_affine_head(graph)
         graph.output.append(onnx.helper.make_tensor_value_info(MAP_TENSOR, onnx.TensorProto.FLOAT, None))
@@ -56,6 +60,14 @@ class FeatureMapModel:
         outs = [self.session.run(self.output_names, {self.input_name: prepare(crops[i:i + batch])})
                 for i in range(0, len(crops), batch)]
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+    def run_with_mirror(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """crops and their mirror images in one run -> (embedding, embedding_mirror, map, map_mirror), the
+        mirror's map flipped back so that its cells cover the same face regions as the photo's."""
+        crops = np.asarray(crops)
+        emb, maps = self.run(np.concatenate([crops, crops[:, :, ::-1]]))
+        n = len(crops)
+        return emb[:n], emb[n:], maps[:n], np.ascontiguousarray(maps[n:, :, :, ::-1])
 
 
 def prepare(crops: np.ndarray) -> np.ndarray:

@@ -329,12 +329,10 @@ def extract_maps(cache_dir: str | Path, dataset: str, backend: str, maps_model) 
             if json.loads(str(z["meta"])) == key and np.array_equal(z["path"].astype(str), paths):
                 return out
     found = crops.reshape(len(crops), -1).any(axis=1)
-    weight = maps_model.head[0]
-    photo = np.zeros((len(crops), weight.shape[1] // 49, 7, 7), np.float32)
+    *_, found_photo, found_mirror = maps_model.run_with_mirror(crops[found])
+    photo = np.zeros((len(crops), *found_photo.shape[1:]), np.float32)
     mirror = np.zeros_like(photo)
-    if found.any():
-        photo[found] = maps_model.run(crops[found])[1]
-        mirror[found] = maps_model.run(np.ascontiguousarray(crops[found][:, :, ::-1]))[1][..., ::-1]
+    photo[found], mirror[found] = found_photo, found_mirror
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
     np.savez(tmp, meta=json.dumps(key), path=paths, feature_map=photo, feature_map_mirror=mirror)

@@ -167,9 +167,9 @@ def build_model(config: TrainConfig, embedding_dim: int, fingerprint: str = "") 
     settings = {name: getattr(config, name) for name in MODEL_FIELDS if getattr(config, name) is not None}
     model = EnhancedTransformerDecoderOnly3D(d_model=embedding_dim, **settings)  # None: the model's default
     if config.map_channels:
-        from viewdiff.faces.feature_map import FeatureMapModel
+        from viewdiff.faces.feature_map import affine_head
         from viewdiff.faces.model_files import recognition_model_file
-        model.set_embedder_head(*FeatureMapModel(recognition_model_file(fingerprint)).head)
+        model.set_embedder_head(*affine_head(recognition_model_file(fingerprint)))
     return model
 
 
