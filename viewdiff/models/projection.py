@@ -140,6 +140,9 @@ class LightweightFaceProjectionLayer(nn.Module):
         self.pool = min(render_pool, voxel_resolution)
         if map_size:
             self.register_buffer("cells", cell_grid(map_size), persistent=False)   # [S*S, 2] grid (x, y)
+            r = voxel_resolution   # where each voxel column (x, y) samples the cells, in the crop's coordinates
+            self.register_buffer("column_in_crop", grid_to_crop(coords_t.t()[: r * r, :2]).view(1, r, r, 2),
+                                 persistent=False)
             self.project = nn.Linear(voxel_channels, feature_dim)   # per cell; zero-initialised: what the rendered
             nn.init.zeros_(self.project.weight)                     # view adds to the map starts as nothing
             nn.init.zeros_(self.project.bias)
@@ -174,7 +177,7 @@ class LightweightFaceProjectionLayer(nn.Module):
             return self.feature_code(features).unsqueeze(-1)
         r = self.resolution
         code = self.feature_code(features.movedim(1, -1)).movedim(-1, 1)   # [B, hidden, S, S]
-        xy = grid_to_crop(self.coords_t.t()[: r * r, :2]).view(1, r, r, 2).expand(len(features), -1, -1, -1)
+        xy = self.column_in_crop.to(code.dtype).expand(len(features), -1, -1, -1)
         plane = F.grid_sample(code, xy, mode="bilinear", padding_mode="border", align_corners=False)
         return plane.unsqueeze(2).expand(-1, -1, r, -1, -1).reshape(len(features), -1, r ** 3)
 
