@@ -62,11 +62,16 @@ class EmbedderHead(nn.Module):
                              f"expects {tuple(self.weight.shape)} + {tuple(self.bias.shape)}")
         self.weight.copy_(weight)
         self.bias.copy_(bias)
+        self._seen_set = True
         return self
 
     @property
     def is_set(self) -> bool:
-        return bool(self.weight.abs().sum() > 0)
+        """Whether a head was copied in (by `set` or a loaded state dict); once seen, not re-checked: a
+        sum over C*49*D values is a tenth of a demo forward."""
+        if not getattr(self, "_seen_set", False):
+            self._seen_set = bool(self.weight.abs().sum() > 0)
+        return self._seen_set
 
     def forward(self, maps: torch.Tensor, bias: bool = True) -> torch.Tensor:
         out = maps.flatten(1) @ self.weight.T.to(maps.dtype)
