@@ -25,15 +25,15 @@ from viewdiff.demo.panels import CAPTIONS, FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_C
 from viewdiff.demo.plots import PlotSpec
 from viewdiff.demo.service import POSE_LIMITS, DemoService, Reply, ViewOptions
 
-OUTPUTS = ("session", "gallery", "face_image", "face_info", "attention", "voxels", "similarity", "sweep", "status",
-           "gallery_table", "gallery_choice", "undo")
+OUTPUTS = ("session", "gallery", "face_image", "face_info", "attention", "voxels", "similarity", "sweep",
+           "status", "results", "views", "results_hint", "gallery_table", "gallery_choice", "undo")
 POSE_OUTPUTS = ("session", "attention", "voxels", "similarity", "sweep", "status")  # what a slider move changes
 VIEW_OUTPUTS = ("attention", "voxels")
 GALLERY_OUTPUTS = ("gallery", "gallery_table", "gallery_choice", "undo")
 INTRO = """# viewdiff-face: pose-aware face embeddings
 Drop in a face photo (or pick an example). The face embedder finds the largest face, estimates its head
 pose and computes its identity embedding, once per photo. The **pose transformer** then maps that embedding
-to the **target pose** of the sliders (release a slider to rerun it). The plots compare the raw and the
+to the **target pose** of the sliders (the plots follow a slider as it moves). The plots compare the raw and the
 transformed embedding with every gallery identity on one scale, and show the transformer's attention and
 its 3D voxel grid."""
 ENROL = """**Enrol, then probe.** 1. Drop a *frontal* photo of someone (the webcam works: look straight into it),
@@ -45,6 +45,8 @@ SHARED = ("**This server keeps one gallery, saved on disk and shared by everyone
           "(`--persistent-gallery`).")
 LOCAL_ENROL = (" Here, with the team data, the Pointing'04 examples are person 01, who is in the gallery from"
                " another photo series.")
+RESULTS_HINT = ("*The gallery similarity, the pose sweep, the attention map and the voxel grid appear here once a "
+                "photo with a face is analysed.*")
 POSE_GATE_NOTE = "takes effect together with a left-right turn (yaw): the model learned from turned faces"
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
 # A yaw move that keeps the pose-sweep curve moves only its target-yaw marker: done in the page at once
@@ -58,6 +60,15 @@ MOVE_SWEEP_MARKER = """(yaw) => {
                              'annotations[0].text': 'target yaw ' + (yaw < 0 ? '-' : '+') + Math.abs(Math.round(yaw)) + '°'});
   return [];
 }"""
+# A file that is not an image (the face panel says so) shows as a broken-image sliver: clear the photo box.
+# In the page: the photo is not an output of the callbacks, since gradio's session copy of an output
+# component is a plain gr.Image without `pass_files_through`.
+CLEAR_BROKEN_PHOTO = """() => {
+  const img = document.querySelector('#photo img');
+  const remove = document.querySelector("#photo button[aria-label='Remove Image']");
+  if (img && img.complete && img.naturalWidth === 0 && remove) remove.click();
+  return [];
+}"""
 # Plots are drawn by our own plotly.js call (one Plotly.react per update) in a gr.HTML: gr.Plot remounts
 # its plotly component on every new value and draws it twice (~4x the work of one react per slider move).
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -68,6 +79,8 @@ function draw() {
   const target = element.querySelector('.vd-plot');
   if (!target || !props.value || !window.Plotly) return;
   const figure = JSON.parse(props.value);
+  // responsive plotly sizes the plot to its box on a window resize: the box keeps the figure's height
+  target.style.height = (figure.layout.height || 380) + 'px';
   window.Plotly.react(target, figure.data, figure.layout, {responsive: true, displaylogo: false});
 }
 draw();
@@ -158,10 +171,12 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 with gr.Row():
                     reset = gr.Button("Reset to frontal", size="sm", scale=0, elem_id="reset")
                     status = gr.Markdown("", elem_id="status")
-                similarity = plot_panel("similarity-plot")
-                gr.Markdown(f"<small>{SIMILARITY_CAPTION}</small>", elem_id="similarity-caption")
-                sweep = plot_panel("sweep-plot")
-        with gr.Row(equal_height=False):
+                results_hint = gr.Markdown(RESULTS_HINT, elem_id="results-hint")
+                with gr.Column(visible=False, elem_id="results") as results:   # shown with a photo's results
+                    similarity = plot_panel("similarity-plot")
+                    gr.Markdown(f"<small>{SIMILARITY_CAPTION}</small>", elem_id="similarity-caption")
+                    sweep = plot_panel("sweep-plot")
+        with gr.Row(equal_height=False, visible=False, elem_id="views") as views:
             with gr.Column():
                 with gr.Row(visible=layers > 0):
                     layer = gr.Dropdown([(f"layer {i + 1}", i) for i in range(layers)], value=0 if layers else None,
@@ -199,6 +214,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
 
         components = dict(session=session, gallery=gallery, face_image=face_image, face_info=face_info,
                           attention=attention, voxels=voxels, similarity=similarity, sweep=sweep, status=status,
+                          results=results, views=views, results_hint=results_hint,
                           gallery_table=gallery_table, gallery_choice=gallery_choice, undo=undo)
 
         def outputs(names):
@@ -219,12 +235,16 @@ def build_demo(service: DemoService) -> gr.Blocks:
 
         state = [session, gallery]
         photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
-                     concurrency_limit=1, concurrency_id="face", api_name="photo")
-        yaw.release(None, [yaw], None, js=MOVE_SWEEP_MARKER, queue=False)
+                     concurrency_limit=1, concurrency_id="face", api_name="photo").then(None, js=CLEAR_BROKEN_PHOTO)
+        # the plots follow a slider while it is dragged (input) and settle on its last value (release);
+        # "always_last": a move that arrives while one runs waits and replaces any older waiting one
+        for event in (yaw.input, yaw.release):
+            event(None, [yaw], None, js=MOVE_SWEEP_MARKER, queue=False)
         for slider in pose_inputs:
-            slider.release(bind(service.on_target, 0, POSE_OUTPUTS, client_moves_marker=True),
-                           [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS), show_progress="hidden",
-                           trigger_mode="always_last", queue=False, api_name=f"target_{slider.elem_id}")
+            for event, kind in ((slider.input, "drag"), (slider.release, "target")):
+                event(bind(service.on_target, 0, POSE_OUTPUTS, client_moves_marker=True),
+                      [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS), show_progress="hidden",
+                      trigger_mode="always_last", queue=False, api_name=f"{kind}_{slider.elem_id}")
         reset.click(lambda: (0, 0, 0), None, pose_inputs, queue=False).then(
             bind(service.on_target, 0, POSE_OUTPUTS), [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS),
             show_progress="hidden")

@@ -9,7 +9,9 @@ slider. Times are taken inside the page (``performance.now()``):
   and all four plots have been redrawn (upload, face analysis, model, plots, rendering);
 - slider release -> plots: from the slider's ``pointerup`` until the similarity, attention and voxel
   plots have been redrawn by plotly, the pose sweep's target-yaw marker sits at the new yaw, and the
-  next frame has been painted. Without transformer weights (e.g. ``--space`` today) only the similarity
+  next frame has been painted;
+- dragging: the yaw slider held and moved across its width for 3 s; the similarity plot's redraws per
+  second while it is held (the plots follow a drag). Without transformer weights (e.g. ``--space`` today) only the similarity
   plot changes on a photo, and a slider move changes nothing: the slider figures are then not measured.
 
 ``--space`` runs the app as a simulated Space (no ../shared, no network, empty home). ``--server``
@@ -133,6 +135,40 @@ def move_yaw(browser, fraction: float) -> float:
     return wait_for(browser)
 
 
+# Count the similarity plot's redraws (plotly replaces its data array on each) between press and release.
+JS_COUNT_REDRAWS = """
+const b = window.__drag = {down: null, up: null, redraws: 0};
+const g = () => document.querySelector('#similarity-plot .js-plotly-plot');
+let last = g() && g().data;
+const input = document.querySelector('#yaw input[type=range]');
+input.addEventListener('pointerdown', () => { b.down = performance.now(); }, {once: true, capture: true});
+input.addEventListener('pointerup', () => { b.up = performance.now(); }, {once: true, capture: true});
+(function poll() {
+  const data = g() && g().data;
+  if (data && data !== last && b.down !== null && b.up === null) b.redraws += 1;
+  last = data;
+  if (b.up === null) requestAnimationFrame(poll);
+})();
+"""
+
+
+def drag_yaw(browser, seconds: float = 3.0, steps: int = 60) -> float:
+    """Hold the yaw slider and drag it across ~80% of its width in ``steps`` moves over ``seconds``;
+    -> plot updates per second while the button is held (similarity-plot redraws / hold time)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    slider = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", slider)
+    browser.execute_script(JS_COUNT_REDRAWS)
+    width = slider.size["width"]
+    chain = ActionChains(browser, duration=0).move_to_element_with_offset(slider, int(-0.4 * width), 0).click_and_hold()
+    for _ in range(steps):
+        chain = chain.move_by_offset(int(0.8 * width / steps), 0).pause(seconds / steps)
+    chain.release().perform()
+    b = browser.execute_script("return window.__drag")
+    return b["redraws"] / max((b["up"] - b["down"]) / 1000, 1e-3)
+
+
 def summary(name: str, values: list[float]) -> str:
     values = sorted(values)
     p90 = values[min(len(values) - 1, int(round(0.9 * (len(values) - 1))))]
@@ -153,6 +189,7 @@ def run(url: str, moves: int, photos: list[Path]) -> None:
     try:
         browser.get(url)
         time.sleep(2)
+        upload(browser, photos[-1])   # untimed: the plot areas (and the model's controls) show after a first photo
         photo_ms: dict[str, list[float]] = {}
         for _ in range(3):
             for path in photos:
@@ -165,10 +202,14 @@ def run(url: str, moves: int, photos: list[Path]) -> None:
         for i in range(moves):
             slider_ms.append(move_yaw(browser, 0.1 + 0.8 * ((i * 7) % 11) / 10))
             time.sleep(0.2)
+        drags = [drag_yaw(browser) for _ in range(3 if moves else 0)]
         for name, values in photo_ms.items():
             print(summary(f"photo -> result ({name})", values))
         if slider_ms:
             print(summary("yaw slider release -> all plots redrawn", slider_ms))
+        if drags:
+            print(f"yaw slider dragged for 3 s: {statistics.median(drags):.1f} plot updates per second (median of "
+                  f"{len(drags)} drags: {', '.join(f'{d:.1f}' for d in drags)})")
         for key, values in BREAKDOWN.items():
             print("   " + summary(f"release -> {'status text (reply arrived)' if key == 'status' else key + ' redrawn'}",
                                   values))

@@ -118,6 +118,12 @@ def target_yaw_marker(driver) -> float | None:
     return shapes[0]["x0"] if shapes else None
 
 
+def sweep_curve(driver) -> list | None:
+    """The pose sweep's transformed-similarity curve (its first trace's y values)."""
+    return driver.execute_script("const g = document.querySelector('#sweep-plot .js-plotly-plot');"
+                                 "return g && g.data && g.data.length ? Array.from(g.data[0].y) : null")
+
+
 def upload(driver, path: Path) -> None:
     from selenium.webdriver.common.by import By
     remove = driver.find_elements(By.CSS_SELECTOR, "#photo button[aria-label='Remove Image']")
@@ -163,9 +169,12 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     from selenium.webdriver.common.by import By
 
     browser.get(app_url)
+    wait(browser, lambda d: d.find_element(By.ID, "results-hint").is_displayed(), "no hint before a photo")
+    assert not [e for e in browser.find_elements(By.CSS_SELECTOR, ".vd-plot") if e.is_displayed()]  # no empty frames
     upload(browser, ASSETS / "cameraman_gray.png")
     wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")
     assert "cameraman_gray.png" in text(browser, "face-info")
+    assert not [e for e in browser.find_elements(By.ID, "results-hint") if e.is_displayed()]
 
     # the three plots of the issue (attention, voxel slice, gallery similarity) and the pose sweep render
     rendered = {
@@ -201,11 +210,12 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     assert status.startswith("Updated in") and "sweep" not in status, status  # the sweep was cached: one pose
     assert "estimated source pose" in text(browser, "face-info")  # the face panel is unchanged
 
-    # a typed pitch (released on blur) reruns the sweep too; "reset to frontal" goes back to 0
+    # a typed pitch reruns the sweep too (its curve changes); "reset to frontal" goes back to 0
+    before = sweep_curve(browser)
     pitch = browser.find_element(By.CSS_SELECTOR, "#pitch input[type=number]")
     pitch.clear()
     pitch.send_keys("15\t")
-    wait(browser, lambda d: "with the yaw sweep" in text(d, "status"), "the pitch change did not rerun the sweep")
+    wait(browser, lambda d: sweep_curve(d) not in (None, before), "the pitch change did not rerun the sweep")
     browser.find_element(By.ID, "reset").click()
     wait(browser, lambda d: target_yaw_marker(d) == 0, "reset to frontal did not rerun")
     yaw_range = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
@@ -231,6 +241,49 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
 
     card = model_card(browser)
     assert "Pose transformer" in card and "not loaded" not in card and "/tmp/" not in card and str(REPO) not in card
+
+
+# The top and bottom (page pixels) of an element, and for a plot area its box height
+JS_BOX = """const e = document.querySelector(arguments[0]); if (!e) return null;
+const r = e.getBoundingClientRect(); return [r.top + window.scrollY, r.bottom + window.scrollY, r.height];"""
+
+
+def test_layout_holds_through_window_resizes_and_bad_uploads(app_url, browser, tmp_path):
+    """Plots keep their height through window resizes (plotly's responsive resize once shrank the pose sweep
+    to 120 px under the Layer/Head controls); a text file renamed .jpg leaves no broken-image sliver."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    browser.get(app_url)
+    upload(browser, ASSETS / "t1_face_yaw55.jpg")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#sweep-plot .scatterlayer .trace"), "no pose sweep")
+    heights = {p: browser.execute_script(JS_BOX, f"#{p} .vd-plot")[2] for p in ("sweep-plot", "voxel-plot")}
+    assert heights == {"sweep-plot": 300, "voxel-plot": 380}, heights
+    for size in ((820, 900), (1400, 1000), (700, 1000), (1400, 1000)):
+        browser.set_window_size(*size)
+        time.sleep(0.5)
+    yaw_range = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", yaw_range)
+    ActionChains(browser).move_to_element(yaw_range).click_and_hold() \
+        .move_by_offset(-yaw_range.size["width"] // 4, 0).release().perform()
+    yaw = float(browser.find_element(By.CSS_SELECTOR, "#yaw input[type=number]").get_attribute("value"))
+    wait(browser, lambda d: target_yaw_marker(d) == yaw, "the plots did not follow the slider")
+    time.sleep(0.5)
+    sweep, layer, attention = (browser.execute_script(JS_BOX, s) for s in ("#sweep-plot .vd-plot", "#layer",
+                                                                           "#attention-plot .vd-plot"))
+    assert sweep[2] == 300, f"the pose sweep is {sweep[2]} px high after a resize"
+    assert sweep[1] <= layer[0] and layer[1] <= attention[0], (sweep, layer, attention)  # nothing overlaps
+    screenshot(browser, OUTPUT / "app_browser_resized.png")
+
+    renamed = tmp_path / "notes.jpg"
+    renamed.write_text("a text file with a photo's name\n" * 20)
+    upload(browser, renamed)
+    wait(browser, lambda d: "Cannot use this photo" in text(d, "face-info"), "no message for a text file")
+    time.sleep(1.0)
+    broken = browser.execute_script("return [...document.querySelectorAll('#photo img')]"
+                                    ".filter(i => !(i.complete && i.naturalWidth > 0)).length")
+    assert broken == 0, "the photo box shows a broken image"
+    screenshot(browser, OUTPUT / "app_browser_text_as_jpg.png")
 
 
 def enrol(driver, name: str) -> None:

@@ -79,9 +79,29 @@ def test_calibration_round_trip_and_clear_errors(tmp_path):
     (tmp_path / "short.json").write_text(json.dumps({"yaw_weights": [1, 2], "pitch_weights": [1, 2]}))
     with pytest.raises(ModelNotFoundError, match="wrong number of weights.*fit_head_pose"):
         Calibration.load(tmp_path / "short.json")
+    stretched = Calibration(tuple(range(7)), tuple(range(7, 14)), "test", (0, 14, 29, 44, 58, 70, 80))
+    stretched.save(tmp_path / "s.json")
+    assert Calibration.load(tmp_path / "s.json") == stretched
+    (tmp_path / "knots.json").write_text(json.dumps({**json.loads((tmp_path / "s.json").read_text()),
+                                                     "yaw_knots": [0, 20, 10, 30, 40, 50, 60]}))
+    with pytest.raises(ModelNotFoundError, match="bad yaw knots.*fit_head_pose"):
+        Calibration.load(tmp_path / "knots.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ModelNotFoundError, match="cannot read the head-pose calibration bad.json.*fit_head_pose"):
         Calibration.load(tmp_path / "bad.json")
+
+
+def test_yaw_stretch_maps_the_saturated_top_back_and_stops_at_90():
+    """The linear yaw's per-pan means (the knots) come out at the pans; sign kept; monotone; at most 90."""
+    cal = Calibration((1, 0, 0, 0, 0, 0, 0), (0,) * 7, "test", (0, 14, 29, 44, 58, 70, 80))
+    linear = np.array([0, 14, -29, 70, 80, -80, 95, 75])
+    np.testing.assert_allclose(cal.stretch(linear), [0, 15, -30, 75, 90, -90, 90, 82.5])
+    dense = cal.stretch(np.linspace(0, 120, 241))
+    assert np.all(np.diff(dense) >= 0) and dense.max() == 90
+    assert np.array_equal(Calibration((1,) + (0,) * 6, (0,) * 7).stretch(linear), linear)   # no knots: no stretch
+    features = np.zeros((1, 7))
+    features[0, 0] = 70.0
+    assert cal.apply(features)[0, 0] == pytest.approx(75.0)
 
 
 def test_missing_or_damaged_model_files_say_how_to_restore(tmp_path, monkeypatch):

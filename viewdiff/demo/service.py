@@ -53,6 +53,12 @@ DEFAULT_GALLERY_CACHE = REPO_ROOT / "data" / "cache" / "demo_gallery"
 POSE_LIMITS = ((-90.0, 90.0), (-60.0, 60.0), (-45.0, 45.0))  # target yaw, pitch, roll (degrees)
 DISPLAY_MAX_SIDE = 1024  # the annotated photo is shown at most this big
 NO_PHOTO = "Drop in a photo with a face first (or pick an example)."
+PLOT_AREAS = ("results", "views")   # the page's plot areas: shown only with a photo's results, else `results_hint`
+
+
+def plots_shown(shown: bool) -> dict[str, dict]:
+    """Property updates that show the plot areas (a photo was analysed) or hide them behind the hint."""
+    return {**{area: {"visible": shown} for area in PLOT_AREAS}, "results_hint": {"visible": not shown}}
 
 
 @dataclass
@@ -270,10 +276,10 @@ class DemoService:
             new, annotated, notes = self.analyze(image, name)
         except FaceAnalysisError as exc:
             message = user_message(exc, image if isinstance(image, (str, os.PathLike)) else None)
-            values = {"session": None, **self._plots(None, view), "face_image": None, "status": "",
-                      "face_info": f"**Cannot use this photo.** {message}"}
+            values = {"session": None, **self._plots(None, view), **plots_shown(False), "face_image": None,
+                      "status": "", "face_info": f"**Cannot use this photo.** {message}"}
             return Reply(values, warnings=[message])
-        values = self._rerun(new, target, view, self.gallery_for(gallery))
+        values = {**self._rerun(new, target, view, self.gallery_for(gallery)), **plots_shown(True)}
         values.update(face_image=annotated, face_info=face_info(new))
         return Reply(values, warnings=notes.warnings, infos=notes.infos)
 

@@ -9,7 +9,9 @@ Per face (box + 5 keypoints from the detector), on the image the face was detect
 - `geometry.estimate_pose`: solvePnP of the 5 keypoints (the only roll that follows the eye line:
   0.5 deg from it on CFP frontals, against 1.0-1.7 for the learned models).
 Fusion (`FEATURES` -> `Calibration`): yaw and pitch are linear in the six (yaw, pitch) estimates plus a
-bias; roll is the solvePnP roll. The weights come from `python -m viewdiff.training.fit_head_pose`: yaw
+bias, the yaw then stretched at the top (the estimators saturate on profiles); roll is the solvePnP roll
+(on Pointing'04, whose heads are level, it stays nearest 0 at every pan: 5.7 deg median at 90, against
+14.7 for FSA-Net's roll and 12.9 for 3DDFA's). The weights come from `python -m viewdiff.training.fit_head_pose`: yaw
 fitted on Pointing'04's true pan, pitch on its true tilt plus CFP frontal photos taken as level; the
 figures it prints are leave-one-person-out (Pointing'04) and out-of-fold (CFP). Angles follow
 `viewdiff.faces.geometry` (yaw > 0: face turned to the image's left; pitch > 0: head up).
@@ -36,6 +38,7 @@ TDDFA_STATS = "3ddfa_v2_param_mean_std_62d_120x120.json"
 FSANET_FILES = ("fsanet-1x1-iter-688590.onnx", "fsanet-var-iter-688590.onnx")
 CALIBRATION_FILE = "calibration.json"
 FEATURES = ("3ddfa_yaw", "3ddfa_pitch", "fsanet_yaw", "fsanet_pitch", "pnp5_yaw", "pnp5_pitch")
+YAW_KNOTS = (0.0, 15.0, 30.0, 45.0, 60.0, 75.0, 90.0)   # true |yaw| of the calibration's stretch (Pointing'04's pans)
 POSE_SOURCE = "3ddfa_v2+fsanet+pnp5"
 FIT_HINT = "refit it with `python -m viewdiff.training.fit_head_pose`"
 SHIPPED_DIR = REPO_ROOT / "weights/headpose"
@@ -60,31 +63,56 @@ def find_headpose_dir() -> Path:
 
 @dataclass(frozen=True)
 class Calibration:
-    """yaw = yaw_weights . [FEATURES, 1]; pitch = pitch_weights . [FEATURES, 1] (degrees)."""
+    """yaw = stretch(yaw_weights . [FEATURES, 1]); pitch = pitch_weights . [FEATURES, 1] (degrees).
+
+    yaw_knots: the linear yaw's mean |value| at the true |yaw| of `YAW_KNOTS` (on the fitting data, 0 at 0);
+    the stretch maps those means back to the true angles piecewise linearly (sign kept, at most 90): the
+    estimators saturate on profiles, so the linear fit under-reads a full profile by ~9 deg. Empty: no stretch.
+    """
     yaw_weights: tuple[float, ...]
     pitch_weights: tuple[float, ...]
     fitted_on: str = ""
+    yaw_knots: tuple[float, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> "Calibration":
         try:
             saved = json.loads(Path(path).read_text())
-            cal = cls(tuple(saved["yaw_weights"]), tuple(saved["pitch_weights"]), saved.get("fitted_on", ""))
+            cal = cls(tuple(saved["yaw_weights"]), tuple(saved["pitch_weights"]), saved.get("fitted_on", ""),
+                      tuple(saved.get("yaw_knots", ())))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelNotFoundError(f"cannot read the head-pose calibration {path.name} ({e}): {FIT_HINT}") from e
         if not len(cal.yaw_weights) == len(cal.pitch_weights) == len(FEATURES) + 1:
             raise ModelNotFoundError(f"the head-pose calibration {path.name} has the wrong number of weights "
                                      f"(want {len(FEATURES) + 1} for {', '.join(FEATURES)} + bias): {FIT_HINT}")
+        if cal.yaw_knots and (len(cal.yaw_knots) != len(YAW_KNOTS) or np.any(np.diff(cal.yaw_knots) <= 0)):
+            raise ModelNotFoundError(f"the head-pose calibration {path.name} has bad yaw knots (want {len(YAW_KNOTS)} "
+                                     f"increasing values, for {YAW_KNOTS} deg): {FIT_HINT}")
         return cal
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps({"features": list(FEATURES), **self.__dict__}, indent=2) + "\n")
 
+    def linear_yaw(self, features: np.ndarray) -> np.ndarray:
+        """features [..., 7] -> the yaw before the stretch [...]."""
+        return design_matrix(features) @ np.asarray(self.yaw_weights)
+
+    def stretch(self, yaw: np.ndarray) -> np.ndarray:
+        """The linear yaw [...] -> the stretched yaw (see the class doc); unchanged without knots."""
+        if not self.yaw_knots:
+            return yaw
+        return np.sign(yaw) * np.interp(np.abs(yaw), self.yaw_knots, YAW_KNOTS)   # flat (90) past the last knot
+
     def apply(self, features: np.ndarray) -> np.ndarray:
         """features [..., 7] (`FEATURES` + pnp5 roll) -> (yaw, pitch, roll) [..., 3] float32."""
-        x = np.concatenate([features[..., :len(FEATURES)], np.ones_like(features[..., :1])], -1)
-        return np.stack([x @ np.asarray(self.yaw_weights), x @ np.asarray(self.pitch_weights),
+        return np.stack([self.stretch(self.linear_yaw(features)), design_matrix(features) @ np.asarray(self.pitch_weights),
                          features[..., len(FEATURES)]], -1).astype(np.float32)
+
+
+def design_matrix(features: np.ndarray) -> np.ndarray:
+    """features [..., 7] -> [`FEATURES`, 1] [..., len(FEATURES) + 1] (the solvePnP roll is not a regressor)."""
+    features = np.asarray(features, np.float64)
+    return np.concatenate([features[..., :len(FEATURES)], np.ones_like(features[..., :1])], -1)
 
 
 def default_calibration() -> Calibration:

@@ -4,7 +4,8 @@
 
 Reads the raw estimates (`pose_features`) of the Pointing'04 and CFP caches (run
 `python -m viewdiff.training.extract` first), fits yaw on Pointing'04's true pan and pitch on its true
-tilt plus the CFP frontal photos taken as level (pitch 0), by ridge regression, and prints the scores
+tilt plus the CFP frontal photos taken as level (pitch 0), by ridge regression (the yaw then stretched so
+that each pan's mean comes out at the pan, see `Calibration`), and prints the scores
 that matter: leave-one-person-out on Pointing'04 and out-of-fold (by CFP-FP fold) on CFP. With
 ``--write`` the fit on all rows replaces ``weights/headpose/calibration.json``.
 """
@@ -14,16 +15,13 @@ import argparse
 
 import numpy as np
 
-from viewdiff.faces.head_pose import CALIBRATION_FILE, CALIBRATION_PATH, FEATURES, Calibration
+from viewdiff.faces.head_pose import CALIBRATION_FILE, CALIBRATION_PATH, YAW_KNOTS, Calibration, design_matrix
 from viewdiff.paths import repo_relative
-from viewdiff.training.pose_scores import cfp_markdown, cfp_pose_scores, pointing04_markdown, pointing04_pose_scores
+from viewdiff.training.pose_scores import (cfp_markdown, cfp_pose_scores, pointing04_markdown,
+                                           pointing04_pose_scores, yaw_bin)
 from viewdiff.training.records import FaceRecords, load_records
 
 RIDGE = 1.0
-
-
-def _design(features: np.ndarray) -> np.ndarray:
-    return np.c_[features[:, :len(FEATURES)], np.ones(len(features))]
 
 
 def _ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -31,12 +29,16 @@ def _ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def fit(p04: FaceRecords, cfp_frontal: FaceRecords) -> Calibration:
-    """Yaw from Pointing'04 alone; pitch from Pointing'04 + CFP frontals at pitch 0 (found rows only)."""
-    xp, xc = _design(p04.pose_features), _design(cfp_frontal.pose_features)
+    """Yaw from Pointing'04 alone (linear, then the stretch from its per-pan means); pitch from Pointing'04 +
+    CFP frontals at pitch 0 (found rows only)."""
+    xp, xc = design_matrix(p04.pose_features), design_matrix(cfp_frontal.pose_features)
     yaw = _ridge(xp, p04.true_pose[:, 0])
     pitch = _ridge(np.r_[xp, xc], np.r_[p04.true_pose[:, 1], np.zeros(len(xc))])
+    linear = np.abs(xp @ yaw)
+    knots = np.maximum.accumulate([0.0] + [float(linear[yaw_bin(p04.true_pose[:, 0], k)].mean()) for k in YAW_KNOTS[1:]])
     return Calibration(tuple(map(float, yaw)), tuple(map(float, pitch)),
-                       f"Pointing'04 {len(xp)} faces (yaw, pitch) + CFP {len(xc)} frontal faces (pitch 0)")
+                       f"Pointing'04 {len(xp)} faces (yaw, pitch) + CFP {len(xc)} frontal faces (pitch 0)",
+                       tuple(map(float, knots)))
 
 
 def held_out_poses(p04: FaceRecords, cfp: FaceRecords) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ def pointing04_pose_scores(pred: np.ndarray, true: np.ndarray) -> list[dict]:
 
     Row: yaw (bin or "all"), n, yaw_mae, yaw_bias (signed towards larger |yaw|: negative = under-read),
     sign (share of non-zero true yaws read with the right sign), pitch_mae, pitch_mae_level
-    (|true pitch| <= 30).
+    (|true pitch| <= 30), roll_abs_median (Pointing'04's heads are level: the roll error).
     """
     rows = []
     for lo in (*YAW_BINS, "all"):
@@ -35,13 +35,14 @@ def pointing04_pose_scores(pred: np.ndarray, true: np.ndarray) -> list[dict]:
             "yaw_bias": float(np.mean(err[turned, 0] * np.sign(true[m][turned, 0]))) if turned.any() else 0.0,
             "sign": float(np.mean(np.sign(pred[m][turned, 0]) == np.sign(true[m][turned, 0]))) if turned.any() else 1.0,
             "pitch_mae": float(np.abs(err[:, 1]).mean()),
-            "pitch_mae_level": float(np.abs(err[level, 1]).mean()) if level.any() else float("nan")})
+            "pitch_mae_level": float(np.abs(err[level, 1]).mean()) if level.any() else float("nan"),
+            "roll_abs_median": float(np.median(np.abs(pred[m, 2] - true[m, 2])))})
     return rows
 
 
 def cfp_pose_scores(pred: np.ndarray, view: np.ndarray) -> dict:
     """pred [N, 3], view [N] ("frontal" | "profile") -> frontal pitch percentiles, |pitch| and |yaw| medians,
-    share of frontals within 15 deg of level, profile |yaw| median."""
+    share of frontals within 15 deg of level, profile |yaw| and |roll| medians (CFP's heads are upright)."""
     front, prof = pred[view == "frontal"], pred[view == "profile"]
     return {"frontal_n": len(front), "frontal_pitch_p10": float(np.percentile(front[:, 1], 10)),
             "frontal_pitch_median": float(np.median(front[:, 1])),
@@ -49,14 +50,15 @@ def cfp_pose_scores(pred: np.ndarray, view: np.ndarray) -> dict:
             "frontal_abs_pitch_median": float(np.median(np.abs(front[:, 1]))),
             "frontal_within_15": float(np.mean(np.abs(front[:, 1]) <= 15)),
             "frontal_abs_yaw_median": float(np.median(np.abs(front[:, 0]))),
-            "profile_n": len(prof), "profile_abs_yaw_median": float(np.median(np.abs(prof[:, 0])))}
+            "profile_n": len(prof), "profile_abs_yaw_median": float(np.median(np.abs(prof[:, 0]))),
+            "profile_abs_roll_median": float(np.median(np.abs(prof[:, 2])))}
 
 
 def pointing04_markdown(rows: list[dict]) -> str:
-    lines = ["| abs(yaw) | n | yaw MAE | yaw bias | sign right | pitch MAE | pitch MAE, abs(tilt) <= 30 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| abs(yaw) | n | yaw MAE | yaw bias | sign right | pitch MAE | pitch MAE, abs(tilt) <= 30 | "
+             "median abs(roll) |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['yaw']} | {r['n']} | {r['yaw_mae']:.1f} | {r['yaw_bias']:+.1f} | {100 * r['sign']:.1f}% | "
-              f"{r['pitch_mae']:.1f} | {r['pitch_mae_level']:.1f} |" for r in rows]
+              f"{r['pitch_mae']:.1f} | {r['pitch_mae_level']:.1f} | {r['roll_abs_median']:.1f} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -67,4 +69,5 @@ def cfp_markdown(s: dict) -> str:
             f"| frontal median abs(pitch) | {s['frontal_abs_pitch_median']:.1f} |\n"
             f"| frontal within 15 deg of level | {100 * s['frontal_within_15']:.1f}% |\n"
             f"| frontal median abs(yaw) | {s['frontal_abs_yaw_median']:.1f} |\n"
-            f"| profile median abs(yaw) ({s['profile_n']} photos) | {s['profile_abs_yaw_median']:.1f} |")
+            f"| profile median abs(yaw) ({s['profile_n']} photos) | {s['profile_abs_yaw_median']:.1f} |\n"
+            f"| profile median abs(roll) | {s['profile_abs_roll_median']:.1f} |")
