@@ -389,6 +389,10 @@ def test_model_card_names_the_loaded_models(service, weights):
     assert "d_model=128" in card and "note: `test model`" in card and "not loaded" not in card
     assert "/tmp/" not in card and str(REPO) not in card  # no server paths
     assert "same-person threshold" in card and "each visitor's additions" in card
+    # plain words first, the technical details one click away
+    summary, details = card.split("<details>")
+    assert "**Face finder and identity code:** dlib's" in summary and "**Pose transformer:** reads the identity code" in summary
+    assert "d_model=" not in summary and "d_model=128" in details and details.rstrip().endswith("</details>")
 
 
 @pytest.mark.parametrize("make, expected", [

@@ -1,6 +1,7 @@
-"""The demo's model card (Markdown): face embedder, gallery, same-person threshold, pose transformer.
+"""The demo's model card (Markdown): face embedder, head pose, same-person threshold, pose transformer, gallery.
 
-Paths are shown relative to the repository (or ``../shared``), never as server paths.
+A summary in plain words first; the technical details (every model file, the configuration, the training
+run) one click away. Paths are shown relative to the repository (or ``../shared``), never as server paths.
 """
 from __future__ import annotations
 
@@ -25,9 +26,57 @@ def _value(key: str, value) -> str:
     return display_path(text) if key.endswith(("_file", "_dir", "path")) or text.startswith("/") else text
 
 
+ONE_IN = {"1%": "1 in 100", "0.1%": "1 in 1000"}   # a false-accept rate in words
+DATASET_NAMES = {"cfp": "CFP", "pointing04": "Pointing'04"}
+
+
+def _summary(describe: dict, fallback_reason: str | None, gallery_line: str, threshold: Threshold | None,
+             weights_info: dict, weights_error: str | None, weights_hint_text: str) -> list[str]:
+    """The card's plain-words part: what runs on a photo, when two faces count as one person, what is where."""
+    if describe.get("backend") == "insightface":
+        files = describe.get("models", {})
+        finder = (f"InsightFace's face detector ({Path(str(files.get('detection', 'SCRFD'))).stem}) finds the faces; "
+                  f"its recognition model {describe.get('pack', '')} turns the largest into an identity code of "
+                  f"{describe.get('embedding_dim')} numbers.")
+    else:
+        finder = (f"dlib's face detector and recognition model (an identity code of {describe.get('embedding_dim')} "
+                  "numbers, licence-clean, from PyPI).")
+        if fallback_reason:
+            finder += f" Used instead of the InsightFace pack because: {user_message(fallback_reason)}"
+    lines = [f"- **Face finder and identity code:** {finder}",
+             "- **Head pose:** three estimators (3DDFA_V2, FSA-Net and a fit of the 5 face keypoints), combined by "
+             "a calibration fitted on Pointing'04 photos of known pose."]
+    if threshold is not None:
+        rate = ONE_IN.get(threshold.far, f"a share of {threshold.far} of the")
+        lines.append(f"- **Same person?** A similarity of **{threshold.value:.3f}** or more counts as a match: only "
+                     f"{rate} pairs of photos of different people in the CFP benchmark score that high.")
+    else:
+        lines.append("- **Same person?** No threshold is known for this face embedder, so the page names the closest "
+                     "gallery entry without calling it a match.")
+    if weights_info and weights_error is None:
+        config, meta = weights_info.get("config", {}), weights_info.get("metadata", {})
+        reads = ("the face embedder's 7×7 map of the face (49 regions) and that of the mirrored photo"
+                 if config.get("map_channels") else "the identity code")
+        datasets = " and ".join(DATASET_NAMES.get(d, d) for d in str(meta.get("datasets", "")).split(","))
+        trained = (f", trained on {datasets} ({meta['train_pairs']} photo pairs, {meta['epochs']} passes)"
+                   if {"datasets", "train_pairs", "epochs"} <= set(meta) else "")
+        lines.append(f"- **Pose transformer:** reads {reads} and turns the identity code to the target pose{trained}. "
+                     "How much that helps on people it never saw, and where it does not, is measured in "
+                     "`docs/results.md`.")
+    else:
+        lines.append("- **Pose transformer: not loaded.** Face analysis, head pose and the raw similarity work "
+                     f"without it. {weights_hint_text}")
+    lines.append(f"- **Gallery:** {gallery_line}.")
+    return lines
+
+
 def model_card(describe: dict, fallback_reason: str | None, gallery_line: str, threshold: Threshold | None,
                fingerprint: str | None, weights_dir: Path, weights_info: dict, weights_error: str | None,
                backend: str) -> str:
+    """Markdown: a summary in plain words, then the technical details (models, configuration, training) in a
+    collapsed ``<details>`` block, one click away."""
+    hint = weights_hint(backend, weights_dir)
+    summary = _summary(describe, fallback_reason, gallery_line, threshold, weights_info, weights_error, hint)
     lines = ["**Face embedder**"] + [f"- {k}: `{_value(k, v)}`" for k, v in describe.items()]
     if fallback_reason:
         lines.append(f"- why not the InsightFace pack: {user_message(fallback_reason)}")
@@ -44,12 +93,15 @@ def model_card(describe: dict, fallback_reason: str | None, gallery_line: str, t
                   f"> {user_message((weights_error or 'no weights').replace(str(weights_dir), display_path(weights_dir)))}",
                   "",
                   "Face analysis, head pose and raw gallery similarity work without it; the attention, voxel, "
-                  "transformed-similarity and pose-sweep plots need its weights. " + weights_hint(backend, weights_dir)]
-        return "\n".join(lines)
-    config = weights_info["config"]
-    lines += [f"\n**Pose transformer**: `{weights_info['class']}` from `{display_path(weights_dir)}`",
-              "- " + ", ".join(f"{k}={v}" for k, v in config.items())]
-    if weights_info.get("metadata"):
-        lines += ["\n**Training metadata**"]
-        lines += [f"- {k}: `{_value(k, v)}`" for k, v in weights_info["metadata"].items()]
-    return "\n".join(lines)
+                  "transformed-similarity and pose-sweep plots need its weights. " + hint]
+    else:
+        lines += [f"\n**Pose transformer**: `{weights_info['class']}` from `{display_path(weights_dir)}`",
+                  "- " + ", ".join(f"{k}={v}" for k, v in weights_info["config"].items())]
+        if weights_info.get("metadata"):
+            lines += ["\n**Training metadata**"]
+            lines += [f"- {k}: `{_value(k, v)}`" for k, v in weights_info["metadata"].items() if k != "train_config"]
+            if "train_config" in weights_info["metadata"]:
+                lines.append("- train_config: " + ", ".join(f"{k}={_value(k, v)}" for k, v in
+                                                           weights_info["metadata"]["train_config"].items()))
+    return "\n".join([*summary, "", "<details><summary>Technical details: models, configuration, training</summary>",
+                      "", *lines, "", "</details>"])
