@@ -222,16 +222,25 @@ def build_demo(service: DemoService) -> gr.Blocks:
         pose_inputs = [yaw, pitch, roll]
         view_inputs = [layer, head, quantity, axis, index, as_3d]
 
+        sessions = service.sessions   # which photo analysis each open page holds: freed when the page closes
+
         def bind(method, leading: int, names=OUTPUTS, **options):
-            """callback(*lead, yaw, pitch, roll, *view, session, gallery) -> method(*lead, pose, view, session, gallery)."""
-            def callback(*args):
+            """callback(request, *lead, yaw, pitch, roll, *view, session, gallery)
+            -> method(*lead, pose, view, session, gallery); gradio passes the request (its type hint)."""
+            def callback(request: gr.Request, *args):
                 lead, pose = args[:leading], args[leading:leading + 3]
                 view = ViewOptions(*args[leading + 3:leading + 3 + len(view_inputs)])
-                return _respond(method(*lead, pose, view, *args[-2:], **options), names)
+                reply = method(*lead, pose, view, sessions.live(args[-2]), args[-1], **options)
+                if "session" in reply.values:
+                    sessions.track(request.session_hash, reply.values["session"])
+                return _respond(reply, names)
             return callback
 
         def redraw(*args):
-            return _respond(service.on_view(ViewOptions(*args[:-1]), args[-1]), VIEW_OUTPUTS)
+            return _respond(service.on_view(ViewOptions(*args[:-1]), sessions.live(args[-1])), VIEW_OUTPUTS)
+
+        def release(request: gr.Request):
+            sessions.release(request.session_hash)
 
         state = [session, gallery]
         photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
@@ -258,6 +267,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
         undo.click(bind(service.on_undo, 0), [*pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
         demo.load(lambda g: _respond(service.on_load(g), GALLERY_OUTPUTS), [gallery], outputs(GALLERY_OUTPUTS),
                   show_progress="hidden")
+        demo.unload(release)
     return demo
 
 

@@ -81,6 +81,7 @@ class Visitor(threading.Thread):
             if not enrolled:
                 self.call(client, "enrol", f"visitor {self.index}", 0, 0, 0, *view, api_name="/add")
                 enrolled = True
+        client.close()   # the visitor leaves: the page's session closes
 
 
 def one_round(url: str, clients: int, seconds: float) -> dict:

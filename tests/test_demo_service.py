@@ -435,3 +435,18 @@ def test_shipped_weights_load_and_transform(analyzer, tmp_path):
     assert np.isfinite(result.transformed).all() and np.isfinite(result.sweep).all()
     assert not np.allclose(result.transformed, result.raw, atol=1e-4)  # a trained model moves the embedding
     assert result.attention.shape[:2] == svc.attention_shape
+
+
+def test_a_closed_page_releases_its_photo_analysis(service):
+    """The registry frees what a page held when it closes; a released session reads as no photo."""
+    from viewdiff.demo.service import SessionRegistry
+    registry = SessionRegistry()
+    session = photo(service, ASSETS / "astronaut.jpg").values["session"]
+    registry.track("page-1", session)
+    registry.track(None, session)   # a call without a session hash (the API): nothing to track
+    assert len(registry) == 1 and registry.live(session) is session
+    registry.release("page-1")
+    assert len(registry) == 0 and session.record is None and session.result is None and not session.sweeps
+    assert registry.live(session) is None and registry.live(None) is None
+    assert service.on_target((30, 0, 0), ViewOptions(), registry.live(session)).values["status"].startswith("Drop in")
+    registry.release("page-unknown")   # a page that never analysed a photo

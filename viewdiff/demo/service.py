@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +73,50 @@ class Session:
     """
 
     photo_name: str
-    record: FaceRecord
+    record: FaceRecord | None   # None once released (`SessionRegistry`): the page was closed
     result: PoseResult | None = None
     sweeps: dict[tuple[float, float], np.ndarray] = field(default_factory=dict)
     sweep_shown: tuple | None = None
+
+    def release(self) -> None:
+        """Drop the photo's analysis and results (the object itself stays in gradio's state for a while)."""
+        self.record, self.result, self.sweeps, self.sweep_shown = None, None, {}, None
+
+
+class SessionRegistry:
+    """Which `Session` each browser session (gradio's session hash) holds, so that closing the page frees it.
+
+    gradio keeps a closed page's state for an hour (in case it reconnects); with a Session of ~0.5 MB per
+    visitor that grew the server by ~1 MB per visitor who had left. `track` after every callback that
+    returns a session, `release` when the page unloads; `live` turns a released session into None (the
+    callbacks then ask for a photo, as for a new visitor).
+    """
+
+    def __init__(self):
+        self._held: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def track(self, session_id: str | None, session: Session | None) -> None:
+        if not session_id:
+            return
+        with self._lock:
+            if session is None:
+                self._held.pop(session_id, None)
+            else:
+                self._held[session_id] = session
+
+    def release(self, session_id: str | None) -> None:
+        with self._lock:
+            session = self._held.pop(session_id, None) if session_id else None
+        if session is not None:
+            session.release()
+
+    @staticmethod
+    def live(session: Session | None) -> Session | None:
+        return None if session is None or session.record is None else session
 
 
 @dataclass
@@ -130,6 +171,7 @@ class DemoService:
         self.persistent = persistent
         self.fingerprint = analyzer.fingerprint
         self.threshold = same_person_threshold(self.fingerprint)
+        self.sessions = SessionRegistry()
         self.panels = Panels(model is not None, self.threshold)
 
     @property
