@@ -118,10 +118,16 @@ def target_yaw_marker(driver) -> float | None:
     return shapes[0]["x0"] if shapes else None
 
 
+def first_trace(driver, element_id: str, key: str):
+    """``key`` (e.g. "y", "z") of a plot's first trace, as JSON-able lists (None before it is drawn)."""
+    return driver.execute_script("const g = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"
+                                 "return g && g.data && g.data.length ? JSON.parse(JSON.stringify(g.data[0][arguments[1]]))"
+                                 " : null", element_id, key)
+
+
 def sweep_curve(driver) -> list | None:
-    """The pose sweep's transformed-similarity curve (its first trace's y values)."""
-    return driver.execute_script("const g = document.querySelector('#sweep-plot .js-plotly-plot');"
-                                 "return g && g.data && g.data.length ? Array.from(g.data[0].y) : null")
+    """The pose sweep's transformed-similarity curve."""
+    return first_trace(driver, "sweep-plot", "y")
 
 
 def upload(driver, path: Path) -> None:
@@ -198,7 +204,8 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     assert target_yaw_marker(browser) == 0  # target yaw marker at frontal
     screenshot(browser, OUTPUT / "app_browser_uploaded.png")
 
-    # drag the yaw slider to the left: on release only the pose transformer reruns
+    # drag the yaw slider to the left: on release only the pose transformer reruns, and the voxel slice turns
+    voxels_frontal = first_trace(browser, "voxel-plot", "z")
     yaw_range = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", yaw_range)
     ActionChains(browser).move_to_element(yaw_range).click_and_hold() \
@@ -209,6 +216,8 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     status = text(browser, "status")
     assert status.startswith("Updated in") and "sweep" not in status, status  # the sweep was cached: one pose
     assert "estimated source pose" in text(browser, "face-info")  # the face panel is unchanged
+    assert first_trace(browser, "voxel-plot", "z") != voxels_frontal   # the face turned in the grid
+    screenshot(browser, OUTPUT / "app_browser_yaw_moved.png", down_to="#voxel-plot")
 
     # a typed pitch reruns the sweep too (its curve changes); "reset to frontal" goes back to 0
     before = sweep_curve(browser)
