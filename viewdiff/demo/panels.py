@@ -26,7 +26,9 @@ CAPTIONS = {   # per kind of model: one that reads the embedder's 7x7 map, or it
         "map": ("Which parts of the face the model reads. The face embedder sees the aligned face as 7×7 cells; "
                 "the heat shows how much attention the photo's cells give to each cell (brighter: more). Left: "
                 "the photo; right: its mirror image, a free second view of the same face that shows the hidden "
-                "cheek. The percentages say how the attention splits between them."),
+                "cheek. The percentages say how the attention splits between them. Measured on turned faces "
+                "the model never saw, it reads the visible and the hidden half about evenly, and it matches "
+                "as well with plain attention as with this pose-conditioned one (docs/results.md)."),
         "vector": ("Rows: the part of the model that looks; columns: what it reads; each row sums to 1. `pose`: "
                    "the photo's and the target's head pose, `e0`..`e15`: 16 pieces of the face's identity code, "
                    "`3D`: the rendered 3D view. This model reads the code, not the face's regions.")},
@@ -34,7 +36,8 @@ CAPTIONS = {   # per kind of model: one that reads the embedder's 7x7 map, or it
         "map": ("The face's features lifted into a 3D grid, turned from the photo's pose to the target pose. "
                 "The slice at depth z (0 = front) shows the face upright; crosses mark the eyes, nose and mouth "
                 "corners after the same turn. Move the target yaw and the face turns in the grid; the model "
-                "renders it from the front and feeds that view back into the photo's cells."),
+                "renders it from the front and feeds that view back into the photo's cells. It matches as well "
+                "without this 3D step (docs/results.md): the grid shows what the step does, not a measured gain."),
         "vector": ("A 3D grid shaped by the 5 face keypoints, turned from the photo's pose to the target pose "
                    "(slice at depth z, 0 = front). Crosses: the keypoints after the same turn. This model's grid "
                    "sees no face regions, only the keypoints and the identity code.")},
