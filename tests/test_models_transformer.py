@@ -92,22 +92,6 @@ def test_last_visualization_contract():
     torch.testing.assert_close(plain.last_visualization["attention"][0].sum(-1), torch.ones(3, 4, 18))
 
 
-def test_attention_rows_keeps_the_first_rows_weights_and_the_same_output():
-    """The demo keeps row 0's weights only (the other rows run the fused kernel): same output, same weights."""
-    for options in ({}, {"use_lora_attention": False}):
-        model = EnhancedTransformerDecoderOnly3D(**SMALL, **options).eval()
-        x = batch(3)
-        with torch.no_grad():
-            full = model(**x)
-            every_row = model.last_visualization["attention"]
-            model.attention_rows = 1
-            torch.testing.assert_close(model(**x), full)
-        kept = model.last_visualization["attention"]
-        assert len(kept) == 2 and kept[0].shape == (1, 4, 18, 18)
-        for one, all_rows in zip(kept, every_row):
-            torch.testing.assert_close(one, all_rows[:1])
-
-
 def test_pose_changes_the_attention_maps():
     model = EnhancedTransformerDecoderOnly3D(**SMALL).eval()
     x = batch()

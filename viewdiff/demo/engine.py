@@ -66,8 +66,6 @@ class PoseEngine:
 
     def __init__(self, model: torch.nn.Module | None):
         self.model = model
-        if model is not None and hasattr(model, "attention_rows"):
-            model.attention_rows = 1   # the panels draw the target pose's attention only (row 0 of a batch)
         self.lock = threading.Lock()
 
     @property

@@ -74,20 +74,13 @@ class TransformerBlock(nn.Module):
     def _norm(self, norm: nn.Module, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return norm(x, cond) if self.adaptive else norm(x)
 
-    def _attend(self, h: torch.Tensor, cond: torch.Tensor, need_weights: bool):
-        if isinstance(self.attention, PoseConditionedLoRAAttention):
-            return self.attention.attend(h, cond, need_weights=need_weights)   # cond is the pose embedding
-        return self.attention(h, h, h, need_weights=need_weights, average_attn_weights=False)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, weight_rows: int | None = None):
-        """weight_rows: the first rows of the batch whose weights are returned (None: all; ignored in training)."""
+    def forward(self, x: torch.Tensor, cond: torch.Tensor):
         h = self._norm(self.norm1, x, cond)
-        if self.training or weight_rows is not None:   # the fused kernel, which keeps no weights
-            a, weights = self._attend(h, cond, need_weights=False)
-            if not self.training and weight_rows > 0:   # the weights are for looking at: only the rows looked at
-                weights = self._attend(h[:weight_rows], cond[:weight_rows], need_weights=True)[1]
+        keep = not self.training   # the weights are for looking at; training runs the fused kernel without them
+        if isinstance(self.attention, PoseConditionedLoRAAttention):
+            a, weights = self.attention.attend(h, cond, need_weights=keep)   # cond is the pose embedding
         else:
-            a, weights = self._attend(h, cond, need_weights=True)
+            a, weights = self.attention(h, h, h, need_weights=keep, average_attn_weights=False)
         x = x + self.dropout(a)
         x = x + self.dropout(self.mlp(self._norm(self.norm2, x, cond)))
         return x, weights
@@ -130,8 +123,7 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
     `return_residual`, returns (out, residual). `multiview_input=True` (batch = groups of n_views
     views of one identity) mixes the views when built with `use_cross_view`; otherwise it is ignored.
     After every forward, `last_visualization` holds `attention` (list over layers of [B, H, T, T],
-    detached CPU; empty in training mode, where the fused attention kernel keeps no weights; only the first
-    `attention_rows` rows when that is set), `token_labels` (T strings), `voxels` [B, C, R, R, R] and `density` [B, 1, R, R, R]
+    detached CPU; empty in training mode, where the fused attention kernel keeps no weights), `token_labels` (T strings), `voxels` [B, C, R, R, R] and `density` [B, 1, R, R, R]
     (CPU, or None without the 3D token). The tensors are kept detached on the model's device and
     copied to the CPU only when `last_visualization` is read, so training on a GPU does not pay for it.
     """
@@ -168,9 +160,6 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         self.gate = PoseGate() if c.use_pose_gate else None
         self.requires_grad_(True)  # full training by default, LoRA bases included (see module doc)
         self._visualization: dict = {}
-        # batch rows whose attention weights `last_visualization` keeps in eval mode (None: all); the demo
-        # keeps 1 (it draws the target pose's), so the other rows run the fused attention kernel
-        self.attention_rows: int | None = None
 
     # help() and inspect show the keyword names and defaults of TransformerConfig
     __init__.__signature__ = inspect.Signature(
@@ -223,7 +212,7 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
                                                                     target_pose)
         attention = []
         for block in self.blocks:
-            tokens, weights = block(tokens, cond, self.attention_rows)
+            tokens, weights = block(tokens, cond)
             if weights is not None:
                 attention.append(weights.detach())
         map_change = None
