@@ -245,15 +245,13 @@ def build_demo(service: DemoService) -> gr.Blocks:
         state = [session, gallery]
         photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
                      concurrency_limit=1, concurrency_id="face", api_name="photo").then(None, js=CLEAR_BROKEN_PHOTO)
-        # the plots follow a slider while it is dragged (input) and settle on its last value (release);
-        # "always_last": a move that arrives while one runs waits and replaces any older waiting one
-        for event in (yaw.input, yaw.release):
-            event(None, [yaw], None, js=MOVE_SWEEP_MARKER, queue=False)
+        # the plots follow a slider while it is dragged or typed into (input); "always_last": a move that
+        # arrives while one runs waits and replaces any older waiting one, so the last value is always shown
+        yaw.input(None, [yaw], None, js=MOVE_SWEEP_MARKER, queue=False)
         for slider in pose_inputs:
-            for event, kind in ((slider.input, "drag"), (slider.release, "target")):
-                event(bind(service.on_target, 0, POSE_OUTPUTS, client_moves_marker=True),
-                      [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS), show_progress="hidden",
-                      trigger_mode="always_last", queue=False, api_name=f"{kind}_{slider.elem_id}")
+            slider.input(bind(service.on_target, 0, POSE_OUTPUTS, client_moves_marker=True),
+                         [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS), show_progress="hidden",
+                         trigger_mode="always_last", queue=False, api_name=f"target_{slider.elem_id}")
         reset.click(lambda: (0, 0, 0), None, pose_inputs, queue=False).then(
             bind(service.on_target, 0, POSE_OUTPUTS), [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS),
             show_progress="hidden")
