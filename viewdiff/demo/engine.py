@@ -48,7 +48,6 @@ class PoseResult:
     token_labels: list[str] = field(default_factory=list)
     volumes: dict[str, np.ndarray] = field(default_factory=dict)  # quantity -> [R, R, R] (z, y, x)
     keypoints_grid: np.ndarray | None = None  # [K, 3] the face's keypoints moved with the grid (x, y, z voxel units)
-    map_change: np.ndarray | None = None  # [C, 7, 7] the change a map model makes to the photo's map
     model_ms: float = 0.0
     model_poses: int = 0  # target poses in the model batch (1, or 1 + the sweep when not cached)
 
@@ -122,13 +121,11 @@ class PoseEngine:
                 moved = self.model.projection.keypoints_in_grid(inputs["keypoints_3d"][:1], inputs["source_pose"][:1],
                                                                inputs["target_pose"][:1])[0]
                 keypoints = ((moved + 1) / 2 * (self.model.projection.resolution - 1)).numpy()
-            change = viz.get("map_change")
-            change = None if change is None else change[0].float().numpy()
         out = l2_normalize(out.float().cpu().numpy())
         if key not in sweeps:
             put_bounded(sweeps, key, out[1:], SWEEP_CACHE_SIZE)
         result = PoseResult(target, names, raw, attention=attention, token_labels=labels, volumes=volumes,
-                            keypoints_grid=keypoints, map_change=change, model_ms=model_ms, model_poses=batch)
+                            keypoints_grid=keypoints, model_ms=model_ms, model_poses=batch)
         if names:  # transformed probe vs the raw gallery: the same templates as the raw scores
             result.transformed = cosine_matrix(out[:1], templates)[0]
             result.sweep = sweeps[key] @ templates[result.best]
