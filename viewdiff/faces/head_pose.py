@@ -74,28 +74,25 @@ class Calibration:
     fitted_on: str = ""
     yaw_knots: tuple[float, ...] = ()
 
+    def __post_init__(self):   # one check for a fitted and a loaded calibration
+        if not len(self.yaw_weights) == len(self.pitch_weights) == len(FEATURES) + 1:
+            raise ValueError(f"the wrong number of weights (want {len(FEATURES) + 1} for {', '.join(FEATURES)} "
+                             "+ bias)")
+        if self.yaw_knots and (len(self.yaw_knots) != len(YAW_KNOTS) or np.any(np.diff(self.yaw_knots) <= 0)):
+            raise ValueError(f"bad yaw knots (want {len(YAW_KNOTS)} increasing values, for {YAW_KNOTS} deg; "
+                             f"got {self.yaw_knots})")
+
     @classmethod
     def load(cls, path: Path) -> "Calibration":
         try:
             saved = json.loads(Path(path).read_text())
-            cal = cls(tuple(saved["yaw_weights"]), tuple(saved["pitch_weights"]), saved.get("fitted_on", ""),
-                      tuple(saved.get("yaw_knots", ())))
+            return cls(tuple(saved["yaw_weights"]), tuple(saved["pitch_weights"]), saved.get("fitted_on", ""),
+                       tuple(saved.get("yaw_knots", ())))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelNotFoundError(f"cannot read the head-pose calibration {path.name} ({e}): {FIT_HINT}") from e
-        if not len(cal.yaw_weights) == len(cal.pitch_weights) == len(FEATURES) + 1:
-            raise ModelNotFoundError(f"the head-pose calibration {path.name} has the wrong number of weights "
-                                     f"(want {len(FEATURES) + 1} for {', '.join(FEATURES)} + bias): {FIT_HINT}")
-        if cal.yaw_knots and (len(cal.yaw_knots) != len(YAW_KNOTS) or np.any(np.diff(cal.yaw_knots) <= 0)):
-            raise ModelNotFoundError(f"the head-pose calibration {path.name} has bad yaw knots (want {len(YAW_KNOTS)} "
-                                     f"increasing values, for {YAW_KNOTS} deg): {FIT_HINT}")
-        return cal
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps({"features": list(FEATURES), **self.__dict__}, indent=2) + "\n")
-
-    def linear_yaw(self, features: np.ndarray) -> np.ndarray:
-        """features [..., 7] -> the yaw before the stretch [...]."""
-        return design_matrix(features) @ np.asarray(self.yaw_weights)
 
     def stretch(self, yaw: np.ndarray) -> np.ndarray:
         """The linear yaw [...] -> the stretched yaw (see the class doc); unchanged without knots."""
@@ -105,7 +102,8 @@ class Calibration:
 
     def apply(self, features: np.ndarray) -> np.ndarray:
         """features [..., 7] (`FEATURES` + pnp5 roll) -> (yaw, pitch, roll) [..., 3] float32."""
-        return np.stack([self.stretch(self.linear_yaw(features)), design_matrix(features) @ np.asarray(self.pitch_weights),
+        x = design_matrix(features)
+        return np.stack([self.stretch(x @ np.asarray(self.yaw_weights)), x @ np.asarray(self.pitch_weights),
                          features[..., len(FEATURES)]], -1).astype(np.float32)
 
 

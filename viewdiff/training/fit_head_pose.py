@@ -35,7 +35,7 @@ def fit(p04: FaceRecords, cfp_frontal: FaceRecords) -> Calibration:
     yaw = _ridge(xp, p04.true_pose[:, 0])
     pitch = _ridge(np.r_[xp, xc], np.r_[p04.true_pose[:, 1], np.zeros(len(xc))])
     linear = np.abs(xp @ yaw)
-    knots = np.maximum.accumulate([0.0] + [float(linear[yaw_bin(p04.true_pose[:, 0], k)].mean()) for k in YAW_KNOTS[1:]])
+    knots = [0.0] + [float(linear[yaw_bin(p04.true_pose[:, 0], k)].mean()) for k in YAW_KNOTS[1:]]   # Calibration checks that they increase
     return Calibration(tuple(map(float, yaw)), tuple(map(float, pitch)),
                        f"Pointing'04 {len(xp)} faces (yaw, pitch) + CFP {len(xc)} frontal faces (pitch 0)",
                        tuple(map(float, knots)))
