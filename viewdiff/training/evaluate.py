@@ -250,10 +250,10 @@ def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, 
     rank1 = {proto: [] for proto in PROTOCOLS}
     result: dict = {"seconds": 0.0, "selections": []}
     jobs = [(method, k, seed, cfp, p04 if i == 0 else None, fp_pairs, args) for i, k in enumerate(folds)]
-    fitted = list(pool.map(fold_embeddings, *zip(*jobs)) if pool and method != "raw"
+    outputs = list(pool.map(fold_embeddings, *zip(*jobs)) if pool and method != "raw"
                   else (fold_embeddings(*job) for job in jobs))
     fused = l2_normalize(cfp.embedding + cfp.embedding_mirror)
-    for i, (k, fit) in enumerate(zip(folds, fitted)):
+    for i, (k, fit) in enumerate(zip(folds, outputs)):
         emb = fit["cfp"]
         own = fit["gallery_cfp"]
         sides = {"probe": raw if own is None else own, "both": raw if own is None else own,
