@@ -49,17 +49,6 @@ RESULTS_HINT = ("*The gallery similarity, the pose sweep, the attention map and 
                 "photo with a face is analysed.*")
 POSE_GATE_NOTE = "takes effect together with a left-right turn (yaw): the model learned from turned faces"
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
-# A yaw move that keeps the pose-sweep curve moves only its target-yaw marker: done in the page at once
-# (Plotly.relayout), and the reply leaves the sweep figure out (viewdiff.demo.service.Session.sweep_shown).
-# Mirrors viewdiff.demo.plots.pose_sweep_figure: shapes[0] is the marker, annotations[0] its label.
-MOVE_SWEEP_MARKER = """(yaw) => {
-  const g = document.querySelector('#sweep-plot .js-plotly-plot');
-  if (!g || !window.Plotly || !g.layout || !g.layout.shapes || g.layout.shapes.length < 1) return [];
-  window.Plotly.relayout(g, {'shapes[0].x0': yaw, 'shapes[0].x1': yaw, 'annotations[0].x': yaw,
-                             'annotations[0].xanchor': yaw > 0 ? 'right' : 'left',
-                             'annotations[0].text': 'target yaw ' + (yaw < 0 ? '-' : '+') + Math.abs(Math.round(yaw)) + '°'});
-  return [];
-}"""
 # A file that is not an image (the face panel says so) shows as a broken-image sliver: clear the photo box.
 # In the page: the photo is not an output of the callbacks, since gradio's session copy of an output
 # component is a plain gr.Image without `pass_files_through`.
@@ -71,20 +60,81 @@ CLEAR_BROKEN_PHOTO = """() => {
 }"""
 # Plots are drawn by our own plotly.js call (one Plotly.react per update) in a gr.HTML: gr.Plot remounts
 # its plotly component on every new value and draws it twice (~4x the work of one react per slider move).
+# A draw waits for the next animation frame and draws the newest value only, so replies that arrive
+# during a drag never queue redraws, and gradio sends the next request without waiting for plotly. A plot
+# out of view is drawn when it comes into view: a react costs 20-40 ms here, and while the yaw slider is
+# dragged the attention and voxel plots are below the fold (plotly redraws them when it would show them).
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 PLOT_HEAD = f'<script src="/gradio_api/file={PLOTLY_JS.as_posix()}"></script>'
 PLOT_TEMPLATE = '<div class="vd-plot" style="width: 100%; min-height: 120px"></div>'
 DRAW_PLOT = """
+let queued = false, stale = false, inView = false;
+new IntersectionObserver((entries) => {
+  inView = entries[entries.length - 1].isIntersecting;
+  if (inView && stale) draw();
+}, {rootMargin: '100px'}).observe(element);
 function draw() {
+  if (!inView) { stale = true; return; }
+  if (queued) return;
+  queued = true;
+  requestAnimationFrame(() => { queued = false; stale = false; render(); });
+}
+function render() {
   const target = element.querySelector('.vd-plot');
   if (!target || !props.value || !window.Plotly) return;
   const figure = JSON.parse(props.value);
   // responsive plotly sizes the plot to its box on a window resize: the box keeps the figure's height
   target.style.height = (figure.layout.height || 380) + 'px';
+  prepare(figure);
   window.Plotly.react(target, figure.data, figure.layout, {responsive: true, displaylogo: false});
+  drawn(target);
 }
 draw();
 watch('value', draw);
+"""
+PLAIN_PLOT = "function prepare(figure) {}\nfunction drawn(target) {}\n"
+# The pose sweep's target-yaw marker follows the yaw slider in the page, as an HTML line over the plot: a
+# Plotly.relayout costs 30-40 ms here, at every step of a drag. It replaces the figure's own marker
+# (viewdiff.demo.plots.pose_sweep_figure: shapes[0], labelled by annotations[0]), and a yaw move that keeps
+# the curve gets no new sweep figure (viewdiff.demo.service.Session.sweep_shown).
+SWEEP_MARKER = """
+function prepare(figure) {
+  figure.layout.shapes = (figure.layout.shapes || []).slice(1);
+  figure.layout.annotations = (figure.layout.annotations || []).slice(1);
+}
+function place(yaw) {
+  const target = element.querySelector('.vd-plot'), full = target && target._fullLayout;
+  if (!full || !full.xaxis || !full.yaxis || !Number.isFinite(yaw)) return;
+  let line = element.querySelector('.vd-marker');
+  if (!line) {
+    target.parentElement.style.position = 'relative';
+    line = document.createElement('div');
+    line.className = 'vd-marker';
+    line.style.cssText = 'position: absolute; width: 0; border-left: 1.5px dotted #5f6b77; pointer-events: none';
+    line.innerHTML = '<span style="position: absolute; bottom: 100%; white-space: nowrap; color: #5f6b77; font: 12px sans-serif"></span>';
+    target.parentElement.appendChild(line);
+  }
+  const x = full.xaxis._offset + full.xaxis.l2p(Math.max(-95, Math.min(95, yaw)));
+  Object.assign(line.style, {left: x + 'px', top: full.yaxis._offset + 'px', height: full.yaxis._length + 'px'});
+  const label = line.firstChild;
+  label.textContent = 'target yaw ' + (yaw < 0 ? '-' : '+') + Math.abs(Math.round(yaw)) + '°';
+  Object.assign(label.style, yaw > 0 ? {right: '3px', left: ''} : {left: '3px', right: ''});
+  line.dataset.yaw = String(yaw);
+}
+const slider = () => document.querySelector('#yaw input[type=range]');
+function drawn(target) {
+  if (!target.vdFollows) {   // plotly redraws on a window resize: the line moves with the axis
+    target.vdFollows = true;
+    target.on('plotly_afterplot', () => slider() && place(Number(slider().value)));
+  }
+  if (slider()) place(Number(slider().value));
+}
+if (!element.vdListens) {   // the slider's range and number box, dragged or typed into
+  element.vdListens = true;
+  document.addEventListener('input', (event) => {
+    if (event.target.closest && event.target.closest('#yaw')) place(Number(event.target.value));
+  }, true);
+}
 """
 SESSION_TTL_S = 3600  # a closed tab's photo analysis and gallery are dropped after this long
 
@@ -123,10 +173,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def plot_panel(elem_id: str) -> gr.HTML:
-    """A plot area that draws `viewdiff.demo.plots.PlotSpec` JSON with plotly.js (see `DRAW_PLOT`)."""
-    return gr.HTML(None, html_template=PLOT_TEMPLATE, js_on_load=DRAW_PLOT, head=PLOT_HEAD, elem_id=elem_id,
-                   apply_default_css=False)
+def plot_panel(elem_id: str, hooks: str = PLAIN_PLOT) -> gr.HTML:
+    """A plot area that draws `viewdiff.demo.plots.PlotSpec` JSON with plotly.js (see `DRAW_PLOT`); ``hooks``
+    defines ``prepare(figure)`` (before a draw) and ``drawn(target)`` (after it)."""
+    return gr.HTML(None, html_template=PLOT_TEMPLATE, js_on_load=hooks + DRAW_PLOT, head=PLOT_HEAD,
+                   elem_id=elem_id, apply_default_css=False)
 
 
 def _respond(reply: Reply, names: tuple[str, ...] = OUTPUTS) -> list:
@@ -175,7 +226,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 with gr.Column(visible=False, elem_id="results") as results:   # shown with a photo's results
                     similarity = plot_panel("similarity-plot")
                     gr.Markdown(f"<small>{SIMILARITY_CAPTION}</small>", elem_id="similarity-caption")
-                    sweep = plot_panel("sweep-plot")
+                    sweep = plot_panel("sweep-plot", SWEEP_MARKER)
         with gr.Row(equal_height=False, visible=False, elem_id="views") as views:
             with gr.Column():
                 with gr.Row(visible=layers > 0):
@@ -247,7 +298,6 @@ def build_demo(service: DemoService) -> gr.Blocks:
                      concurrency_limit=1, concurrency_id="face", api_name="photo").then(None, js=CLEAR_BROKEN_PHOTO)
         # the plots follow a slider while it is dragged or typed into (input); "always_last": a move that
         # arrives while one runs waits and replaces any older waiting one, so the last value is always shown
-        yaw.input(None, [yaw], None, js=MOVE_SWEEP_MARKER, queue=False)
         for slider in pose_inputs:
             slider.input(bind(service.on_target, 0, POSE_OUTPUTS, client_moves_marker=True),
                          [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS), show_progress="hidden",
@@ -275,5 +325,8 @@ demo = build_demo(DemoService.load(ARGS.backend, ARGS.weights, persistent_galler
 demo.queue(default_concurrency_limit=CONCURRENCY, max_size=32)
 
 if __name__ == "__main__":
+    # run_history=False: gradio would keep every call's inputs and outputs (photos, names, plots) in the
+    # visitor's localStorage, and re-read and rewrite that whole history three times per call (a slider
+    # drag spent more time on it than on the model and the plots together)
     demo.launch(server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share, allowed_paths=[str(ASSETS), str(PLOTLY_JS)],
-                max_file_size="40mb")
+                max_file_size="40mb", run_history=False)

@@ -1,17 +1,20 @@
 """Demo latency as a visitor feels it, measured in headless Chromium (prints numbers, not a test).
 
-    python benchmarks/bench_demo.py [--moves 30] [--url http://127.0.0.1:7860/] [--space] [-- APP ARGS]
+    python benchmarks/bench_demo.py [--moves 30] [--window 1400,1000] [--url http://127.0.0.1:7860/] [--space]
+                                    [-- APP ARGS]
 
 Starts ``app.py`` on a free 127.0.0.1 port (or uses ``--url``), uploads photos and drags the yaw
-slider. Times are taken inside the page (``performance.now()``):
+slider. Times are taken inside the page (``performance.now()``). The page draws a plot only when it is
+in view (`app.DRAW_PLOT`), so each time waits for the plots in the window at its start; the output names
+them. ``--window 1400,2400`` puts every plot in view while the slider moves.
 
 - photo -> result: from handing the file to the upload input until the face panel names the photo
-  and all four plots have been redrawn (upload, face analysis, model, plots, rendering);
-- slider release -> plots: from the slider's ``pointerup`` until the similarity, attention and voxel
-  plots have been redrawn by plotly, the pose sweep's target-yaw marker sits at the new yaw, and the
-  next frame has been painted;
+  and the plots in view have been redrawn (upload, face analysis, model, plots, rendering);
+- slider release -> plots: from the slider's ``pointerup`` until the plots in view that a yaw move
+  changes (similarity, attention, voxels) have been redrawn by plotly, the pose sweep's target-yaw
+  marker sits at the new yaw, and the next frame has been painted;
 - dragging: the yaw slider held and moved across its width for 3 s; the similarity plot's redraws per
-  second while it is held (the plots follow a drag). Without transformer weights (e.g. ``--space`` today) only the similarity
+  second while it is held (the plots follow a drag). Without transformer weights only the similarity
   plot changes on a photo, and a slider move changes nothing: the slider figures are then not measured.
 
 ``--space`` runs the app as a simulated Space (no ../shared, no network, empty home). ``--server``
@@ -52,10 +55,10 @@ function done() {
     if (!(id in b.seen) && g && g.data && g.data !== b.refs[id]) b.seen[id] = now;
   }
   let marker = true;
-  if (check === 'yaw') {  // the pose sweep's target-yaw marker sits at the slider's value
-    const g = document.querySelector('#sweep-plot .js-plotly-plot');
+  if (check === 'yaw') {  // the pose sweep's target-yaw marker (app.SWEEP_MARKER) sits at the slider's value
+    const line = document.querySelector('#sweep-plot .vd-marker');
     const yaw = Number(document.querySelector('#yaw input[type=number]').value);
-    marker = g && g.layout && g.layout.shapes && g.layout.shapes.length > 0 && g.layout.shapes[0].x0 === yaw;
+    marker = line !== null && Number(line.dataset.yaw) === yaw;
     if (marker && !('sweep marker' in b.seen)) b.seen['sweep marker'] = now;
   }
   return ids.every(id => id in b.seen) && marker
@@ -76,13 +79,13 @@ input.addEventListener('pointerup', () => { window.__bench.t0 = performance.now(
 """
 
 
-def driver():
+def driver(window: str = "1400,1000"):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp(prefix='bench-chrome-')}"):
+                 f"--window-size={window}", f"--user-data-dir={tempfile.mkdtemp(prefix='bench-chrome-')}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
@@ -108,6 +111,11 @@ def has_model(browser) -> bool:
     return any(e.is_displayed() for e in browser.find_elements("id", "layer"))
 
 
+# The plots in (or within 100 px of) the window: the page draws a plot out of view when it comes into view.
+JS_IN_VIEW = """return arguments[0].filter(id => { const r = document.getElementById(id).getBoundingClientRect();
+  return r.height > 0 && r.bottom > -100 && r.top < window.innerHeight + 100; });"""
+
+
 def upload(browser, path: Path) -> float:
     from selenium.webdriver.common.by import By
     for button in browser.find_elements(By.CSS_SELECTOR, "#photo button[aria-label='Remove Image']"):
@@ -116,18 +124,26 @@ def upload(browser, path: Path) -> float:
     file_input = browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]")
     # without transformer weights only the similarity plot changes from photo to photo
     no_model = not has_model(browser)
-    browser.execute_script(JS_ARM, ["similarity-plot"] if no_model else list(PLOTS), ["#face-info", path.name])
+    plots = ["similarity-plot"] if no_model else browser.execute_script(JS_IN_VIEW, list(PLOTS))
+    browser.execute_script(JS_ARM, plots, ["#face-info", path.name])
     browser.execute_script("window.__bench.t0 = performance.now()")
     file_input.send_keys(str(path))
     return wait_for(browser)
 
 
+IN_VIEW: set[str] = set()   # the plots a slider move was timed on
+
+
 def move_yaw(browser, fraction: float) -> float:
-    """Click-and-release the yaw slider at ``fraction`` of its width; ms from release to redrawn plots."""
+    """Click-and-release the yaw slider at ``fraction`` of its width; ms from release until the plots in view
+    that a yaw move changes (similarity, attention, voxels) are redrawn and the sweep's marker has moved."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     slider = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
-    browser.execute_script(JS_ARM, [p for p in PLOTS if p != "sweep-plot"], "yaw")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'nearest'})", slider)
+    plots = browser.execute_script(JS_IN_VIEW, [p for p in PLOTS if p != "sweep-plot"])
+    IN_VIEW.update(plots)
+    browser.execute_script(JS_ARM, plots, "yaw")
     browser.execute_script(JS_START_ON_RELEASE)
     width = slider.size["width"]
     ActionChains(browser).move_to_element_with_offset(slider, int((fraction - 0.5) * width * 0.96), 0) \
@@ -184,8 +200,8 @@ def one_megapixel_photo(folder: Path) -> Path:
     return path
 
 
-def run(url: str, moves: int, photos: list[Path]) -> None:
-    browser = driver()
+def run(url: str, moves: int, photos: list[Path], window: str) -> None:
+    browser = driver(window)
     try:
         browser.get(url)
         time.sleep(2)
@@ -206,7 +222,7 @@ def run(url: str, moves: int, photos: list[Path]) -> None:
         for name, values in photo_ms.items():
             print(summary(f"photo -> result ({name})", values))
         if slider_ms:
-            print(summary("yaw slider release -> all plots redrawn", slider_ms))
+            print(summary(f"yaw slider release -> plots in view redrawn ({', '.join(sorted(IN_VIEW))})", slider_ms))
         if drags:
             print(f"yaw slider dragged for 3 s: {statistics.median(drags):.1f} plot updates per second (median of "
                   f"{len(drags)} drags: {', '.join(f'{d:.1f}' for d in drags)})")
@@ -243,6 +259,8 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=30)
     parser.add_argument("--url", default=None, help="a running demo (default: start app.py)")
     parser.add_argument("--space", action="store_true", help="run app.py as a simulated Space")
+    parser.add_argument("--window", default="1400,1000",
+                        help="browser window WIDTH,HEIGHT (1400,2400: every plot in view while the slider moves)")
     parser.add_argument("--server", action="store_true", help="time the slider callback in this process only")
     parser.add_argument("--weights", default=None, help="transformer weights for --server")
     parser.add_argument("app_args", nargs="*", help="arguments for app.py (after --)")
@@ -253,13 +271,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
         photos = [one_megapixel_photo(Path(tmp)), REPO / "assets" / "t1.jpg", REPO / "assets" / "t1_face_yaw55.jpg"]
         if args.url:
-            run(args.url, args.moves, photos)
+            run(args.url, args.moves, photos, args.window)
             return
         env = space_env(Path(tmp)) if args.space else None
         with contextlib.ExitStack() as stack:
             url, _ = stack.enter_context(running_app(args.app_args, Path(tmp) / "app.log", env))
             print(f"app.py {' '.join(args.app_args)} at {url}{' (Space mode)' if args.space else ''}")
-            run(url, args.moves, photos)
+            run(url, args.moves, photos, args.window)
 
 
 if __name__ == "__main__":

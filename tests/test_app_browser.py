@@ -104,6 +104,11 @@ def wait(driver, condition, message: str, timeout: float = STEP_TIMEOUT_S):
     return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
 
 
+def into_view(driver, element_id: str) -> None:
+    """Scroll a plot into view: the page draws a plot only when it is in view (app.DRAW_PLOT)."""
+    driver.execute_script("document.getElementById(arguments[0]).scrollIntoView({block: 'center'})", element_id)
+
+
 def figure(driver, element_id: str) -> dict | None:
     return driver.execute_script(JS_FIGURE, f"#{element_id}")
 
@@ -113,9 +118,10 @@ def title(driver, element_id: str) -> str:
 
 
 def target_yaw_marker(driver) -> float | None:
-    """x of the pose sweep's target-yaw line (None while the plot is being redrawn)."""
-    shapes = (figure(driver, "sweep-plot") or {}).get("shapes") or []
-    return shapes[0]["x0"] if shapes else None
+    """Target yaw of the pose sweep's marker line, drawn by the page over the plot (app.SWEEP_MARKER)."""
+    yaw = driver.execute_script("const line = document.querySelector('#sweep-plot .vd-marker');"
+                                "return line && line.dataset.yaw")
+    return float(yaw) if yaw else None
 
 
 def first_trace(driver, element_id: str, key: str):
@@ -190,6 +196,7 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
         "sweep-plot": "#sweep-plot .scatterlayer .trace",
     }
     for element_id, selector in rendered.items():
+        into_view(browser, element_id)
         wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, selector), f"{element_id} did not render")
     attention = figure(browser, "attention-plot")   # the shipped model reads the 7x7 map: drawn over the face
     assert [t["type"] for t in attention["data"]] == ["image", "heatmap", "image", "heatmap"]  # photo, mirror
@@ -216,7 +223,12 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     status = text(browser, "status")
     assert status.startswith("Updated in") and "sweep" not in status, status  # the sweep was cached: one pose
     assert "estimated source pose" in text(browser, "face-info")  # the face panel is unchanged
-    assert first_trace(browser, "voxel-plot", "z") != voxels_frontal   # the face turned in the grid
+    # gradio's run history is off: no photo, name or result of a visitor is kept in the browser's storage
+    assert not browser.execute_script("return Object.keys(localStorage).filter(k => k.includes('run-history'))")
+    # the voxel plot, out of view while the slider moved, is drawn when scrolled to: the face turned in the grid
+    assert first_trace(browser, "voxel-plot", "z") == voxels_frontal
+    into_view(browser, "voxel-plot")
+    wait(browser, lambda d: first_trace(d, "voxel-plot", "z") != voxels_frontal, "the voxel slice did not follow")
     screenshot(browser, OUTPUT / "app_browser_yaw_moved.png", down_to="#voxel-plot")
 
     # a typed pitch reruns the sweep too (its curve changes); "reset to frontal" goes back to 0
@@ -266,6 +278,8 @@ def test_layout_holds_through_window_resizes_and_bad_uploads(app_url, browser, t
     browser.get(app_url)
     upload(browser, ASSETS / "t1_face_yaw55.jpg")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#sweep-plot .scatterlayer .trace"), "no pose sweep")
+    into_view(browser, "voxel-plot")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#voxel-plot .heatmaplayer image"), "no voxel slice")
     heights = {p: browser.execute_script(JS_BOX, f"#{p} .vd-plot")[2] for p in ("sweep-plot", "voxel-plot")}
     assert heights == {"sweep-plot": 300, "voxel-plot": 380}, heights
     for size in ((820, 900), (1400, 1000), (700, 1000), (1400, 1000)):
@@ -313,6 +327,7 @@ def test_enrolled_face_is_private_to_the_browser_session(app_url, browser):
     upload(browser, ASSETS / "cameraman_gray.png")
     wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")
     enrol(browser, "The Cameraman")
+    into_view(browser, "similarity-plot")   # out of view beside the name box: redrawn when scrolled to
     wait(browser, lambda d: "The Cameraman" in title(d, "similarity-plot"), "the new entry is not the best match")
     browser.refresh()
     wait(browser, lambda d: "Tom Hanks" in text(d, "gallery-table"), "no gallery after a reload")
@@ -336,9 +351,11 @@ def test_without_weights_face_analysis_and_raw_similarity_work(no_weights_url, b
     wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#similarity-plot .barlayer .point"), "no raw bars")
     assert [t["type"] for t in figure(browser, "similarity-plot")["data"]] == ["bar"]  # raw only
+    into_view(browser, "attention-plot")
     wait(browser, lambda d: "no pose-transformer weights" in d.find_element(By.ID, "attention-plot").text,
          "the attention panel does not say why it is empty")
-    assert "--export_dir" in browser.find_element(By.ID, "voxel-plot").text
+    into_view(browser, "voxel-plot")
+    wait(browser, lambda d: "--export_dir" in d.find_element(By.ID, "voxel-plot").text, "no fix in the voxel panel")
     assert "No pose-transformer weights" in text(browser, "status")
     toasts = [t.text for t in browser.find_elements(By.CSS_SELECTOR, ".toast-body")]
     assert not [t for t in toasts if "error" in t.lower()], toasts  # e.g. "Value: 0 is not in the list of choices"
@@ -368,9 +385,11 @@ def test_space_mode_tells_the_whole_story(space_url, browser):
     assert "frontal" in captions and "Tom Hanks" not in captions
     upload(browser, ASSETS / "astronaut.jpg")  # an example: not in the gallery, so no self-match at 1.000
     wait(browser, lambda d: "estimated source pose" in text(d, "face-info"), "the photo was not analysed")
+    into_view(browser, "similarity-plot")   # the page was scrolled down to the model card
     wait(browser, lambda d: title(d, "similarity-plot"), "no similarity plot")
     assert "1.000" not in title(browser, "similarity-plot")
     enrol(browser, "Eileen Collins")
+    into_view(browser, "similarity-plot")
     wait(browser, lambda d: "Eileen Collins" in title(d, "similarity-plot"), "the enrolled face is not the best match")
     assert "Enrol, then probe" in text(browser, "enrol-howto")
     screenshot(browser, OUTPUT / "app_browser_space.png", down_to="#voxel-plot")
