@@ -17,6 +17,10 @@ import os
 import sys
 from pathlib import Path
 
+from viewdiff.demo.allocator import bound_native_memory
+
+bound_native_memory()   # before torch, onnxruntime and gradio start their threads
+
 import gradio as gr
 import plotly
 
