@@ -115,7 +115,8 @@ function place(yaw) {
     line = document.createElement('div');
     line.className = 'vd-marker';
     line.style.cssText = 'position: absolute; width: 0; border-left: 1.5px dotted #5f6b77; pointer-events: none';
-    line.innerHTML = '<span style="position: absolute; bottom: 100%; white-space: nowrap; color: #5f6b77; font: 12px sans-serif"></span>';
+    line.innerHTML = '<span style="position: absolute; bottom: 100%; white-space: nowrap; color: #5f6b77; '
+                     + 'font: 12px sans-serif"></span>';
     target.parentElement.appendChild(line);
   }
   const x = full.xaxis._offset + full.xaxis.l2p(Math.max(-95, Math.min(95, yaw)));

@@ -314,7 +314,8 @@ def pose_sweep_figure(yaws: np.ndarray, transformed: np.ndarray, raw: float, nam
     """Similarity to identity ``name`` as the target yaw sweeps, on a fixed y-axis; raw similarity and the
     same-person threshold as flat reference lines named in the legend (labels on the plot would print over
     each other when the two are close), the current target yaw as a vertical marker: ``shapes[0]``, labelled
-    by ``annotations[0]`` (the page moves both itself, `app.MOVE_SWEEP_MARKER`)."""
+    by ``annotations[0]`` (the page draws these two itself, as a line that follows the slider,
+    `app.SWEEP_MARKER`)."""
     transformed = np.asarray(transformed, dtype=np.float32)
     line = {"type": "scatter", "x": np.asarray(yaws, dtype=np.float32), "y": transformed,
             "mode": "lines+markers", "name": "transformed", "line": {"color": TRANSFORMED},

@@ -69,7 +69,7 @@ class Session:
     ``sweeps``: (target pitch, target roll) -> unit transformed embeddings ``[len(SWEEP_YAWS), D]`` of
     the yaw sweep; it does not depend on the target yaw, so a yaw move runs the model on one pose only.
     ``sweep_shown``: what the pose-sweep plot on the page shows (`sweep_key`): a yaw move that keeps it
-    sends no new sweep figure (the page moves its target-yaw marker itself, `app.MOVE_SWEEP_MARKER`).
+    sends no new sweep figure (the page moves its target-yaw marker itself, `app.SWEEP_MARKER`).
     """
 
     photo_name: str
@@ -287,7 +287,7 @@ class DemoService:
 
     def _rerun(self, session: Session, target, view: ViewOptions, gallery: Gallery,
                client_moves_marker: bool = False) -> dict[str, Any]:
-        """Rerun the model; with ``client_moves_marker`` (a slider release), an unchanged sweep is not resent."""
+        """Rerun the model; with ``client_moves_marker`` (a slider move), an unchanged sweep is not resent."""
         start = time.perf_counter()
         session.result = self.transform(session.record, target_pose(target), gallery, session.sweeps)
         values = {"session": session, **self._plots(session, view)}
@@ -330,7 +330,7 @@ class DemoService:
                   client_moves_marker: bool = False) -> Reply:
         """A slider moved: rerun only the pose transformer on the cached analysis.
 
-        client_moves_marker: the page moved the sweep's target-yaw marker itself (slider release), so an
+        client_moves_marker: the page moved the sweep's target-yaw marker itself (a slider move), so an
         unchanged sweep is left out of the reply.
         """
         if session is None:
