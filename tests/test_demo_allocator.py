@@ -1,6 +1,7 @@
 """glibc malloc settings of the demo server (viewdiff.demo.allocator), observed in a fresh interpreter."""
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -27,8 +28,7 @@ print(json.dumps({"applied": applied, "mapped": libc.mallinfo2().hblks - before}
 libc.free(block)
 """
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                           reason="glibc only")
+glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 
 
 def probe(mode: str, **env) -> dict:

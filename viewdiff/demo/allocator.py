@@ -10,9 +10,9 @@ the second of two equal rounds with the defaults, 771 -> 774 MiB with these sett
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
+import platform
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,9 @@ SETTINGS = (
 def bound_native_memory() -> bool:
     """Apply `SETTINGS` with glibc's ``mallopt`` (skipping any set in the environment); False where the C
     library is not glibc (macOS, musl), whose allocators need none of this."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None:
+    if platform.libc_ver()[0] != "glibc":
         return False
+    mallopt = ctypes.CDLL(None).mallopt   # the running process's C library
     for parameter, value, variable in SETTINGS:
         if variable not in os.environ and not mallopt(parameter, value):
             log.warning("mallopt(%d, %d) was refused", parameter, value)
