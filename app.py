@@ -126,13 +126,16 @@ function place(yaw) {
   Object.assign(label.style, yaw > 0 ? {right: '3px', left: ''} : {left: '3px', right: ''});
   line.dataset.yaw = String(yaw);
 }
-const slider = () => document.querySelector('#yaw input[type=range]');
+function follow() {   // the line at the yaw slider's value
+  const slider = document.querySelector('#yaw input[type=range]');
+  if (slider) place(Number(slider.value));
+}
 function drawn(target) {
   if (!target.vdFollows) {   // plotly redraws on a window resize: the line moves with the axis
     target.vdFollows = true;
-    target.on('plotly_afterplot', () => slider() && place(Number(slider().value)));
+    target.on('plotly_afterplot', follow);
   }
-  if (slider()) place(Number(slider().value));
+  follow();
 }
 if (!element.vdListens) {   // the slider's range and number box, dragged or typed into
   element.vdListens = true;

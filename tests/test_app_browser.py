@@ -104,9 +104,11 @@ def wait(driver, condition, message: str, timeout: float = STEP_TIMEOUT_S):
     return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
 
 
-def into_view(driver, element_id: str) -> None:
-    """Scroll a plot into view: the page draws a plot only when it is in view (app.DRAW_PLOT)."""
-    driver.execute_script("document.getElementById(arguments[0]).scrollIntoView({block: 'center'})", element_id)
+def into_view(driver, target) -> None:
+    """Scroll an element (or the one with the id ``target``) to the middle of the window; the page draws a plot
+    only when it is in view (app.DRAW_PLOT)."""
+    element = driver.find_element("id", target) if isinstance(target, str) else target
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
 
 
 def figure(driver, element_id: str) -> dict | None:
@@ -156,7 +158,7 @@ def model_card(driver) -> str:
     from selenium.webdriver.common.by import By
     if not driver.find_elements(By.ID, "model-card"):
         toggle = driver.find_element(By.CSS_SELECTOR, "#model-card-section button")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", toggle)
+        into_view(driver, toggle)
         toggle.click()
     return wait(driver, lambda d: d.find_element(By.ID, "model-card").text, "the model card does not open")
 
@@ -214,7 +216,7 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     # drag the yaw slider to the left: on release only the pose transformer reruns, and the voxel slice turns
     voxels_frontal = first_trace(browser, "voxel-plot", "z")
     yaw_range = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", yaw_range)
+    into_view(browser, yaw_range)
     ActionChains(browser).move_to_element(yaw_range).click_and_hold() \
         .move_by_offset(-yaw_range.size["width"] // 3, 0).release().perform()
     yaw = float(browser.find_element(By.CSS_SELECTOR, "#yaw input[type=number]").get_attribute("value"))
@@ -254,7 +256,7 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
 
     # the 3D toggle draws isosurfaces (WebGL, software-rendered in headless Chromium)
     toggle = browser.find_element(By.CSS_SELECTOR, "#as-3d input[type=checkbox]")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", toggle)
+    into_view(browser, toggle)
     toggle.click()
     wait(browser, lambda d: ((figure(d, "voxel-plot") or {}).get("data") or [{}])[0].get("type") == "isosurface",
          "the 3D toggle did nothing")
@@ -286,7 +288,7 @@ def test_layout_holds_through_window_resizes_and_bad_uploads(app_url, browser, t
         browser.set_window_size(*size)
         time.sleep(0.5)
     yaw_range = browser.find_element(By.CSS_SELECTOR, "#yaw input[type=range]")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", yaw_range)
+    into_view(browser, yaw_range)
     ActionChains(browser).move_to_element(yaw_range).click_and_hold() \
         .move_by_offset(-yaw_range.size["width"] // 4, 0).release().perform()
     yaw = float(browser.find_element(By.CSS_SELECTOR, "#yaw input[type=number]").get_attribute("value"))
@@ -313,7 +315,7 @@ def enrol(driver, name: str) -> None:
     """Type ``name`` and press "Add": the current face joins this visitor's gallery."""
     from selenium.webdriver.common.by import By
     box = driver.find_element(By.CSS_SELECTOR, "#gallery-name textarea, #gallery-name input")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    into_view(driver, box)
     box.clear()
     box.send_keys(name)
     driver.find_element(By.ID, "gallery-add").click()
