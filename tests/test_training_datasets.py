@@ -98,7 +98,7 @@ def test_cfp_fp_pairs_on_the_whole_protocol():
         embedding=np.zeros((n, 4), np.float32), embedding_mirror=np.zeros((n, 4), np.float32),
         source_pose=np.zeros((n, 3), np.float32), pose_features=np.zeros((n, 7), np.float32),
         true_pose=np.full((n, 3), np.nan, np.float32), keypoints_3d=np.zeros((n, 5, 3), np.float32),
-        identity=np.array([i.identity for i in items]), view=np.array([i.view for i in items]),
+        bbox=np.zeros((n, 4), np.float32), keypoints=np.zeros((n, 5, 2), np.float32), identity=np.array([i.identity for i in items]), view=np.array([i.view for i in items]),
         fold=np.array([i.fold for i in items]), path=np.array([str(i.path.relative_to(DATA)) for i in items]),
         found=np.ones(n, bool))
     pairs = cfp_fp_pairs(records, DATA)
@@ -131,3 +131,25 @@ def test_mirror_augmentation_and_frontal_sources(tiny_extracted):
     per_identity = {i: int(((found.identity == i) & (found.view == "profile")).sum()) + 2 for i in set(found.identity)}
     assert len(few) == sum(per_identity.values())
     np.testing.assert_array_equal(np.unique(few.target, axis=0), np.unique(plain.target, axis=0))   # same means
+
+
+def test_a_folder_dataset_targets_its_estimated_frontal_photos(tiny_extracted):
+    """Photos without view labels (a folder dataset, view "photo"): the estimated near-frontal ones make the
+    identity's frontal target, every photo is a source; an identity with no near-frontal photo gives no pair."""
+    from viewdiff.training.datasets import PHOTO_FRONTAL_MAX
+    cfp = tiny_extracted[1]
+    photos = cfp.subset(cfp.found)
+    photos.view = np.full(len(photos), "photo")
+    photos.fold = np.zeros(len(photos), int)
+    ds = PosePairDataset(photos)
+    near = (np.abs(photos.source_pose[:, :2]) <= PHOTO_FRONTAL_MAX).all(1)
+    for ident in sorted(set(photos.identity)):
+        rows = photos.identity == ident
+        assert (rows & near).any() and (rows & ~near).any()   # CFP: frontals read near 0, profiles far from it
+        mean = photos.embedding[rows & near].mean(0)
+        k = ds.identities.index(ident)
+        np.testing.assert_allclose(ds.target[ds.identity == k], np.tile(mean / np.linalg.norm(mean), ((ds.identity == k).sum(), 1)),
+                                   atol=1e-6)
+        assert (ds.identity == k).sum() == rows.sum()
+    turned = photos.subset(~near)
+    assert len(PosePairDataset(turned)) == 0

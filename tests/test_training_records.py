@@ -232,3 +232,65 @@ def test_old_cache_versions_ask_for_a_new_extraction(tmp_path):
     np.savez(tmp_path / "insightface" / "cfp.npz", meta=json.dumps({"version": 1}), path=np.array(["x"]))
     with pytest.raises(FileNotFoundError, match="older version.*python -m viewdiff.training.extract"):
         load_records(tmp_path, "cfp", "insightface")
+
+
+# ----------------------------------------------------------------------------- folder datasets
+CPLFW = DATA / "cplfw_train" / "images"
+needs_cplfw = pytest.mark.skipif(not CPLFW.is_dir(), reason=f"{CPLFW} not found (clone beside ../shared)")
+
+
+def test_dataset_specs(tmp_path):
+    from viewdiff.training.records import dataset_name, resolve_dataset
+    assert resolve_dataset("cfp", tmp_path).root == tmp_path
+    cplfw = resolve_dataset("cplfw_train", tmp_path)
+    assert cplfw.photos == tmp_path / "cplfw_train" / "images" and cplfw.name == "cplfw_train"
+    one, two = (tmp_path / "a" / "faces", tmp_path / "b" / "faces")
+    assert dataset_name(f"folder:{one}") != dataset_name(f"folder:{two}")   # same folder name, other caches
+    assert dataset_name(f"folder:{one}").startswith("folder-faces-")
+    assert resolve_dataset(f"folder:{one}", tmp_path).photos == one.resolve()
+    for bad in ("lfw", "folder:", "cfp_fp"):
+        with pytest.raises(ValueError, match="unknown dataset .*folder:PATH"):
+            resolve_dataset(bad, tmp_path)
+
+
+@needs_cplfw
+def test_a_folder_dataset_is_extracted_in_parallel_with_its_misses_counted(fa, tmp_path):
+    """Any <root>/<person>/<photo> tree: real in-the-wild crops (230 px, face filling the frame) are found, a photo
+    without a face and a file that is no image are counted as misses, and two processes give the one-process rows."""
+    import functools
+    root = tmp_path / "my faces"
+    for person in sorted(p.name for p in CPLFW.iterdir())[:2]:
+        shutil.copytree(CPLFW / person, root / person)
+    (root / "Nobody").mkdir()
+    shutil.copy(Path(__file__).parents[1] / "assets" / "cat_no_face.jpg", root / "Nobody" / "cat.jpg")
+    (root / "Nobody" / "notes.jpg").write_text("not an image")
+    (root / "loose.jpg").write_text("a photo outside any person's folder is not listed")
+    spec = f"folder:{root}"
+    serial, stats = extract_records(spec, DATA, fa, tmp_path / "one", progress=False)
+    assert stats["images"] == len(serial) == stats["analysed"] and stats["no_face"] == 2
+    assert sorted(stats["no_face_paths"]) == ["Nobody/cat.jpg", "Nobody/notes.jpg"]
+    assert serial.found.sum() == len(serial) - 2 >= 4   # every cplfw crop is found
+    assert set(serial.view) == {"photo"} and set(serial.fold) == {0} and np.isnan(serial.true_pose).all()
+    assert all(i.startswith(f"{stats['name']}:") for i in serial.identity) and len(set(serial.identity)) == 3
+    make = functools.partial(FaceAnalyzer)
+    parallel, pstats = extract_records(spec, DATA, fa, tmp_path / "two", progress=False, jobs=2, make_analyzer=make)
+    assert pstats["analysed"] == len(parallel) == len(serial)
+    assert list(parallel.path) == list(serial.path) and (parallel.found == serial.found).all()
+    np.testing.assert_allclose(parallel.embedding, serial.embedding, atol=1e-4)
+    np.testing.assert_allclose(parallel.keypoints, serial.keypoints, atol=1e-2)
+    loaded = load_records(tmp_path / "two", spec, "insightface")
+    assert list(loaded.path) == list(serial.path)
+    with pytest.raises(ValueError, match="make_analyzer"):
+        extract_records(spec, DATA, fa, tmp_path / "three", progress=False, jobs=2)
+
+
+def test_extra_training_identities_that_are_cfp_people_are_refused(tiny_extracted):
+    from viewdiff.training.records import cfp_names, refuse_shared_identities
+    cfp = tiny_extracted[1]
+    names = cfp_names(DATA)
+    extra = cfp.subset(np.arange(3))
+    refuse_shared_identities(extra.subset(np.arange(0)), DATA)   # nothing shared: no error
+    person = names[cfp.identity[0]]
+    extra.identity = np.array([f"cplfw_train:{person.replace(' ', '_').upper()}"] * 3)
+    with pytest.raises(ValueError, match=f"1 identities of the extra training data are CFP people .*{cfp.identity[0]}"):
+        refuse_shared_identities(extra, DATA)

@@ -145,3 +145,29 @@ def test_train_config_is_the_cli_and_its_command_round_trips(tmp_path):
     assert TrainConfig.from_args(shlex.split(command)[3:]) == replace(config, save_dir="runs/x")
     assert TrainConfig.from_args(["--epochs", "3"], base=config) == replace(config, epochs=3)
 
+
+
+def test_a_folder_dataset_joins_the_training_set(small_cache, analyzer, tmp_path):
+    """``--datasets cfp,cplfw_train``: the folder dataset's people train beside CFP's (in every fold), a map
+    model reads their maps too; a folder dataset holding a CFP person is refused."""
+    import shutil
+    from viewdiff.training.records import cfp_names, extract_maps, extract_records
+    from viewdiff.paths import data_root
+    if not (data_root() / "cplfw_train").is_dir():
+        pytest.skip("cplfw_train not found beside the project")
+    extract_records("cplfw_train", data_root(), analyzer, small_cache, max_identities=4, progress=False)
+    for name in ("cfp", "cplfw_train"):
+        extract_maps(small_cache, name, "insightface", analyzer.feature_maps)
+    config, result = run_train(small_cache, tmp_path / "run", "--epochs", "1", "--datasets", "cfp,cplfw_train",
+                               "--map_channels", "64", "--val_fold", "1")
+    assert np.isfinite(result.history[-1]["train_loss"])
+    cplfw = load_records(small_cache, "cplfw_train", "insightface")
+    sources = PosePairDataset(cplfw)
+    assert len(sources) > 0   # the folder's estimated-frontal photos are targets, its photos sources
+    # a folder dataset with a CFP person in it is refused before any training
+    shared = tmp_path / "faces"
+    person = next(iter(cfp_names(data_root()).values())).replace(" ", "_")
+    shutil.copytree(data_root() / "cplfw_train" / "images" / cplfw.identity[0].split(":")[1], shared / person)
+    extract_records(f"folder:{shared}", data_root(), analyzer, small_cache, progress=False)
+    with pytest.raises(ValueError, match="CFP people"):
+        run_train(small_cache, tmp_path / "refused", "--epochs", "1", "--datasets", f"cfp,folder:{shared}")

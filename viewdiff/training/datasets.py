@@ -14,6 +14,7 @@ from viewdiff.training.records import FaceRecords, pair_list
 PAIR_KEYS = ("src", "src_mirror", "source_pose", "keypoints_3d", "target", "target_pose", "identity")
 MAP_KEYS = ("feature_map", "feature_map_mirror")   # when the records carry the embedder's maps
 MIRROR_POSE = np.array([-1.0, 1.0, -1.0], np.float32)   # a mirrored photo: yaw and roll change sign
+PHOTO_FRONTAL_MAX = 20.0   # a folder dataset's photo (no view label) counts as frontal within this |yaw| and |pitch|
 
 
 def fold_split(records: FaceRecords, val_fold: int, exclude_fold: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +32,9 @@ class PosePairDataset:
     """Training pairs (source face -> the same identity at a target pose) from `FaceRecords`.
 
     Every found row is a source. CFP (and any set without true poses): target = the normalised mean
-    embedding of the identity's frontal rows, target pose = frontal (0, 0, 0). Pointing'04 (true
+    embedding of the identity's frontal rows, target pose = frontal (0, 0, 0). A folder dataset has no view
+    labels (view ``"photo"``): its frontal rows are those whose *estimated* |yaw| and |pitch| are at most
+    `PHOTO_FRONTAL_MAX` degrees. Pointing'04 (true
     poses known): target = the mean of the identity's rows at true pose (0, 0), pose (0, 0, 0), and
     in addition `pose_pairs_per_row` pairs to random rows of the same identity at their true poses
     (pose -> pose), drawn with a fixed `seed`. Identities without a frontal row give no frontal pair.
@@ -50,7 +53,9 @@ class PosePairDataset:
         self.identities = list(dict.fromkeys(r.identity))
         ident_index = {name: i for i, name in enumerate(self.identities)}
         known = ~np.isnan(r.true_pose).any(axis=1)
-        frontal_row = np.where(known, (np.abs(r.true_pose[:, :2]) < 1e-6).all(axis=1), r.view == "frontal")
+        estimated_frontal = (r.view == "photo") & (np.abs(r.source_pose[:, :2]) <= PHOTO_FRONTAL_MAX).all(axis=1)
+        frontal_row = np.where(known, (np.abs(r.true_pose[:, :2]) < 1e-6).all(axis=1),
+                               (r.view == "frontal") | estimated_frontal)
         src, tgt_emb, tgt_pose = [], [], []
         rng = np.random.default_rng(seed)
         for name in self.identities:

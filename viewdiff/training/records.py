@@ -1,4 +1,4 @@
-"""Face records: CFP and Pointing'04 images -> cached `FaceRecords` (training pairs: `viewdiff.training.datasets`).
+"""Face records: dataset images -> cached `FaceRecords` (training pairs: `viewdiff.training.datasets`).
 
 Builders list the images of a dataset with their labels (identity, view, CFP-FP fold, true pose);
 `extract_records` runs a `FaceAnalyzer` once per image and caches the results in
@@ -8,16 +8,22 @@ cache is written every `SAVE_EVERY` analysed images, so an interrupted extractio
 the next run resumes where it stopped. It also keeps each face's aligned 112x112 crop (`load_crops`),
 so whatever is computed from a crop later needs no new detection.
 
-Datasets (see ../shared/README.md):
+Datasets (see ../shared/README.md), named by a spec (`resolve_dataset`):
 - ``cfp``: CFP (Sengupta et al., WACV 2016), 500 identities x 10 frontal + 4 profile photos. The
   fold of an identity comes from the official ``Protocol/Split/FP/<fold>/same.txt``.
 - ``pointing04``: Pointing'04 (Gourier et al., 2004), 15 people x 2 series x 93 poses; the file
   ``personNNSII<tilt><pan>.jpg`` gives the true pitch (tilt) and yaw (pan).
+- any **folder dataset**, ``<root>/<identity>/<photo>`` (the layout of almost every face dataset): by name
+  when it lies in the data root (``cplfw_train``: its photos are in ``<data_root>/cplfw_train/images``), or
+  ``folder:PATH``. Its rows have view ``"photo"`` (no view labels: `viewdiff.training.datasets` treats an
+  estimated near-frontal photo as frontal), fold 0 (no CFP-FP fold: it trains in every fold) and no
+  true pose. Identities are ``<name>:<folder name>``, so two datasets never share one by accident.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,9 +35,12 @@ from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.faces.head_pose import FEATURES, default_calibration
 
-DATASETS = ("cfp", "pointing04")
+DATASETS = ("cfp", "pointing04", "cplfw_train")   # by name; any other folder dataset: folder:PATH
+FOLDER_DATASETS = {"cplfw_train": "cplfw_train/images"}   # named folder datasets: where their photos are
+FOLDER_PREFIX = "folder:"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 P04_NAME = re.compile(r"^person(\d\d)(\d)(\d\d)([+-]\d+)([+-]\d+)\.jpg$")
-CACHE_VERSION = 3                # 2: mirror embeddings, raw head-pose estimates, embedder fingerprint; 3: crops
+CACHE_VERSION = 4   # 2: mirror embeddings, raw head-pose estimates, embedder fingerprint; 3: crops; 4: box, keypoints
 CROP_SIZE = 112
 SAVE_EVERY = 250
 
@@ -52,8 +61,9 @@ class FaceRecords:
 
     embedding [N, D] float32 (unit length), embedding_mirror [N, D] (the mirrored face), source_pose
     [N, 3] estimated yaw/pitch/roll (degrees), pose_features [N, 7] (the raw estimates behind it, see
-    `viewdiff.faces.head_pose`), true_pose [N, 3] (nan when unknown), keypoints_3d [N, 5, 3], identity
-    [N] str, view [N] str, fold [N] int, path [N] str (relative to the data root), found [N] bool.
+    `viewdiff.faces.head_pose`), true_pose [N, 3] (nan when unknown), keypoints_3d [N, 5, 3], bbox [N, 4] and
+    keypoints [N, 5, 2] (the detector's, in pixels of the photo), identity [N] str, view [N] str, fold [N] int,
+    path [N] str (relative to the dataset's root, see `DatasetSource`), found [N] bool.
     fingerprint: the embedder's (see `viewdiff.faces.backends`), one for all rows.
     feature_map, feature_map_mirror [N, C, 7, 7]: the embedder's last map of the photo and of the mirrored
     photo flipped back to the photo's cells (`load_records(..., maps=True)`; None otherwise).
@@ -64,6 +74,8 @@ class FaceRecords:
     pose_features: np.ndarray
     true_pose: np.ndarray
     keypoints_3d: np.ndarray
+    bbox: np.ndarray
+    keypoints: np.ndarray
     identity: np.ndarray
     view: np.ndarray
     fold: np.ndarray
@@ -177,13 +189,104 @@ def list_pointing04(data_root: Path, max_identities: int | None = None) -> list[
     return items
 
 
-LISTERS: dict[str, Callable[..., list[ImageItem]]] = {"cfp": list_cfp, "pointing04": list_pointing04}
+def list_folder(root: Path, max_identities: int | None = None, name: str = "folder") -> list[ImageItem]:
+    """A folder dataset ``<root>/<identity>/<photo>``: every image (`IMAGE_SUFFIXES`) of every identity folder,
+    sorted; `max_identities`: the first N identity folders. Identity ``<name>:<folder name>``, view ``"photo"``,
+    fold 0, true pose unknown (nan)."""
+    root = Path(root)
+    nan3 = (float("nan"),) * 3
+    items = []
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for folder in folders:
+        photos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if photos:
+            items += [ImageItem(p, f"{name}:{folder.name}", "photo", 0, nan3) for p in photos]
+            if max_identities and len({i.identity for i in items}) >= max_identities:
+                break
+    if not items:
+        raise ValueError(f"no photos in {root}: a folder dataset holds one folder per person, "
+                         f"<root>/<identity>/<photo> ({', '.join(IMAGE_SUFFIXES)})")
+    return items
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A dataset named by a spec (`resolve_dataset`).
+
+    name: the cache's file name (``<cache_dir>/<backend>/<name>.npz``) and the folder dataset's identity prefix.
+    root: the rows' paths are relative to it (the data root for CFP and Pointing'04, whose paths start with
+    ``cfp/`` or ``pointing04/``; the dataset's own folder for a folder dataset).
+    photos: the folder the photos are in (what must exist).
+    """
+    name: str
+    root: Path
+    photos: Path
+
+    def list(self, max_identities: int | None = None) -> list[ImageItem]:
+        if self.name == "cfp":
+            return list_cfp(self.root, max_identities)
+        if self.name == "pointing04":
+            return list_pointing04(self.root, max_identities)
+        return list_folder(self.photos, max_identities, self.name)
+
+
+def dataset_name(spec: str) -> str:
+    """The cache name of a dataset spec: the name itself, or for ``folder:PATH`` ``folder-<folder name>-<hash of
+    the absolute path>`` (two folders of one name never share a cache)."""
+    spec = spec.strip()
+    if not spec.startswith(FOLDER_PREFIX):
+        return spec
+    path = Path(spec[len(FOLDER_PREFIX):]).expanduser().resolve()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.name) or "root"
+    return f"folder-{slug}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+
+
+def resolve_dataset(spec: str, data_root: str | Path) -> DatasetSource:
+    """``cfp``, ``pointing04``, a named folder dataset (`FOLDER_DATASETS`) in `data_root`, or ``folder:PATH``."""
+    spec, data_root = spec.strip(), Path(data_root)
+    if spec in ("cfp", "pointing04"):
+        return DatasetSource(spec, data_root, data_root / spec)
+    if spec in FOLDER_DATASETS:
+        photos = data_root / FOLDER_DATASETS[spec]
+        return DatasetSource(spec, photos, photos)
+    if spec.startswith(FOLDER_PREFIX) and spec[len(FOLDER_PREFIX):]:
+        photos = Path(spec[len(FOLDER_PREFIX):]).expanduser().resolve()
+        return DatasetSource(dataset_name(spec), photos, photos)
+    raise ValueError(f"unknown dataset {spec!r}: use one of {', '.join(DATASETS)} or folder:PATH for a folder "
+                     "with one sub-folder of photos per person")
+
+
+def cfp_names(data_root: str | Path) -> dict[str, str]:
+    """CFP identity label (``cfp_001``) -> the person's name, from ``cfp/Data/list_name.txt``."""
+    lines = (Path(data_root) / "cfp" / "Data" / "list_name.txt").read_text().splitlines()
+    return {f"cfp_{i + 1:03d}": line.strip() for i, line in enumerate(lines) if line.strip()}
+
+
+def person_key(name: str) -> str:
+    """A person's name compared across datasets: case, underscores and spacing ignored."""
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+def refuse_shared_identities(extra: FaceRecords, data_root: str | Path) -> None:
+    """Raise ValueError when an identity of `extra` (a folder dataset joining every CFP-FP training fold) is one
+    of CFP's 500 people (by name, `person_key`): it would train on a test identity and the evaluation would
+    flatter."""
+    names = cfp_names(data_root)
+    cfp_people = {person_key(name): ident for ident, name in names.items()}
+    shared = sorted({(i, cfp_people[person_key(i.split(":", 1)[-1])]) for i in set(extra.identity)
+                     if person_key(i.split(":", 1)[-1]) in cfp_people})
+    if shared:
+        shown = ", ".join(f"{a} = {b} ({names[b]})" for a, b in shared[:5])
+        raise ValueError(f"{len(shared)} identities of the extra training data are CFP people ({shown}"
+                         f"{', ...' if len(shared) > 5 else ''}): they would train on a test identity; remove "
+                         "their folders from that dataset")
 
 
 # ----------------------------------------------------------------------------- extraction + cache
 
 def cache_path(cache_dir: str | Path, dataset: str, backend: str) -> Path:
-    return Path(cache_dir) / backend / f"{dataset}.npz"
+    """``<cache_dir>/<backend>/<name>.npz`` for a dataset spec (see `dataset_name`)."""
+    return Path(cache_dir) / backend / f"{dataset_name(dataset)}.npz"
 
 
 def file_sha1(path: Path) -> str:
@@ -202,61 +305,110 @@ def _read_cache(path: Path, model_key: str) -> dict[str, dict]:
     return {str(p): {k: v[i] for k, v in cols.items()} for i, p in enumerate(cols["path"])}
 
 
+def empty_row(dim: int) -> dict:
+    """The cached columns of an image without a face (zeros, ``found`` False)."""
+    return {"embedding": np.zeros(dim, np.float32), "embedding_mirror": np.zeros(dim, np.float32),
+            "pose_features": np.zeros(len(FEATURES) + 1, np.float32), "found": False,
+            "bbox": np.zeros(4, np.float32), "keypoints": np.zeros((5, 2), np.float32),
+            "aligned_crop": np.zeros((CROP_SIZE, CROP_SIZE, 3), np.uint8)}
+
+
+def analyse_row(analyzer, path: Path) -> dict:
+    """The cached columns of one image (its largest face), `empty_row` when no face is found."""
+    row = empty_row(analyzer.embedding_dim)
+    try:
+        rec = analyzer.analyze(path)
+    except FaceAnalysisError:
+        return row
+    row.update(embedding=rec.embedding, embedding_mirror=rec.embedding_mirror, pose_features=rec.pose_features,
+               found=True, bbox=np.asarray(rec.bbox[:4], np.float32),
+               keypoints=np.asarray(rec.keypoints, np.float32).reshape(5, 2), aligned_crop=_crop_of(rec.aligned_crop))
+    return row
+
+
+_WORKER_ANALYZER = None
+
+
+def _start_worker(make_analyzer: Callable) -> None:
+    """Pool initializer: one analyzer per process, its ONNX sessions on one thread (the processes share the cores)."""
+    global _WORKER_ANALYZER
+    os.environ["VIEWDIFF_ORT_THREADS"] = "1"
+    _WORKER_ANALYZER = make_analyzer()
+
+
+def _worker_row(path: Path) -> dict:
+    return analyse_row(_WORKER_ANALYZER, path)
+
+
 def extract_records(dataset: str, data_root: str | Path, analyzer, cache_dir: str | Path = "data/cache",
                     max_identities: int | None = None, progress: bool = True, *,
-                    select: Callable[[ImageItem], bool] | None = None) -> tuple[FaceRecords, dict]:
-    """Analyse the images of `dataset` (cached) -> (records, stats).
+                    select: Callable[[ImageItem], bool] | None = None, jobs: int = 1,
+                    make_analyzer: Callable | None = None) -> tuple[FaceRecords, dict]:
+    """Analyse the images of `dataset` (a spec, see `resolve_dataset`; cached) -> (records, stats).
 
     select: keep only the listed images for which it returns True (e.g. a few poses in tests).
+    jobs: analyse in this many processes, each building its analyzer with `make_analyzer` (a picklable
+    callable that returns an analyzer describing itself as `analyzer` does); 1: `analyzer` in this process.
     stats: images, analysed (not from the cache), no_face (count), no_face_paths (list), cache (path).
     The cache keeps rows of images analysed earlier that are outside this selection.
     """
     from tqdm import tqdm
 
-    if dataset not in LISTERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
-    data_root = Path(data_root)
-    if not (data_root / dataset).is_dir():
-        raise FileNotFoundError(f"{data_root / dataset} not found: pass --data_root, the folder holding "
-                                f"{'/'.join(DATASETS)} (../shared/data on the team machines)")
-    items = LISTERS[dataset](data_root, max_identities)
+    source = resolve_dataset(dataset, data_root)
+    if not source.photos.is_dir():
+        raise FileNotFoundError(f"{source.photos} not found: pass --data_root, the folder holding "
+                                f"{'/'.join(DATASETS)} (../shared/data on the team machines), or folder:PATH")
+    items = source.list(max_identities)
     if select is not None:
         items = [item for item in items if select(item)]
     if not items:
-        raise ValueError(f"no {dataset} images selected under {data_root / dataset} (check --max_identities "
+        raise ValueError(f"no {dataset} images selected under {source.photos} (check --max_identities "
                          "and the dataset layout in ../shared/README.md)")
+    if jobs > 1 and make_analyzer is None:
+        raise ValueError("extract_records(jobs > 1) needs make_analyzer, a picklable callable that builds the analyzer")
     model_key = json.dumps(analyzer.describe(), sort_keys=True, default=str)
     path = cache_path(cache_dir, dataset, analyzer.backend)
     cached = _read_cache(path, model_key)
     meta = {"model_key": model_key, "version": CACHE_VERSION, "fingerprint": analyzer.fingerprint}
-    rows, analysed, no_face = {}, 0, []
-    dim = analyzer.embedding_dim
-    for item in tqdm(items, desc=f"{dataset} ({analyzer.backend})", disable=not progress, unit="img"):
-        rel = str(item.path.relative_to(data_root))
+    rows: dict[str, dict] = {}
+    todo = []
+    for item in items:
+        rel = item.path.relative_to(source.root).as_posix()
         sha1 = file_sha1(item.path)
         row = cached.get(rel)
         if row is None or str(row["sha1"]) != sha1:
-            analysed += 1
-            row = {"embedding": np.zeros(dim, np.float32), "embedding_mirror": np.zeros(dim, np.float32),
-                   "pose_features": np.zeros(len(FEATURES) + 1, np.float32), "found": False,
-                   "aligned_crop": np.zeros((CROP_SIZE, CROP_SIZE, 3), np.uint8)}
-            try:
-                rec = analyzer.analyze(item.path)
-                row.update(embedding=rec.embedding, embedding_mirror=rec.embedding_mirror,
-                           pose_features=rec.pose_features, found=True,
-                           aligned_crop=_crop_of(rec.aligned_crop))
-            except FaceAnalysisError:
-                pass
-            if analysed % SAVE_EVERY == 0:   # keep the work of an interrupted run
-                _write_cache(path, meta, {**cached, **rows, rel: {**row, **_labels(item, rel, sha1)}})
-        row.update(_labels(item, rel, sha1))
-        rows[rel] = row
-        if not row["found"]:
-            no_face.append(rel)
-    _write_cache(path, meta, {**cached, **rows})
-    records = _to_records(_stack(rows), analyzer.fingerprint)
-    return records, {"images": len(items), "analysed": analysed, "no_face": len(no_face),
-                     "no_face_paths": no_face, "cache": str(path)}
+            todo.append((item, rel, sha1))
+        else:
+            rows[rel] = {**row, **_labels(item, rel, sha1)}
+    bar = tqdm(total=len(items), initial=len(rows), desc=f"{source.name} ({analyzer.backend})", disable=not progress,
+               unit="img", smoothing=0.05)
+    found = sum(bool(r["found"]) for r in rows.values())
+    pool = None
+    if jobs > 1 and len(todo) > 1:
+        import multiprocessing
+        pool = multiprocessing.get_context("spawn").Pool(jobs, _start_worker, (make_analyzer,))
+        results = pool.imap(_worker_row, [item.path for item, _, _ in todo], chunksize=4)
+    else:
+        results = (analyse_row(analyzer, item.path) for item, _, _ in todo)
+    try:
+        for n, ((item, rel, sha1), row) in enumerate(zip(todo, results), 1):
+            rows[rel] = {**row, **_labels(item, rel, sha1)}
+            found += bool(row["found"])
+            bar.update()
+            bar.set_postfix(faces=f"{found}/{len(rows)}", refresh=False)
+            if n % SAVE_EVERY == 0:   # keep the work of an interrupted run
+                _write_cache(path, meta, {**cached, **rows})
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    if todo or not path.is_file():
+        _write_cache(path, meta, {**cached, **rows})
+    ordered = {rel: rows[rel] for rel in sorted(rows)}
+    no_face = [rel for rel, row in ordered.items() if not row["found"]]
+    records = _to_records(_stack(ordered), analyzer.fingerprint)
+    return records, {"images": len(items), "analysed": len(todo), "no_face": len(no_face),
+                     "no_face_paths": no_face, "cache": str(path), "name": source.name}
 
 
 def _crop_of(crop: np.ndarray | None) -> np.ndarray:

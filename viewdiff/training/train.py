@@ -35,12 +35,12 @@ from viewdiff.models.baselines import DreamResidual
 from viewdiff.models.checkpoint import load_pretrained, save_pretrained
 from viewdiff.models.config import TransformerConfig
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
-from viewdiff.paths import repo_relative
+from viewdiff.paths import data_root, repo_relative
 from viewdiff.training.datasets import MAP_KEYS, PosePairDataset, fold_split, stack_pairs
 from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss
 from viewdiff.training.multiview import epoch_batches
 from viewdiff.training.prior import EnhancedTransformerWithPrior, PriorPreservationDataset
-from viewdiff.training.records import FaceRecords, first_identities, load_records
+from viewdiff.training.records import FaceRecords, first_identities, load_records, refuse_shared_identities
 
 
 def option(default, help: str | None = None, **cli):
@@ -56,7 +56,8 @@ class TrainConfig:
 
     data_dir: str = option("data/cache", "folder of the extracted face-record caches")
     backend: str = option("insightface", "face backend whose embeddings to train on (the cache folder name)")
-    datasets: str = option("cfp", "comma list of record sets: cfp, pointing04")
+    datasets: str = option("cfp", "comma list of record sets: cfp, pointing04, cplfw_train or folder:PATH (a "
+                                  "folder dataset's identities train in every CFP-FP fold)")
     model: str = option("enhanced", choices=("enhanced", "dream"))
     batch_size: int = option(128)
     epochs: int = option(4)
@@ -231,11 +232,19 @@ def git_commit() -> str:
 
 
 def select_records(config: TrainConfig) -> FaceRecords:
-    """The face records of `config.datasets`, each optionally cut to `max_identities` (see `first_identities`)."""
-    return FaceRecords.concatenate([first_identities(load_records(config.data_dir, name.strip(), config.backend,
-                                                                  maps=bool(config.map_channels)),
-                                                     config.max_identities)
-                                    for name in config.datasets.split(",") if name.strip()])
+    """The face records of `config.datasets`, each optionally cut to `max_identities` (see `first_identities`).
+
+    With CFP and a folder dataset together, an identity of the folder dataset that is a CFP person is refused
+    (`refuse_shared_identities`): the folder dataset trains in every CFP-FP fold.
+    """
+    names = [name.strip() for name in config.datasets.split(",") if name.strip()]
+    parts = {name: first_identities(load_records(config.data_dir, name, config.backend, maps=bool(config.map_channels)),
+                                    config.max_identities) for name in names}
+    if "cfp" in parts:
+        for name, part in parts.items():
+            if name not in ("cfp", "pointing04"):
+                refuse_shared_identities(part, data_root())
+    return FaceRecords.concatenate(list(parts.values()))
 
 
 @torch.no_grad()
