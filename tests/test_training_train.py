@@ -136,6 +136,9 @@ def test_train_config_is_the_cli_and_its_command_round_trips(tmp_path):
     assert {"use_lora_attention", "rank", "voxel_resolution", "dropout", "num_layers"} <= set(MODEL_FIELDS)
     switches = {f.name for f in fields(TransformerConfig) if f.name.startswith("use_")}
     assert switches <= set(MODEL_FIELDS)   # every module can be switched off from the CLI (the ablations)
+    # one default per setting: a model flag defaults to the model's own default
+    train_defaults, model_defaults = TrainConfig(), TransformerConfig()
+    assert {n: getattr(train_defaults, n) for n in MODEL_FIELDS} == {n: getattr(model_defaults, n) for n in MODEL_FIELDS}
     assert TrainConfig.from_args([]) == TrainConfig()
     config = TrainConfig.from_args(["--no-use_lora_attention", "--use_amp", "--rank", "8", "--identity_weight", "0",
                                     "--save_dir", str(REPO_ROOT / "runs" / "x"), "--export_dir", str(tmp_path)])

@@ -48,11 +48,19 @@ def option(default, help: str | None = None, **cli):
     return field(default=default, metadata={"help": help, **cli})
 
 
+def model_option(name: str, help: str | None = None, **cli):
+    """A `TrainConfig` field that is the `TransformerConfig` field `name`: its default is the model's (one
+    default per setting)."""
+    if isinstance(getattr(TransformerConfig, name), bool):
+        cli.setdefault("action", argparse.BooleanOptionalAction)
+    return option(getattr(TransformerConfig, name), help, **cli)
+
+
 @dataclass
 class TrainConfig:
     """Everything `train` reads: one field per command-line flag ``--<field>`` (`build_parser` is generated
-    from these fields). The model fields (`MODEL_FIELDS`) are `TransformerConfig` fields of the same name;
-    `num_layers` None keeps the model's default."""
+    from these fields). The model fields (`MODEL_FIELDS`) are `TransformerConfig` fields of the same name and
+    default (`model_option`)."""
 
     data_dir: str = option("data/cache", "folder of the extracted face-record caches")
     backend: str = option("insightface", "face backend whose embeddings to train on (the cache folder name)")
@@ -60,28 +68,28 @@ class TrainConfig:
     model: str = option("enhanced", choices=("enhanced", "dream"))
     batch_size: int = option(128)
     epochs: int = option(4)
-    use_lora_attention: bool = option(True, action=argparse.BooleanOptionalAction)
-    use_projection_layer: bool = option(True, action=argparse.BooleanOptionalAction)
-    use_cross_view: bool = option(False, action=argparse.BooleanOptionalAction)
-    n_views: int = option(4)
+    use_lora_attention: bool = model_option("use_lora_attention")
+    use_projection_layer: bool = model_option("use_projection_layer")
+    use_cross_view: bool = model_option("use_cross_view")
+    n_views: int = model_option("n_views", "views per identity group of a batch with --use_cross_view")
     use_prior_preservation: bool = option(False, "fine-tune from --base_model_path while keeping its outputs on "
                                                  "prior samples")
     lambda_prior: float = option(0.1)
     base_model_path: str | None = option(None, "folder with model.safetensors + config.json")
-    rank: int = option(4)
-    lora_alpha: float = option(1.0)
-    num_layers: int | None = option(2, "transformer blocks (None: the model's default, 4)")
-    nhead: int | None = option(None, "attention heads (None: the model's default, 8)")
-    token_dim: int | None = option(None, "token width inside the transformer (None: the model's default, 64)")
-    map_channels: int = option(0, "read the embedder's 7x7 map with this many channels (64: the shipped w600k_mbf; "
-                                  "its cache needs the maps, see viewdiff.training.extract) instead of the "
-                                  "embedding vector (0)")
-    voxel_resolution: int = option(8, "voxel grid side R of the projection layer (cost grows with R^3: 8 keeps CPU "
-                                      "training at ~1 min per CFP fold; the model class defaults to 16)")
-    dropout: float = option(0.1)
-    use_adaptive_norm: bool = option(True, action=argparse.BooleanOptionalAction)
-    use_pose_gate: bool = option(True, action=argparse.BooleanOptionalAction)
-    use_mirror_view: bool = option(True, action=argparse.BooleanOptionalAction)
+    rank: int = model_option("rank")
+    lora_alpha: float = model_option("lora_alpha")
+    num_layers: int = model_option("num_layers", "transformer blocks")
+    nhead: int = model_option("nhead", "attention heads")
+    token_dim: int = model_option("token_dim", "token width inside the transformer")
+    map_channels: int = model_option("map_channels", "read the embedder's 7x7 map with this many channels (64: "
+                                                     "the shipped w600k_mbf; its cache needs the maps, see "
+                                                     "viewdiff.training.extract) instead of the embedding vector (0)")
+    voxel_resolution: int = model_option("voxel_resolution", "voxel grid side R of the projection layer (cost "
+                                                             "grows with R^3)")
+    dropout: float = model_option("dropout")
+    use_adaptive_norm: bool = model_option("use_adaptive_norm")
+    use_pose_gate: bool = model_option("use_pose_gate")
+    use_mirror_view: bool = model_option("use_mirror_view")
     mirror_augment: bool = option(True, "also train on every photo mirrored (yaw and roll negated)",
                                   action=argparse.BooleanOptionalAction)
     frontal_sources: int | None = option(2, "frontal photos per identity used as sources (None: all); every "
@@ -164,8 +172,8 @@ def build_model(config: TrainConfig, embedding_dim: int, fingerprint: str = "") 
     embedder with this `fingerprint` (its recognition model in weights/insightface/)."""
     if config.model == "dream":
         return DreamResidual(d_model=embedding_dim)
-    settings = {name: getattr(config, name) for name in MODEL_FIELDS if getattr(config, name) is not None}
-    model = EnhancedTransformerDecoderOnly3D(d_model=embedding_dim, **settings)  # None: the model's default
+    model = EnhancedTransformerDecoderOnly3D(d_model=embedding_dim, **{name: getattr(config, name)
+                                                                       for name in MODEL_FIELDS})
     if config.map_channels:
         from viewdiff.faces.feature_map import affine_head
         from viewdiff.faces.model_files import recognition_model_file
