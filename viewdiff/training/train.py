@@ -17,6 +17,7 @@ with `--val_fold`) and `final_model/` (`model.safetensors` + `config.json`, see 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -39,7 +40,7 @@ from viewdiff.paths import repo_relative
 from viewdiff.training.datasets import MAP_KEYS, PosePairDataset, fold_split, stack_pairs
 from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss
 from viewdiff.training.multiview import epoch_batches
-from viewdiff.training.prior import EnhancedTransformerWithPrior, PriorPreservationDataset
+from viewdiff.training.prior import LAMBDA_PRIOR, EnhancedTransformerWithPrior, PriorPreservationDataset
 from viewdiff.training.records import FaceRecords, first_identities, load_records
 
 
@@ -72,10 +73,13 @@ class TrainConfig:
     use_projection_layer: bool = model_option("use_projection_layer")
     use_cross_view: bool = model_option("use_cross_view")
     n_views: int = model_option("n_views", "views per identity group of a batch with --use_cross_view")
-    use_prior_preservation: bool = option(False, "fine-tune from --base_model_path while keeping its outputs on "
-                                                 "prior samples")
-    lambda_prior: float = option(0.1)
-    base_model_path: str | None = option(None, "folder with model.safetensors + config.json")
+    use_prior_preservation: bool = option(False, "keep the outputs of the model training starts from (a frozen copy: "
+                                                 "the fresh model, or --base_model_path) on prior samples, the "
+                                                 "training photos sent to other poses (DreamBooth's prior "
+                                                 "preservation; viewdiff.training.prior)")
+    lambda_prior: float = option(LAMBDA_PRIOR, "weight of the prior-preservation term")
+    base_model_path: str | None = option(None, "fine-tune this model (folder with model.safetensors + config.json) "
+                                               "instead of a fresh one")
     rank: int = model_option("rank")
     lora_alpha: float = model_option("lora_alpha")
     num_layers: int = model_option("num_layers", "transformer blocks")
@@ -199,6 +203,15 @@ def prior_anchor(batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.T
     return batch["src"]
 
 
+def prior_samples(pairs: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Forward kwargs of the prior samples [N, ...]: every training pair's inputs (the photo, its mirror, its
+    keypoints and, for a map model, both maps: all the model reads, `model_inputs`) sent to the source pose of
+    another training photo (a shuffle seeded by `seed`) instead of its task target: poses the task loss does not
+    train, where the model should keep the behaviour it started with."""
+    order = torch.as_tensor(np.random.default_rng(seed).permutation(len(pairs["src"])))
+    return model_inputs({**pairs, "target_pose": pairs["source_pose"][order]})
+
+
 def cosine_schedule(total_steps: int, warmup_steps: int):
     """Linear warm-up then cosine decay to 0 (a plain function, so LambdaLR's state saves cleanly)."""
     def factor(step: int) -> float:
@@ -281,23 +294,25 @@ def train(config: TrainConfig) -> TrainResult:
     gallery = frontal_gallery(train_pairs).to(device)
     embedding_dim = train_pairs["src"].shape[1]
 
-    base_model = None
-    if config.use_prior_preservation or config.base_model_path:
-        if not config.base_model_path:
-            raise SystemExit("--use_prior_preservation needs --base_model_path (the model to fine-tune)")
-        base_model, _ = load_pretrained(config.base_model_path, embedding_dim=embedding_dim)
+    if config.base_model_path:
         model, _ = load_pretrained(config.base_model_path, embedding_dim=embedding_dim)
     else:
         model = build_model(config, embedding_dim, records.fingerprint)
     model.to(device)
     prior = None
-    if config.use_prior_preservation:
-        base_model.to(device)
-        prior = EnhancedTransformerWithPrior(model, base_model, lambda_prior=config.lambda_prior)
-        prior_data = PriorPreservationDataset(
-            base_model, {k: train_pairs[k] for k in ("src", "source_pose", "keypoints_3d", "target_pose")},
-            cache_path=save_dir / "prior_samples.safetensors")
+    if config.use_prior_preservation:   # the base: a frozen copy of the model training starts from
+        prior = EnhancedTransformerWithPrior(model, copy.deepcopy(model), lambda_prior=config.lambda_prior)
+        prior_data = PriorPreservationDataset(prior.base_model, prior_samples(train_pairs, config.seed),
+                                              cache_path=save_dir / "prior_samples.safetensors")
         print(f"prior samples: {len(prior_data)} ({'cache hit' if prior_data.cache_hit else 'built'})")
+
+    def task_loss(out: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The recipe's loss (`--loss`) of the outputs [B, D] of a pair batch."""
+        if config.loss == "gallery":
+            return gallery_loss(out.float(), prior_anchor(batch, config), batch["target"], batch["target_pose"],
+                                batch["identity"], gallery, config.temperature, config.source_weight, config.margin)
+        return embedding_loss(out.float(), batch["target"], batch["identity"], config.identity_weight,
+                              config.temperature)
 
     optimizer = torch.optim.AdamW(param_groups(model, config), weight_decay=config.weight_decay)
     multiview = config.model == "enhanced" and config.use_cross_view
@@ -334,7 +349,7 @@ def train(config: TrainConfig) -> TrainResult:
         batches = epoch_batches(n, config.batch_size, rng, train_pairs["identity"].numpy(),
                                 train_pairs["source_pose"][:, 0].numpy(), config.n_views if multiview else 0)
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=config.quiet, leave=False)
-        running = 0.0
+        running, running_prior = 0.0, 0.0
         for step, idx in enumerate(bar):
             batch = {k: v[torch.as_tensor(idx)].to(device) for k, v in train_pairs.items()}
             if config.input_noise > 0:
@@ -342,20 +357,12 @@ def train(config: TrainConfig) -> TrainResult:
                 batch["src"] = F.normalize(batch["src"] + noise, dim=-1)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=config.use_amp):
                 if prior is not None:
-                    prior_batch = prior_data.sample(len(idx), rng)
-                    loss, parts = prior.compute_loss(
-                        model_inputs(batch, multiview), prior_batch, batch["target"],
-                        lambda out, tgt: embedding_loss(out, tgt, batch["identity"], config.identity_weight,
-                                                        config.temperature)[0])
-                elif config.loss == "gallery":
-                    out = model(**model_inputs(batch, multiview))
-                    loss, parts = gallery_loss(out.float(), prior_anchor(batch, config), batch["target"],
-                                               batch["target_pose"], batch["identity"], gallery, config.temperature,
-                                               config.source_weight, config.margin)
+                    loss, parts = prior.compute_loss(model_inputs(batch, multiview), prior_data.sample(len(idx), rng),
+                                                     batch["target"], lambda out, _: task_loss(out, batch)[0])
+                    running_prior += parts["prior_loss"]
+                    writer.add_scalar("Train/PriorLoss", parts["prior_loss"], (epoch - 1) * len(batches) + step)
                 else:
-                    out = model(**model_inputs(batch, multiview))
-                    loss, parts = embedding_loss(out.float(), batch["target"], batch["identity"],
-                                                 config.identity_weight, config.temperature)
+                    loss, parts = task_loss(model(**model_inputs(batch, multiview)), batch)
             scaler.scale(loss / config.gradient_accumulation_steps).backward()
             if (step + 1) % config.gradient_accumulation_steps == 0 or step + 1 == len(batches):
                 scaler.unscale_(optimizer)
@@ -369,6 +376,8 @@ def train(config: TrainConfig) -> TrainResult:
             writer.add_scalar("Train/Loss", loss.item(), global_step)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         row = {"epoch": epoch, "train_loss": running / max(1, len(batches))}
+        if prior is not None:   # the weighted prior term's mean (part of train_loss)
+            row["train_prior_loss"] = running_prior / max(1, len(batches))
         if val_pairs is not None:
             row.update(evaluate_pairs(model, val_pairs, config))
             writer.add_scalar("Epoch/ValLoss", row["val_loss"], epoch)
