@@ -110,8 +110,6 @@ class TrainConfig:
     weight_decay: float = option(0.01)
     warmup_epochs: float = option(1.0)
     identity_weight: float = option(5.0, "regression loss: weight of the in-batch identity term")
-    input_noise: float = option(0.0, "augmentation: Gaussian noise of this expected norm added to the unit source "
-                                     "embeddings")
     temperature: float = option(0.1, "temperature of the identity / gallery InfoNCE term")
     use_amp: bool = option(False, "bf16 autocast on CPU, fp16 + GradScaler on CUDA")
     gradient_accumulation_steps: int = option(1)
@@ -352,9 +350,6 @@ def train(config: TrainConfig) -> TrainResult:
         running, running_prior = 0.0, 0.0
         for step, idx in enumerate(bar):
             batch = {k: v[torch.as_tensor(idx)].to(device) for k, v in train_pairs.items()}
-            if config.input_noise > 0:
-                noise = torch.randn_like(batch["src"]) * (config.input_noise / math.sqrt(batch["src"].shape[1]))
-                batch["src"] = F.normalize(batch["src"] + noise, dim=-1)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=config.use_amp):
                 if prior is not None:
                     loss, parts = prior.compute_loss(model_inputs(batch, multiview), prior_data.sample(len(idx), rng),
