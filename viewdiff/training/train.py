@@ -193,7 +193,7 @@ def model_inputs(batch: dict[str, torch.Tensor], multiview: bool = False) -> dic
     return out
 
 
-def prior_anchor(batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
+def source_anchor(batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
     """What the gallery loss keeps the output near: the mean of the photo's and its mirror's embeddings
     when the model sees the mirror view (two equally valid views of the face), else the photo's own."""
     if config.model == "enhanced" and config.use_mirror_view:
@@ -307,7 +307,7 @@ def train(config: TrainConfig) -> TrainResult:
     def task_loss(out: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """The recipe's loss (`--loss`) of the outputs [B, D] of a pair batch."""
         if config.loss == "gallery":
-            return gallery_loss(out.float(), prior_anchor(batch, config), batch["target"], batch["target_pose"],
+            return gallery_loss(out.float(), source_anchor(batch, config), batch["target"], batch["target_pose"],
                                 batch["identity"], gallery, config.temperature, config.source_weight, config.margin)
         return embedding_loss(out.float(), batch["target"], batch["identity"], config.identity_weight,
                               config.temperature)
