@@ -2,11 +2,11 @@
 
     python benchmarks/bench_model.py [--quick]
 
-- Latency: `EnhancedTransformerDecoderOnly3D` with its default config (LoRA attention, 3D projection with
-  keypoints, 4 layers, R=16), eval mode under `torch.inference_mode()`, `torch.set_num_threads(1)`,
-  batch 1 and 64, d_model 128 (dlib) and 512 (ArcFace). Per sample: the median and 10th percentile of the
-  wall time of single calls, and the thread CPU time per call (`time.thread_time`: not counting time the
-  OS gave to other processes). On a shared VM the speed of a core also depends on other tenants, so
+- Latency: `EnhancedTransformerDecoderOnly3D` in the benchmark's config `BENCH` (LoRA attention, 3D projection
+  with keypoints, 4 layers, R=16: larger than the training recipe's defaults, 2 layers and R=8), eval mode
+  under `torch.inference_mode()`, `torch.set_num_threads(1)`, batch 1 and 64, d_model 128 (dlib) and 512
+  (ArcFace). Per sample: the median and 10th percentile of the wall time of single calls, and the thread
+  CPU time per call (`time.thread_time`: not counting time the OS gave to other processes). On a shared VM the speed of a core also depends on other tenants, so
   repeated runs differ by up to ~30%; compare numbers from one run.
 - Parameters: total, trainable after `freeze_base()` (the LoRA adapter) and LoRA, for rank 4 / 8 / 16,
   against full fine-tuning (every parameter trainable, the model's default).
@@ -35,6 +35,8 @@ from viewdiff.paths import REPO_ROOT  # noqa: E402
 SHIPPED_EMBEDDER = "28db0b514695b5c8"   # the default face pack's fingerprint
 
 MiB = 2 ** 20
+
+BENCH = dict(num_layers=4, voxel_resolution=16)   # the config the README's speed, size and memory figures are of
 
 
 def inputs(batch: int, d_model: int, keypoints: bool = True, seed: int = 0,
@@ -105,12 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, {os.cpu_count()} CPUs, "
           f"load average {load[0]:.2f} (other jobs share the cores)")
 
-    print("\n## Forward latency per sample, default config (LoRA attention + 3D projection, R=16, 4 layers)")
+    print("\n## Forward latency per sample, BENCH config (LoRA attention + 3D projection, R=16, 4 layers)")
     print("ms per sample; wall: median and 10th percentile of single calls; CPU: thread time per call;")
     print("no keypoints: median wall without the 3D projection (keypoints_3d=None)")
     print(f"{'d_model':>7} {'batch':>5} {'wall median':>11} {'wall p10':>8} {'CPU':>6} {'no keypoints':>12}")
     for d_model in (128, 512):
-        model = EnhancedTransformerDecoderOnly3D(d_model=d_model).eval()
+        model = EnhancedTransformerDecoderOnly3D(d_model=d_model, **BENCH).eval()
         for batch in (1, 64):
             wall, p10, cpu = latency(model, batch, d_model, seconds)
             wall_no_kp, _, _ = latency(model, batch, d_model, seconds / 2, keypoints=False)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{'full fine-tuning':>17}")
     for d_model in (128, 512):
         for rank in (4, 8, 16):
-            model = EnhancedTransformerDecoderOnly3D(d_model=d_model, rank=rank)
+            model = EnhancedTransformerDecoderOnly3D(d_model=d_model, **{**BENCH, "rank": rank})
             total, full = count(model.parameters()), count(model.get_trainable_parameters())
             lora = count(model.get_lora_parameters())
             model.freeze_base()
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'R':>3} {'grid values/sample':>18} {'infer b=1 MiB':>14} {'infer b=64 MiB':>15} {'train b=64 MiB':>15} "
           f"{'ms/sample b=64':>15}")
     for resolution in (8, 16, 32):
-        model = EnhancedTransformerDecoderOnly3D(d_model=128, voxel_resolution=resolution).eval()
+        model = EnhancedTransformerDecoderOnly3D(d_model=128, **{**BENCH, "voxel_resolution": resolution}).eval()
         one, many = inputs(1, 128), inputs(64, 128)
         with torch.inference_mode():
             infer_1 = peak_tensor_bytes(lambda: model(**one))

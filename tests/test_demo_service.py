@@ -43,9 +43,10 @@ def small_gallery_photos() -> dict[str, list[Path]]:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    """A fresh (untrained, seeded) 128-d model saved like the shipped weights."""
+    """A fresh (untrained, seeded) 128-d model saved like the shipped weights (4 layers, R=16: larger than the
+    defaults, as the panels below expect)."""
     torch.manual_seed(0)
-    return save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=128).eval(),
+    return save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=128, num_layers=4, voxel_resolution=16).eval(),
                            tmp_path_factory.mktemp("weights") / "enhanced", {"note": "test model"})
 
 

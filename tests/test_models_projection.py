@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,16 +35,41 @@ def centroid(volume: torch.Tensor) -> torch.Tensor:
     return torch.stack([(w * x).sum(), (w * y).sum(), (w * z).sum()])
 
 
-def test_rotation_matrix_is_rz_rx_ry_and_orthonormal():
-    angles = torch.tensor([[30.0, -20.0, 10.0], [0.0, 0.0, 0.0], [-90.0, 45.0, 170.0]])
+COMBINED = [(60.0, 15.0, 10.0), (80.0, -10.0, -30.0), (-70.0, 25.0, 35.0), (45.0, -25.0, -15.0), (0.0, 0.0, 0.0)]
+
+
+def test_rotation_matrix_is_the_face_frames_rotation_of_geometry():
+    """One convention: the models' R(pose) is `viewdiff.faces.geometry.angles_to_rotation` on combined angles
+    (they differed by up to 0.5 at (80, -10, -30) when the models used Rz Rx Ry and its transpose)."""
+    from viewdiff.faces.geometry import angles_to_rotation
+    g = torch.Generator().manual_seed(0)
+    angles = torch.cat([torch.tensor(COMBINED), (torch.rand(64, 3, generator=g) - 0.5) * torch.tensor([180.0, 90, 90])])
     rot = rotation_matrix(angles)
-    assert rot.shape == (3, 3, 3)
-    for i, (yaw, pitch, roll) in enumerate(angles.tolist()):
-        expected = elementary("z", roll) @ elementary("x", pitch) @ elementary("y", yaw)
+    assert rot.shape == (len(angles), 3, 3) and torch.equal(rot[len(COMBINED) - 1], torch.eye(3))
+    for i, a in enumerate(angles.tolist()):
+        np.testing.assert_allclose(rot[i].numpy(), angles_to_rotation(a), atol=1e-6)
+        yaw, pitch, roll = a   # pitch first, then yaw, then roll, signs of the face frame
+        expected = elementary("z", -roll) @ elementary("y", -yaw) @ elementary("x", -pitch)
         torch.testing.assert_close(rot[i], expected, atol=1e-6, rtol=0)
-    torch.testing.assert_close(rot @ rot.transpose(1, 2), torch.eye(3).expand(3, 3, 3), atol=1e-6, rtol=0)
-    torch.testing.assert_close(torch.linalg.det(rot), torch.ones(3))
-    assert torch.equal(rot[1], torch.eye(3))
+    torch.testing.assert_close(rot @ rot.transpose(1, 2), torch.eye(3).expand_as(rot), atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(rot), torch.ones(len(angles)))
+
+
+@pytest.mark.parametrize("source", COMBINED)
+def test_pose_change_to_frontal_brings_the_keypoints_back_to_the_template(source):
+    """keypoints_3d = the template rotated by the source pose; the models' change to frontal (and to another
+    combined pose) gives the template (the target's keypoints_3d), in the face frame and in both grids."""
+    from viewdiff.faces.geometry import keypoints_3d_from_pose, template_5
+    template = torch.tensor(template_5(), dtype=torch.float32)[None]
+    posed = torch.as_tensor(keypoints_3d_from_pose(source))[None]
+    src, frontal, other = torch.tensor([source]), torch.zeros(1, 3), torch.tensor([[-35.0, 20.0, -25.0]])
+    torch.testing.assert_close(posed @ fpl.pose_change(src, frontal).transpose(1, 2), template, atol=1e-5, rtol=0)
+    torch.testing.assert_close(posed @ fpl.pose_change(src, other).transpose(1, 2),
+                               torch.as_tensor(keypoints_3d_from_pose(other[0].tolist()))[None], atol=1e-5, rtol=0)
+    for layer in (LightweightFaceProjectionLayer(16, voxel_resolution=8),
+                  LightweightFaceProjectionLayer(16, voxel_resolution=8, map_size=7)):
+        at_frontal = layer.keypoints_in_grid(template, frontal, frontal)
+        torch.testing.assert_close(layer.keypoints_in_grid(posed, src, frontal), at_frontal, atol=1e-5, rtol=0)
 
 
 def test_rotation_matches_affine_grid_and_grid_sample():
@@ -80,7 +106,7 @@ def test_rotation_by_90_then_minus_90_returns_to_the_start(axis):
 def test_rotation_moves_content_where_the_matrix_says():
     # content at p moves to R @ p: positive yaw turns +x towards the camera (-z, depth index 0)
     volume = blob(17, (0.5, 0.0, 0.0))
-    rot = rotation_matrix(torch.tensor([[90.0, 0.0, 0.0]]))
+    rot = elementary("y", 90.0)[None]
     torch.testing.assert_close(rot[0] @ torch.tensor([0.5, 0.0, 0.0]), torch.tensor([0.0, 0.0, -0.5]),
                                atol=1e-6, rtol=0)
     start = centroid(volume)  # about (0.5, 0, 0); the grid edge trims the tail a little
@@ -89,9 +115,9 @@ def test_rotation_moves_content_where_the_matrix_says():
     torch.testing.assert_close(centroid(moved), start[[2, 1, 0]] * torch.tensor([1.0, 1.0, -1.0]),
                                atol=1e-4, rtol=0)
     # pitch: +y (down) goes to +z; roll: +x goes to +y
-    pitched = rotate_volume(volume.transpose(-1, -2), rotation_matrix(torch.tensor([[0.0, 90.0, 0.0]])))
+    pitched = rotate_volume(volume.transpose(-1, -2), elementary("x", 90.0)[None])
     torch.testing.assert_close(centroid(pitched), start[[1, 2, 0]], atol=1e-4, rtol=0)
-    rolled = rotate_volume(volume, rotation_matrix(torch.tensor([[0.0, 0.0, 90.0]])))
+    rolled = rotate_volume(volume, elementary("z", 90.0)[None])
     torch.testing.assert_close(centroid(rolled), start[[1, 0, 2]], atol=1e-4, rtol=0)
     # a smooth blob survives an off-grid rotation and its inverse up to interpolation blur
     start = blob(17, (0.3, -0.2, 0.1))
@@ -125,7 +151,7 @@ def test_same_source_and_target_pose_leaves_the_grid_unrotated():
     layer = LightweightFaceProjectionLayer(64, voxel_resolution=8)
     feats, kp, angles = make_inputs()
     layer(feats, kp, angles, angles)
-    voxels, density = layer.voxelize(feats, kp)
+    voxels, density = layer.voxelize(feats, layer.grid_frame(kp, angles, angles)[0])
     torch.testing.assert_close(layer.last_voxels, voxels, atol=1e-5, rtol=0)
     torch.testing.assert_close(layer.last_density, density, atol=1e-5, rtol=0)
     layer(feats, kp, angles, angles + torch.tensor([40.0, 0, 0]))

@@ -112,6 +112,45 @@ def test_prior_preservation_fine_tuning_caches_prior_samples(small_cache, tmp_pa
     assert "cache hit" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def small_maps(small_cache, analyzer) -> Path:
+    """`small_cache` with the shipped embedder's 7x7 maps of the CFP crops (what a map model reads)."""
+    from viewdiff.training.records import extract_maps
+    extract_maps(small_cache, "cfp", analyzer.backend, analyzer.feature_maps)
+    return small_cache
+
+
+def test_prior_samples_carry_every_model_input(small_maps):
+    """The prior samples are the training photos with all that the model reads (the mirror and both maps: the
+    earlier prior dropped them, so a map model crashed and a vector model lost its mirror term), sent to the
+    source pose of another training photo."""
+    from viewdiff.training.train import model_inputs, prior_samples
+    pairs = stack_pairs(PosePairDataset(load_records(small_maps, "cfp", "insightface", maps=True)))
+    samples = prior_samples(pairs, seed=0)
+    assert set(samples) == set(model_inputs(pairs)) >= {"src_mirror", "feature_map", "feature_map_mirror"}
+    assert all(samples[k] is pairs[k] for k in samples if k != "target_pose")
+    poses = {tuple(p) for p in pairs["source_pose"].tolist()}
+    assert {tuple(p) for p in samples["target_pose"].tolist()} == poses and not (samples["target_pose"] == 0).all()
+    assert torch.equal(prior_samples(pairs, seed=0)["target_pose"], samples["target_pose"])
+
+
+@pytest.mark.parametrize("loss", ["gallery", "regression"])
+def test_prior_preservation_trains_a_map_model_with_each_loss(small_maps, tmp_path, loss):
+    """A map model trained from scratch with the prior (its frozen start as the base): the recipe's loss is the
+    task term (the earlier prior path always used the regression loss), the prior term is reported, starts
+    at 0 and moves."""
+    flags = ["--epochs", "2", "--batch_size", "64", "--datasets", "cfp", "--map_channels", "64", "--nhead", "4",
+             "--token_dim", "32", "--loss", loss, "--use_prior_preservation", "--lambda_prior", "1.0"]
+    _, with_prior = run_train(small_maps, tmp_path / "prior", *flags)
+    _, without = run_train(small_maps, tmp_path / "plain", *flags[:-3])
+    prior = [row["train_prior_loss"] for row in with_prior.history]
+    assert all(0 < p < 1 for p in prior), prior   # non-zero once the model moves, bounded by lambda_prior
+    task = [a["train_loss"] - p for a, p in zip(with_prior.history, prior)]
+    # the first step of both runs sees the same batch and weights: the task terms are of one loss
+    assert task[0] == pytest.approx(without.history[0]["train_loss"], rel=0.25), (task, without.history)
+    assert (tmp_path / "prior" / "prior_samples.safetensors").is_file()
+
+
 @pytest.mark.parametrize("flags", [["--model", "dream"], ["--use_cross_view", "--n_views", "4"],
                                    ["--no-use_lora_attention", "--no-use_projection_layer"]])
 def test_variants_train(small_cache, tmp_path, flags):
@@ -136,6 +175,10 @@ def test_train_config_is_the_cli_and_its_command_round_trips(tmp_path):
     assert {"use_lora_attention", "rank", "voxel_resolution", "dropout", "num_layers"} <= set(MODEL_FIELDS)
     switches = {f.name for f in fields(TransformerConfig) if f.name.startswith("use_")}
     assert switches <= set(MODEL_FIELDS)   # every module can be switched off from the CLI (the ablations)
+    # one default per setting: a model flag defaults to the model's own default
+    train_defaults, model_defaults = TrainConfig(), TransformerConfig()
+    assert ({n: getattr(train_defaults, n) for n in MODEL_FIELDS}
+            == {n: getattr(model_defaults, n) for n in MODEL_FIELDS})
     assert TrainConfig.from_args([]) == TrainConfig()
     config = TrainConfig.from_args(["--no-use_lora_attention", "--use_amp", "--rank", "8", "--identity_weight", "0",
                                     "--save_dir", str(REPO_ROOT / "runs" / "x"), "--export_dir", str(tmp_path)])

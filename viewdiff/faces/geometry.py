@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from viewdiff.models.rotation import rotation_entries
+
 
 @functools.lru_cache(maxsize=None)
 def meanshape_68() -> np.ndarray:
@@ -92,13 +94,14 @@ def rotation_to_angles(r: np.ndarray) -> np.ndarray:
 
 
 def angles_to_rotation(angles) -> np.ndarray:
-    """(yaw, pitch, roll) degrees -> face-frame rotation [3, 3] (inverse of `rotation_to_angles`)."""
-    yaw, pitch, roll = np.deg2rad(np.asarray(angles, np.float64))
-    rx, ry, rz = -pitch, yaw, roll
-    mx = np.array([[1, 0, 0], [0, np.cos(rx), -np.sin(rx)], [0, np.sin(rx), np.cos(rx)]])
-    my = np.array([[np.cos(ry), 0, np.sin(ry)], [0, 1, 0], [-np.sin(ry), 0, np.cos(ry)]])
-    mz = np.array([[np.cos(rz), -np.sin(rz), 0], [np.sin(rz), np.cos(rz), 0], [0, 0, 1]])
-    return _FLIP @ (mz @ my @ mx) @ _FLIP
+    """(yaw, pitch, roll) degrees -> face-frame rotation [3, 3] (inverse of `rotation_to_angles`).
+
+    The package's one definition, `viewdiff.models.rotation.rotation_entries` (the models rotate their voxel
+    grids with the same matrix): ``Rz(-roll) @ Ry(-yaw) @ Rx(-pitch)`` in this face frame.
+    """
+    rad = np.deg2rad(np.asarray(angles, np.float64))
+    (cy, cp, cr), (sy, sp, sr) = np.cos(rad), np.sin(rad)
+    return np.array(rotation_entries(cy, sy, cp, sp, cr, sr)).reshape(3, 3)
 
 
 def estimate_pose(keypoints: np.ndarray, bbox: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """`TransformerConfig`: the one source of `EnhancedTransformerDecoderOnly3D`'s settings (names and defaults).
 
 `EnhancedTransformerDecoderOnly3D(**kwargs)` takes exactly these fields as keywords; `model.config` is
-`dataclasses.asdict` of it (what `config.json` stores), and the training CLI checks its model flags
-against these fields.
+`dataclasses.asdict` of it (what `config.json` stores). The defaults are the training recipe's (the shipped
+model's, but for its map settings): `viewdiff.training.train.TrainConfig`'s model flags take theirs from here.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class TransformerConfig:
     """Width D of the face embedding: 128 (dlib) or 512 (ArcFace); divisible by `num_tokens`."""
     nhead: int = 8
     """Attention heads per block (and in the cross-view attention)."""
-    num_layers: int = 4
+    num_layers: int = 2
     """Transformer blocks (adaLN -> attention -> adaLN -> MLP)."""
     num_keypoints: int = 5
     """3D keypoints K per face fed to the projection layer (`keypoints_3d [B, K, 3]`)."""
@@ -27,14 +27,15 @@ class TransformerConfig:
     """The 2D -> 3D -> 2D voxel projection and its `3D` token (used when keypoints are given)."""
     use_cross_view: bool = False
     """Attention across the `n_views` views of one identity (`multiview_input=True` batches)."""
-    n_views: int = 5
+    n_views: int = 4
     """Views per identity group of a multi-view batch."""
     rank: int = 4
     """LoRA rank of the q/k/v updates."""
     lora_alpha: float = 1.0
     """LoRA scale numerator: the update is scaled by lora_alpha / rank."""
-    voxel_resolution: int = 16
-    """Voxel grid side R of the projection layer (memory and compute grow with R^3)."""
+    voxel_resolution: int = 8
+    """Voxel grid side R of the projection layer (memory and compute grow with R^3: 8 keeps CPU training at
+    ~1 min per CFP fold)."""
     dropout: float = 0.1
     """Dropout after attention and MLP in every block."""
     num_tokens: int = 16

@@ -3,16 +3,17 @@
 Coordinates: the grid spans [-1, 1]^3 with voxel centres at `linspace(-1, 1, R)` on each axis;
 a volume `[B, C, R, R, R]` is indexed `[z, y, x]` (depth, down, right), the layout of
 `F.grid_sample`. The camera looks along +z, so index 0 of the depth axis is the front.
-Angles are degrees `(yaw, pitch, roll)`: yaw about y, pitch about x, roll about z, applied in that
-order (`R = Rz(roll) @ Rx(pitch) @ Ry(yaw)`); positive yaw turns +x towards the camera (-z).
+Angles are degrees `(yaw, pitch, roll)`; a pose's rotation is the face frame's `R(pose)` of
+`viewdiff.models.rotation` (the one definition, shared with `viewdiff.faces.geometry`), and the grid turns by
+`pose_change` = R(target) R(source)^T, conjugated into the grid's frame (x right, y down, z away from the
+camera: the face template's frame with y and z flipped, `TEMPLATE_TO_GRID`).
 
 Two inputs (`LightweightFaceProjectionLayer`): an embedding vector ``[B, D]`` (the earlier models: a code of
 the vector modulates a grid shaped by the keypoints), or the embedder's spatial map ``[B, C, 7, 7]``
 (``map_size``): each cell's features are lifted along depth to the voxels behind it, the keypoints say where
 the face surface is, and the rendered target view is read back at the 7x7 cells. In the map mode the grid
-is the aligned crop's frame: x right, y down, z away from the camera (index 0 = front), the face template
-(`viewdiff.faces.geometry`, x right, y up, z towards the camera) scaled by `GRID_PER_TEMPLATE`, so the
-whole 112x112 crop fits and slices show the face upright with its nose at the front.
+is also the aligned crop's frame: the face template scaled by `GRID_PER_TEMPLATE`, so the whole 112x112 crop
+fits and slices show the face upright with its nose at the front.
 
 Memory and compute grow with R^3. At its peak a forward holds about 44 float32 values per voxel and
 sample (keypoint splats, hidden activations, the feature + density grid before and after rotation,
@@ -28,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from viewdiff.models.rotation import rotation_entries
+
 
 # The aligned 112x112 ArcFace crop in the face template's frame (`viewdiff.faces.geometry.template_5`, checked
 # by tests/test_models_projection.py): template = (pixel - CROP_CENTRE) * CROP_SCALE, y flipped.
@@ -37,29 +40,23 @@ TEMPLATE_TO_GRID = torch.diag(torch.tensor([1.0, -1.0, -1.0]))   # y up -> down,
 
 
 def rotation_matrix(angles_deg: torch.Tensor) -> torch.Tensor:
-    """angles [B, 3] (yaw, pitch, roll; degrees) -> rotation matrices [B, 3, 3] = Rz @ Rx @ Ry.
+    """angles [B, 3] (yaw, pitch, roll; degrees) -> the face-frame rotations R(pose) [B, 3, 3].
 
-    Ry = [[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]], Rx = [[1, 0, 0], [0, cp, -sp], [0, sp, cp]],
-    Rz = [[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]]; the product is written out (one stack, few ops).
+    The package's one rotation (`viewdiff.models.rotation`, equal to `viewdiff.faces.geometry.angles_to_rotation`):
+    ``keypoints_3d`` of a face at `pose` = template @ R(pose)^T.
     """
     rad = torch.deg2rad(angles_deg.float())
     (cy, cp, cr), (sy, sp, sr) = rad.cos().unbind(-1), rad.sin().unbind(-1)
-    sp_sy, sp_cy = sp * sy, sp * cy
-    return torch.stack([cr * cy - sr * sp_sy, -sr * cp, cr * sy + sr * sp_cy,
-                        sr * cy + cr * sp_sy, cr * cp, sr * sy - cr * sp_cy,
-                        -cp * sy, sp, cp * cy], dim=-1).view(*angles_deg.shape[:-1], 3, 3)
+    return torch.stack(rotation_entries(cy, sy, cp, sp, cr, sr), dim=-1).view(*angles_deg.shape[:-1], 3, 3)
 
 
 def pose_change(source_angles: torch.Tensor, target_angles: torch.Tensor) -> torch.Tensor:
-    """The rotation [B, 3, 3] that takes a face at `source_angles` to `target_angles` (degrees [B, 3]).
-
-    In the face frame of `viewdiff.faces.geometry` (where ``keypoints_3d`` = template @ R(pose)^T) a pose's
-    rotation is ``rotation_matrix(pose)^T``, so the change is ``R(target) R(source)^T`` =
-    ``rotation_matrix(target)^T @ rotation_matrix(source)``: keypoints_3d at the source pose, rotated by it,
-    are the keypoints_3d of the target pose.
+    """The rotation [B, 3, 3] that takes a face at `source_angles` to `target_angles` (degrees [B, 3]), in the
+    face frame: ``R(target) R(source)^T``, so keypoints_3d at the source pose, rotated by it, are the
+    keypoints_3d of the target pose (to frontal: the template itself).
     """
     target_rot, source_rot = rotation_matrix(torch.cat([target_angles, source_angles])).chunk(2)
-    return target_rot.transpose(1, 2) @ source_rot
+    return target_rot @ source_rot.transpose(1, 2)
 
 
 def voxel_centres(d: int, h: int, w: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -185,17 +182,14 @@ class LightweightFaceProjectionLayer(nn.Module):
                    target_angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keypoints [B, K, 3] (template frame) and the rotation [B, 3, 3] of the grid, in the grid's frame.
 
-        The map mode scales and turns the template into the crop's frame and rotates by `pose_change` (the
-        face frame's convention: a face at the source pose comes to the target pose). The vector mode keeps
-        the rotation its weights were trained with, ``rotation_matrix(target) @ rotation_matrix(source)^T``:
-        the transpose of the face frame's change, so its grid turns a profile further instead of back; it is
-        kept as trained (the vector models' ablation found the projection without effect on CFP-FP).
+        The template's frame is turned into the grid's (`TEMPLATE_TO_GRID`, its own inverse: y down, z away
+        from the camera, so depth index 0 is the front the renderer sees first) and the map mode also scales
+        it (`GRID_PER_TEMPLATE`: the whole crop fits); the grid rotates by `pose_change` conjugated into that
+        frame, so a face at the source pose comes to the target pose.
         """
-        if not self.map_size:
-            target_rot, source_rot = rotation_matrix(torch.cat([target_angles, source_angles])).chunk(2)
-            return keypoints, target_rot @ source_rot.transpose(1, 2)
         flip = TEMPLATE_TO_GRID.to(keypoints.device, keypoints.dtype)
-        return keypoints @ flip * GRID_PER_TEMPLATE, flip @ pose_change(source_angles, target_angles) @ flip
+        scale = GRID_PER_TEMPLATE if self.map_size else 1.0
+        return keypoints @ flip * scale, flip @ pose_change(source_angles, target_angles) @ flip
 
     def keypoints_in_grid(self, keypoints: torch.Tensor, source_angles: torch.Tensor,
                           target_angles: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@
 - ``gallery`` (`gallery_loss`): what the product measures, a transformed probe against a gallery of raw
   frontal embeddings. InfoNCE of the transformed embedding against the frontal means of *all*
   training identities, plus `source_weight` x the squared distance to an anchor near the input (the
-  raw embedding, or the mean of the photo's and its mirror's: prior preservation, move only as far as
+  raw embedding, or the mean of the photo's and its mirror's: move only as far as
   the gallery term needs).
 """
 from __future__ import annotations

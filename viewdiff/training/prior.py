@@ -1,9 +1,17 @@
-"""Prior preservation (DreamBooth-style): keep a fine-tuned model close to its frozen base model.
+"""Prior preservation (DreamBooth's, Ruiz et al. 2023): while the model learns its task, keep the behaviour of
+the model it started from (its frozen copy, the base) on prior samples.
 
-`PriorPreservationLoss` compares student and base outputs; `PriorPreservationDataset` computes the
-base outputs once, caches them in a `.safetensors` file keyed by the sha256 of the base weights
-(and of the inputs), and serves them as prior samples; `EnhancedTransformerWithPrior` wraps a
-model and its frozen base and adds the prior term to the task loss.
+DreamBooth fine-tunes on a few photos of one subject and, so that the model does not forget its class, also
+trains on samples the frozen model generated for the class prompt, with the frozen model's outputs as targets.
+Here the task is the training recipe (a profile sent to frontal, `--loss gallery` or `regression`); the prior
+samples are the training photos sent to other poses (`viewdiff.training.train.prior_samples`), and their
+targets are the base model's outputs: a fresh model (the identity map, with the mirror view the flip-fused
+mean of a turned face's two views) or the model fine-tuned from (`--base_model_path`).
+
+`PriorPreservationLoss` compares student and base outputs; `PriorPreservationDataset` computes the base
+outputs once, caches them in a `.safetensors` file keyed by the sha256 of the base weights and of the inputs,
+and serves them as prior samples; `EnhancedTransformerWithPrior` wraps a model and its frozen base and adds
+the prior term to the task loss.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 BASE_OUT = "base_out"
+LAMBDA_PRIOR = 0.1   # the weight of the prior term (`--lambda_prior`)
 
 
 def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
@@ -33,26 +42,40 @@ def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
 
 
 class PriorPreservationLoss(nn.Module):
-    """forward(student_out [B, D], base_out [B, D]) -> (total, parts).
+    """forward(student_out [B, D], base_out [B, D]) -> (total, parts); base_out is treated as a constant.
 
-    total = lambda_prior * (w_kl * KL(softmax(base/T) || softmax(student/T)) + w_cos * (1 - cos)
-    + w_l2 * MSE); base_out is treated as a constant. parts: the unweighted "kl", "cos", "l2" and
-    the weighted "total", as floats.
+    total = lambda_prior * (w_kl * kl + w_cos * cos + w_l2 * l2), with s, b the unit-length outputs
+    (embeddings are compared by cosine):
+    - kl: distillation of the similarity distribution. The references are the batch's other base outputs b_j
+      (j != i); row i's base distribution is p_i = softmax_j(b_i . b_j / temperature), the student's
+      q_i = softmax_j(s_i . b_j / temperature), and kl = mean_i KL(p_i || q_i): which other faces the output
+      is near and how near, what a gallery sees (the own row is left out: at cosine 1 it would hold ~all of
+      p_i and hide the rest). The earlier KL over a softmax of the D coordinates of one vector was ~0 by
+      construction: unit-length coordinates are ~1/sqrt(D) (0.04 at D = 512), so both softmaxes are nearly
+      uniform and their KL ~ |s - b|^2 / (2 D) = (1 - cos) / D, 1/512 of the cosine term. Cosines between
+      faces spread over ~[-0.2, 0.9] and at temperature 0.1 (the gallery loss's InfoNCE temperature) their
+      softmax is peaked, so an output that drifts towards another face moves the term by more than its cosine
+      term (tests/test_training_prior.py). Needs B >= 3 (fewer leave at most one reference and kl 0).
+    - cos: mean(1 - cos(s_i, b_i)), how far each output turned away from the base's.
+    - l2: mean_i |student_i - base_i|^2 over the D coordinates of the raw outputs (their length too).
+    parts: the unweighted "kl", "cos", "l2" and the weighted "total", as floats.
     """
 
-    def __init__(self, lambda_prior: float = 0.1, w_kl: float = 1.0, w_cos: float = 1.0, w_l2: float = 1.0,
-                 temperature: float = 1.0):
+    def __init__(self, lambda_prior: float = LAMBDA_PRIOR, w_kl: float = 1.0, w_cos: float = 1.0,
+                 w_l2: float = 1.0, temperature: float = 0.1):
         super().__init__()
         self.lambda_prior, self.w_kl, self.w_cos, self.w_l2 = lambda_prior, w_kl, w_cos, w_l2
         self.temperature = temperature
 
     def forward(self, student_out: torch.Tensor, base_out: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        s, b = student_out.float(), base_out.detach().float()
-        t = self.temperature
-        kl = F.kl_div(F.log_softmax(s / t, dim=-1), F.log_softmax(b / t, dim=-1), log_target=True,
-                      reduction="batchmean")
-        cos = (1.0 - F.cosine_similarity(s, b, dim=-1)).mean()
-        l2 = F.mse_loss(s, b)
+        raw_s, raw_b = student_out.float(), base_out.detach().float()
+        s, b = F.normalize(raw_s, dim=-1), F.normalize(raw_b, dim=-1)
+        own = torch.eye(len(b), dtype=torch.bool, device=b.device)   # the own row is no reference
+        log_p = F.log_softmax((b @ b.T / self.temperature).masked_fill(own, -1e4), dim=-1)
+        log_q = F.log_softmax((s @ b.T / self.temperature).masked_fill(own, -1e4), dim=-1)
+        kl = F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+        cos = (1.0 - (s * b).sum(-1)).mean()
+        l2 = (raw_s - raw_b).pow(2).sum(-1).mean()
         total = self.lambda_prior * (self.w_kl * kl + self.w_cos * cos + self.w_l2 * l2)
         return total, {"kl": kl.item(), "cos": cos.item(), "l2": l2.item(), "total": total.item()}
 
@@ -61,9 +84,11 @@ class PriorPreservationDataset(Dataset):
     """Prior samples: the frozen base model's outputs on fixed inputs, cached on disk.
 
     base_model: called as `base_model(**inputs)` (in eval mode, no grad, batches of `batch_size`).
-    inputs: forward kwargs, tensors with the same first dim N (None values are dropped).
-    cache_path: `.safetensors` file; reused when its metadata has the same sha256 of the base model's
-    state dict and of the inputs (`cache_hit` is then True), rebuilt otherwise.
+    inputs: every forward kwarg the model reads (src, src_mirror, source_pose, keypoints_3d, target_pose and,
+    for a map model, feature_map and feature_map_mirror: `viewdiff.training.train.model_inputs`), tensors with
+    the same first dim N (None values are dropped); kept in memory, not copied.
+    cache_path: `.safetensors` file holding the base outputs [N, D]; reused when its metadata has the same
+    sha256 of the base model's state dict and of the inputs (`cache_hit` is then True), rebuilt otherwise.
     Items: dict of the inputs' rows plus "base_out" [D].
     """
 
@@ -81,8 +106,7 @@ class PriorPreservationDataset(Dataset):
         if not self.cache_hit:
             self.base_out = self._build(base_model, batch_size)
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({**{f"input.{k}": v.contiguous() for k, v in self.inputs.items()},
-                       BASE_OUT: self.base_out}, str(self.cache_path), metadata=meta)
+            save_file({BASE_OUT: self.base_out}, str(self.cache_path), metadata=meta)
 
     def _load(self, meta: dict[str, str]) -> torch.Tensor | None:
         if not self.cache_path.is_file():
@@ -120,12 +144,13 @@ class PriorPreservationDataset(Dataset):
 
 
 class EnhancedTransformerWithPrior(nn.Module):
-    """Fine-tuning wrapper: task loss of `model` + prior-preservation loss against a frozen `base_model`.
+    """Training wrapper: task loss of `model` + prior-preservation loss against a frozen `base_model` (a copy of
+    the model at the start of training, or the model it is fine-tuned from).
 
     The base model is frozen and kept in eval mode (also when `.train()` is called on the wrapper).
     """
 
-    def __init__(self, model: nn.Module, base_model: nn.Module, lambda_prior: float = 0.1):
+    def __init__(self, model: nn.Module, base_model: nn.Module, lambda_prior: float = LAMBDA_PRIOR):
         super().__init__()
         if model is base_model:
             raise ValueError("base_model must be a separate (frozen) copy of the model")
@@ -144,7 +169,8 @@ class EnhancedTransformerWithPrior(nn.Module):
     def compute_loss(self, inputs: dict, conditions: dict | None, targets: torch.Tensor, original_loss_fn):
         """-> (total loss, {"original_loss", "prior_loss", "total_loss", "prior_kl", "prior_cos", "prior_l2"}).
 
-        inputs: forward kwargs of the task batch; original_loss_fn(out, targets) -> scalar.
+        inputs: forward kwargs of the task batch; original_loss_fn(out, targets) -> scalar (the recipe's
+        task loss: the gallery or the regression loss).
         conditions: the prior batch, forward kwargs of prior samples, optionally with cached
         "base_out" (as from `PriorPreservationDataset.sample`); moved to the targets' device.
         Empty or None: the prior term compares student and base on `inputs`.

@@ -17,6 +17,7 @@ with `--val_fold`) and `final_model/` (`model.safetensors` + `config.json`, see 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -39,7 +40,7 @@ from viewdiff.paths import data_root, repo_relative
 from viewdiff.training.datasets import MAP_KEYS, PosePairDataset, fold_split, stack_pairs
 from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss
 from viewdiff.training.multiview import epoch_batches
-from viewdiff.training.prior import EnhancedTransformerWithPrior, PriorPreservationDataset
+from viewdiff.training.prior import LAMBDA_PRIOR, EnhancedTransformerWithPrior, PriorPreservationDataset
 from viewdiff.training.records import FaceRecords, first_identities, load_records, refuse_shared_identities
 
 
@@ -48,11 +49,19 @@ def option(default, help: str | None = None, **cli):
     return field(default=default, metadata={"help": help, **cli})
 
 
+def model_option(name: str, help: str | None = None, **cli):
+    """A `TrainConfig` field that is the `TransformerConfig` field `name`: its default is the model's (one
+    default per setting)."""
+    if isinstance(getattr(TransformerConfig, name), bool):
+        cli.setdefault("action", argparse.BooleanOptionalAction)
+    return option(getattr(TransformerConfig, name), help, **cli)
+
+
 @dataclass
 class TrainConfig:
     """Everything `train` reads: one field per command-line flag ``--<field>`` (`build_parser` is generated
-    from these fields). The model fields (`MODEL_FIELDS`) are `TransformerConfig` fields of the same name;
-    `num_layers` None keeps the model's default."""
+    from these fields). The model fields (`MODEL_FIELDS`) are `TransformerConfig` fields of the same name and
+    default (`model_option`)."""
 
     data_dir: str = option("data/cache", "folder of the extracted face-record caches")
     backend: str = option("insightface", "face backend whose embeddings to train on (the cache folder name)")
@@ -61,28 +70,31 @@ class TrainConfig:
     model: str = option("enhanced", choices=("enhanced", "dream"))
     batch_size: int = option(128)
     epochs: int = option(4)
-    use_lora_attention: bool = option(True, action=argparse.BooleanOptionalAction)
-    use_projection_layer: bool = option(True, action=argparse.BooleanOptionalAction)
-    use_cross_view: bool = option(False, action=argparse.BooleanOptionalAction)
-    n_views: int = option(4)
-    use_prior_preservation: bool = option(False, "fine-tune from --base_model_path while keeping its outputs on "
-                                                 "prior samples")
-    lambda_prior: float = option(0.1)
-    base_model_path: str | None = option(None, "folder with model.safetensors + config.json")
-    rank: int = option(4)
-    lora_alpha: float = option(1.0)
-    num_layers: int | None = option(2, "transformer blocks (None: the model's default, 4)")
-    nhead: int | None = option(None, "attention heads (None: the model's default, 8)")
-    token_dim: int | None = option(None, "token width inside the transformer (None: the model's default, 64)")
-    map_channels: int = option(0, "read the embedder's 7x7 map with this many channels (64: the shipped w600k_mbf; "
-                                  "its cache needs the maps, see viewdiff.training.extract) instead of the "
-                                  "embedding vector (0)")
-    voxel_resolution: int = option(8, "voxel grid side R of the projection layer (cost grows with R^3: 8 keeps CPU "
-                                      "training at ~1 min per CFP fold; the model class defaults to 16)")
-    dropout: float = option(0.1)
-    use_adaptive_norm: bool = option(True, action=argparse.BooleanOptionalAction)
-    use_pose_gate: bool = option(True, action=argparse.BooleanOptionalAction)
-    use_mirror_view: bool = option(True, action=argparse.BooleanOptionalAction)
+    use_lora_attention: bool = model_option("use_lora_attention")
+    use_projection_layer: bool = model_option("use_projection_layer")
+    use_cross_view: bool = model_option("use_cross_view")
+    n_views: int = model_option("n_views", "views per identity group of a batch with --use_cross_view")
+    use_prior_preservation: bool = option(False, "keep the outputs of the model training starts from (a frozen copy: "
+                                                 "the fresh model, or --base_model_path) on prior samples, the "
+                                                 "training photos sent to other poses (DreamBooth's prior "
+                                                 "preservation; viewdiff.training.prior)")
+    lambda_prior: float = option(LAMBDA_PRIOR, "weight of the prior-preservation term")
+    base_model_path: str | None = option(None, "fine-tune this model (folder with model.safetensors + config.json) "
+                                               "instead of a fresh one")
+    rank: int = model_option("rank")
+    lora_alpha: float = model_option("lora_alpha")
+    num_layers: int = model_option("num_layers", "transformer blocks")
+    nhead: int = model_option("nhead", "attention heads")
+    token_dim: int = model_option("token_dim", "token width inside the transformer")
+    map_channels: int = model_option("map_channels", "read the embedder's 7x7 map with this many channels (64: "
+                                                     "the shipped w600k_mbf; its cache needs the maps, see "
+                                                     "viewdiff.training.extract) instead of the embedding vector (0)")
+    voxel_resolution: int = model_option("voxel_resolution", "voxel grid side R of the projection layer (cost "
+                                                             "grows with R^3)")
+    dropout: float = model_option("dropout")
+    use_adaptive_norm: bool = model_option("use_adaptive_norm")
+    use_pose_gate: bool = model_option("use_pose_gate")
+    use_mirror_view: bool = model_option("use_mirror_view")
     mirror_augment: bool = option(True, "also train on every photo mirrored (yaw and roll negated)",
                                   action=argparse.BooleanOptionalAction)
     frontal_sources: int | None = option(2, "frontal photos per identity used as sources (None: all); every "
@@ -99,8 +111,6 @@ class TrainConfig:
     weight_decay: float = option(0.01)
     warmup_epochs: float = option(1.0)
     identity_weight: float = option(5.0, "regression loss: weight of the in-batch identity term")
-    input_noise: float = option(0.0, "augmentation: Gaussian noise of this expected norm added to the unit source "
-                                     "embeddings")
     temperature: float = option(0.1, "temperature of the identity / gallery InfoNCE term")
     use_amp: bool = option(False, "bf16 autocast on CPU, fp16 + GradScaler on CUDA")
     gradient_accumulation_steps: int = option(1)
@@ -165,8 +175,8 @@ def build_model(config: TrainConfig, embedding_dim: int, fingerprint: str = "") 
     embedder with this `fingerprint` (its recognition model in weights/insightface/)."""
     if config.model == "dream":
         return DreamResidual(d_model=embedding_dim)
-    settings = {name: getattr(config, name) for name in MODEL_FIELDS if getattr(config, name) is not None}
-    model = EnhancedTransformerDecoderOnly3D(d_model=embedding_dim, **settings)  # None: the model's default
+    model = EnhancedTransformerDecoderOnly3D(d_model=embedding_dim, **{name: getattr(config, name)
+                                                                       for name in MODEL_FIELDS})
     if config.map_channels:
         from viewdiff.faces.feature_map import affine_head
         from viewdiff.faces.model_files import recognition_model_file
@@ -184,12 +194,21 @@ def model_inputs(batch: dict[str, torch.Tensor], multiview: bool = False) -> dic
     return out
 
 
-def prior_anchor(batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
+def source_anchor(batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
     """What the gallery loss keeps the output near: the mean of the photo's and its mirror's embeddings
     when the model sees the mirror view (two equally valid views of the face), else the photo's own."""
     if config.model == "enhanced" and config.use_mirror_view:
         return F.normalize(batch["src"] + batch["src_mirror"], dim=-1)
     return batch["src"]
+
+
+def prior_samples(pairs: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Forward kwargs of the prior samples [N, ...]: every training pair's inputs (the photo, its mirror, its
+    keypoints and, for a map model, both maps: all the model reads, `model_inputs`) sent to the source pose of
+    another training photo (a shuffle seeded by `seed`) instead of its task target: poses the task loss does not
+    train, where the model should keep the behaviour it started with."""
+    order = torch.as_tensor(np.random.default_rng(seed).permutation(len(pairs["src"])))
+    return model_inputs({**pairs, "target_pose": pairs["source_pose"][order]})
 
 
 def cosine_schedule(total_steps: int, warmup_steps: int):
@@ -282,23 +301,25 @@ def train(config: TrainConfig) -> TrainResult:
     gallery = frontal_gallery(train_pairs).to(device)
     embedding_dim = train_pairs["src"].shape[1]
 
-    base_model = None
-    if config.use_prior_preservation or config.base_model_path:
-        if not config.base_model_path:
-            raise SystemExit("--use_prior_preservation needs --base_model_path (the model to fine-tune)")
-        base_model, _ = load_pretrained(config.base_model_path, embedding_dim=embedding_dim)
+    if config.base_model_path:
         model, _ = load_pretrained(config.base_model_path, embedding_dim=embedding_dim)
     else:
         model = build_model(config, embedding_dim, records.fingerprint)
     model.to(device)
     prior = None
-    if config.use_prior_preservation:
-        base_model.to(device)
-        prior = EnhancedTransformerWithPrior(model, base_model, lambda_prior=config.lambda_prior)
-        prior_data = PriorPreservationDataset(
-            base_model, {k: train_pairs[k] for k in ("src", "source_pose", "keypoints_3d", "target_pose")},
-            cache_path=save_dir / "prior_samples.safetensors")
+    if config.use_prior_preservation:   # the base: a frozen copy of the model training starts from
+        prior = EnhancedTransformerWithPrior(model, copy.deepcopy(model), lambda_prior=config.lambda_prior)
+        prior_data = PriorPreservationDataset(prior.base_model, prior_samples(train_pairs, config.seed),
+                                              cache_path=save_dir / "prior_samples.safetensors")
         print(f"prior samples: {len(prior_data)} ({'cache hit' if prior_data.cache_hit else 'built'})")
+
+    def task_loss(out: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The recipe's loss (`--loss`) of the outputs [B, D] of a pair batch."""
+        if config.loss == "gallery":
+            return gallery_loss(out.float(), source_anchor(batch, config), batch["target"], batch["target_pose"],
+                                batch["identity"], gallery, config.temperature, config.source_weight, config.margin)
+        return embedding_loss(out.float(), batch["target"], batch["identity"], config.identity_weight,
+                              config.temperature)
 
     optimizer = torch.optim.AdamW(param_groups(model, config), weight_decay=config.weight_decay)
     multiview = config.model == "enhanced" and config.use_cross_view
@@ -335,28 +356,17 @@ def train(config: TrainConfig) -> TrainResult:
         batches = epoch_batches(n, config.batch_size, rng, train_pairs["identity"].numpy(),
                                 train_pairs["source_pose"][:, 0].numpy(), config.n_views if multiview else 0)
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=config.quiet, leave=False)
-        running = 0.0
+        running, running_prior = 0.0, 0.0
         for step, idx in enumerate(bar):
             batch = {k: v[torch.as_tensor(idx)].to(device) for k, v in train_pairs.items()}
-            if config.input_noise > 0:
-                noise = torch.randn_like(batch["src"]) * (config.input_noise / math.sqrt(batch["src"].shape[1]))
-                batch["src"] = F.normalize(batch["src"] + noise, dim=-1)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=config.use_amp):
                 if prior is not None:
-                    prior_batch = prior_data.sample(len(idx), rng)
-                    loss, parts = prior.compute_loss(
-                        model_inputs(batch, multiview), prior_batch, batch["target"],
-                        lambda out, tgt: embedding_loss(out, tgt, batch["identity"], config.identity_weight,
-                                                        config.temperature)[0])
-                elif config.loss == "gallery":
-                    out = model(**model_inputs(batch, multiview))
-                    loss, parts = gallery_loss(out.float(), prior_anchor(batch, config), batch["target"],
-                                               batch["target_pose"], batch["identity"], gallery, config.temperature,
-                                               config.source_weight, config.margin)
+                    loss, parts = prior.compute_loss(model_inputs(batch, multiview), prior_data.sample(len(idx), rng),
+                                                     batch["target"], lambda out, _: task_loss(out, batch)[0])
+                    running_prior += parts["prior_loss"]
+                    writer.add_scalar("Train/PriorLoss", parts["prior_loss"], (epoch - 1) * len(batches) + step)
                 else:
-                    out = model(**model_inputs(batch, multiview))
-                    loss, parts = embedding_loss(out.float(), batch["target"], batch["identity"],
-                                                 config.identity_weight, config.temperature)
+                    loss, parts = task_loss(model(**model_inputs(batch, multiview)), batch)
             scaler.scale(loss / config.gradient_accumulation_steps).backward()
             if (step + 1) % config.gradient_accumulation_steps == 0 or step + 1 == len(batches):
                 scaler.unscale_(optimizer)
@@ -370,6 +380,8 @@ def train(config: TrainConfig) -> TrainResult:
             writer.add_scalar("Train/Loss", loss.item(), global_step)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         row = {"epoch": epoch, "train_loss": running / max(1, len(batches))}
+        if prior is not None:   # the weighted prior term's mean (part of train_loss)
+            row["train_prior_loss"] = running_prior / max(1, len(batches))
         if val_pairs is not None:
             row.update(evaluate_pairs(model, val_pairs, config))
             writer.add_scalar("Epoch/ValLoss", row["val_loss"], epoch)
