@@ -87,10 +87,34 @@ def _solve_pose(obj_face: np.ndarray, pts: np.ndarray, bbox: np.ndarray) -> np.n
     return _FLIP @ r_cam @ _FLIP
 
 
+def wrap_degrees(angles) -> np.ndarray:
+    """Angles in degrees wrapped to [-180, 180)."""
+    return (np.asarray(angles, np.float64) + 180.0) % 360.0 - 180.0
+
+
+def upright(angles) -> np.ndarray:
+    """(yaw, pitch, roll) [..., 3] -> the same rotations written with the head upright (float32).
+
+    Every rotation has two (yaw, pitch, roll) triples in this order of axes: (y, p, r) and
+    (+-180 - y, p + 180, r + 180). Near a profile (|yaw| ~ 90) the two are close together and a decomposition
+    (`cv2.RQDecomp3x3`, 3DDFA's asin / atan2) lands on either: a level profile read as "pitch +154, roll
+    +167" is "pitch -26, roll -13" of a head turned 91 degrees. A head is upright (|pitch| and |roll| well
+    under 90), so the triple with the smaller |pitch| + |roll| is the one meant; |yaw| may then exceed 90 a
+    little (a head turned slightly past the profile).
+    """
+    a = wrap_degrees(angles)
+    yaw, pitch, roll = a[..., 0], a[..., 1], a[..., 2]
+    other = np.stack([wrap_degrees(np.where(yaw >= 0, 180.0, -180.0) - yaw), wrap_degrees(pitch + 180.0),
+                      wrap_degrees(roll + 180.0)], -1)
+    flip = (np.abs(other[..., 1]) + np.abs(other[..., 2])) < (np.abs(pitch) + np.abs(roll))
+    return np.where(flip[..., None], other, a).astype(np.float32)
+
+
 def rotation_to_angles(r: np.ndarray) -> np.ndarray:
-    """Face-frame rotation [3, 3] -> (yaw, pitch, roll) degrees in the Pointing'04 sign convention."""
+    """Face-frame rotation [3, 3] -> (yaw, pitch, roll) degrees in the Pointing'04 sign convention, written
+    with the head upright (`upright`)."""
     (rx, ry, rz), *_ = cv2.RQDecomp3x3(_FLIP @ r @ _FLIP)
-    return np.array([ry, -rx, rz], np.float32)
+    return upright([ry, -rx, rz])
 
 
 def angles_to_rotation(angles) -> np.ndarray:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from viewdiff.faces.errors import ModelNotFoundError
-from viewdiff.faces.geometry import estimate_pose
+from viewdiff.faces.geometry import estimate_pose, wrap_degrees
 from viewdiff.faces.model_files import onnx_session, verify_sha256
 from viewdiff.paths import REPO_ROOT, models_env_dir, shared_dir
 
@@ -170,7 +170,7 @@ class HeadPoseEstimator:
         r1, r2 = (row / max(np.linalg.norm(row), 1e-12) for row in camera[:2])
         r3 = np.cross(r1, r2)
         # 3DDFA's matrix2angle: its yaw = asin(r3[0]) is ours; its pitch = atan2(r3[1], r3[2]) is ours negated
-        return np.degrees([np.arcsin(np.clip(r3[0], -1, 1)), -np.arctan2(r3[1], r3[2])]).astype(np.float32)
+        return upright_yaw_pitch(np.degrees([np.arcsin(np.clip(r3[0], -1, 1)), -np.arctan2(r3[1], r3[2])]))
 
     def fsanet_angles(self, bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
         """(yaw, pitch) [2], the mean of the two FSA-Net models (already in our signs)."""
@@ -190,3 +190,25 @@ class HeadPoseEstimator:
     def __call__(self, bgr: np.ndarray, box: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         feats = self.features(bgr, box, keypoints)
         return self.calibration.apply(feats), feats
+
+
+def upright_yaw_pitch(yaw_pitch) -> np.ndarray:
+    """(yaw, pitch) [..., 2] of a decomposition that may land on the other triple of a rotation (see
+    `viewdiff.faces.geometry.upright`; the roll is not known here) -> the one with |pitch| <= 90 (float32)."""
+    yaw, pitch = np.asarray(yaw_pitch, np.float64)[..., 0], wrap_degrees(np.asarray(yaw_pitch, np.float64)[..., 1])
+    flip = np.abs(pitch) > 90
+    return np.stack([np.where(flip, wrap_degrees(np.where(yaw >= 0, 180.0, -180.0) - yaw), yaw),
+                     np.where(flip, wrap_degrees(pitch + 180.0), pitch)], -1).astype(np.float32)
+
+
+def refresh_features(features: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Cached raw estimates [N, 7] -> the estimates today's code computes from the same model outputs: the
+    learned yaw / pitch written upright (`upright_yaw_pitch`), the solvePnP columns recomputed from the cached
+    keypoints [N, 5, 2] and boxes [N, 4] (`estimate_pose`). Rows whose keypoints are all zero (no face) stay."""
+    out = np.array(features, np.float32, copy=True)
+    if not len(out):
+        return out
+    out[:, 0:2] = upright_yaw_pitch(out[:, 0:2])
+    for i in np.flatnonzero(np.asarray(keypoints).reshape(len(out), -1).any(axis=1)):
+        out[i, len(FEATURES) - 2:] = estimate_pose(keypoints[i], boxes[i])
+    return out

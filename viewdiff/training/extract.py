@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  no face: {path}")
         if missed > SHOWN_MISSES:
             print(f"  ... and {missed - SHOWN_MISSES} more")
-        if analyzer.feature_maps is not None:   # from the cached crops: no detection
+        if analyzer.feature_maps is not None and missed < images:   # from the cached crops: no detection
             start = time.perf_counter()
             out = extract_maps(args.cache_dir, name, analyzer.backend, analyzer.feature_maps)
             print(f"{name}: 7x7 feature maps of every face and its mirror, {time.perf_counter() - start:.0f} s -> {out}")

@@ -18,7 +18,7 @@ import numpy as np
 from viewdiff.faces.head_pose import CALIBRATION_FILE, CALIBRATION_PATH, YAW_KNOTS, Calibration, design_matrix
 from viewdiff.paths import repo_relative
 from viewdiff.training.pose_scores import (cfp_markdown, cfp_pose_scores, pointing04_markdown,
-                                           pointing04_pose_scores, yaw_bin)
+                                           pointing04_pose_scores, upright_markdown, upright_scores, yaw_bin)
 from viewdiff.training.records import FaceRecords, load_records
 
 RIDGE = 1.0
@@ -68,6 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     print("held out (Pointing'04 leave-one-person-out, CFP out-of-fold):")
     print(pointing04_markdown(pointing04_pose_scores(p04_pose, p04.true_pose)))
     print(cfp_markdown(cfp_pose_scores(cfp_pose, cfp.view)))
+    level = np.abs(p04.true_pose[:, 1]) <= 30
+    sets = {"Pointing'04, abs(tilt) <= 30": p04_pose[level], "CFP frontal": cfp_pose[cfp.view == "frontal"],
+            "CFP profile": cfp_pose[cfp.view == "profile"]}
+    try:   # eyes-level in-the-wild crops, never used in the fit
+        wild = load_records(args.data_dir, "cplfw_train", args.backend)
+        wild = wild.subset(wild.found)
+        sets["cplfw_train (in the wild, eyes level)"] = fit(p04, cfp.subset(cfp.view == "frontal")).apply(
+            wild.pose_features)
+    except FileNotFoundError:
+        pass
+    print(upright_markdown({name: upright_scores(pose) for name, pose in sets.items()}))
     if args.write:
         fit(p04, cfp.subset(cfp.view == "frontal")).save(CALIBRATION_PATH)
         print(f"wrote {repo_relative(CALIBRATION_PATH)}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 YAW_BINS = (0, 15, 30, 45, 60, 75, 90)   # Pointing'04's pans are multiples of 15 deg
+IMPOSSIBLE_ROLL = 45.0    # an upright head (eyes near level) read with |roll| above this, or
+IMPOSSIBLE_PITCH = 60.0   # |pitch| above this, is a reading no such head gives
 
 
 def yaw_bin(true_yaw: np.ndarray, lo: float) -> np.ndarray:
@@ -71,3 +73,31 @@ def cfp_markdown(s: dict) -> str:
             f"| frontal median abs(yaw) | {s['frontal_abs_yaw_median']:.1f} |\n"
             f"| profile median abs(yaw) ({s['profile_n']} photos) | {s['profile_abs_yaw_median']:.1f} |\n"
             f"| profile median abs(roll) | {s['profile_abs_roll_median']:.1f} |")
+
+
+def impossible(pred: np.ndarray) -> np.ndarray:
+    """pred [N, 3] -> [N] bool: readings an upright head cannot give (|roll| > `IMPOSSIBLE_ROLL` or |pitch| >
+    `IMPOSSIBLE_PITCH`). Score it only on photos of upright heads: Pointing'04 at |tilt| <= 30, CFP, and the
+    eyes-level crops of cplfw_train."""
+    pred = np.asarray(pred)
+    return (np.abs(pred[:, 2]) > IMPOSSIBLE_ROLL) | (np.abs(pred[:, 1]) > IMPOSSIBLE_PITCH)
+
+
+def upright_scores(pred: np.ndarray) -> dict:
+    """pred [N, 3] of upright heads -> n, the share of `impossible` readings, |roll| > 90 count, |roll| median
+    and 95th percentile, |pitch| 95th percentile."""
+    pred = np.asarray(pred)
+    return {"n": len(pred), "impossible": float(impossible(pred).mean()), "roll_over_90": int((np.abs(pred[:, 2]) > 90).sum()),
+            "roll_abs_median": float(np.median(np.abs(pred[:, 2]))),
+            "roll_abs_p95": float(np.percentile(np.abs(pred[:, 2]), 95)),
+            "pitch_abs_p95": float(np.percentile(np.abs(pred[:, 1]), 95))}
+
+
+def upright_markdown(sets: dict[str, dict]) -> str:
+    """`upright_scores` per set of photos -> a markdown table."""
+    lines = [f"| upright heads | n | impossible (abs(roll) > {IMPOSSIBLE_ROLL:.0f} or abs(pitch) > "
+             f"{IMPOSSIBLE_PITCH:.0f}) | abs(roll) > 90 | median / p95 abs(roll) | p95 abs(pitch) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {s['n']} | {100 * s['impossible']:.2f}% | {s['roll_over_90']} | {s['roll_abs_median']:.1f} / "
+              f"{s['roll_abs_p95']:.1f} | {s['pitch_abs_p95']:.1f} |" for name, s in sets.items()]
+    return "\n".join(lines)

@@ -33,7 +33,7 @@ import numpy as np
 
 from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.faces.geometry import keypoints_3d_from_pose
-from viewdiff.faces.head_pose import FEATURES, default_calibration
+from viewdiff.faces.head_pose import FEATURES, default_calibration, refresh_features
 
 DATASETS = ("cfp", "pointing04", "cplfw_train")   # by name; any other folder dataset: folder:PATH
 FOLDER_DATASETS = {"cplfw_train": "cplfw_train/images"}   # named folder datasets: where their photos are
@@ -43,6 +43,7 @@ P04_NAME = re.compile(r"^person(\d\d)(\d)(\d\d)([+-]\d+)([+-]\d+)\.jpg$")
 CACHE_VERSION = 4   # 2: mirror embeddings, raw head-pose estimates, embedder fingerprint; 3: crops; 4: box, keypoints
 CROP_SIZE = 112
 SAVE_EVERY = 250
+MAPS_BATCH = 256   # crops per run of the embedder when the feature maps are computed
 
 
 @dataclass
@@ -440,9 +441,11 @@ def _to_records(cols: dict[str, np.ndarray], fingerprint: str) -> FaceRecords:
     """Cache columns -> FaceRecords; the head pose comes from the raw estimates and today's calibration.
 
     The cache keeps the raw estimates (`pose_features`), not the fused pose, so a refitted calibration
-    (`python -m viewdiff.training.fit_head_pose`) applies without analysing the images again.
+    (`python -m viewdiff.training.fit_head_pose`) applies without analysing the images again; the estimates that
+    are geometry of the detector's keypoints are recomputed from the cached keypoints (`refresh_features`).
     """
     found = cols["found"].astype(bool)
+    cols = {**cols, "pose_features": refresh_features(cols["pose_features"], cols["keypoints"], cols["bbox"])}
     pose = np.where(found[:, None], default_calibration().apply(cols["pose_features"]), 0).astype(np.float32)
     keypoints_3d = np.stack([keypoints_3d_from_pose(p) if f else np.zeros((5, 3), np.float32)
                              for p, f in zip(pose, found)]) if len(pose) else np.zeros((0, 5, 3), np.float32)
@@ -480,11 +483,17 @@ def extract_maps(cache_dir: str | Path, dataset: str, backend: str, maps_model) 
         with np.load(out, allow_pickle=False) as z:
             if json.loads(str(z["meta"])) == key and np.array_equal(z["path"].astype(str), paths):
                 return out
-    found = crops.reshape(len(crops), -1).any(axis=1)
-    *_, found_photo, found_mirror = maps_model.run_with_mirror(crops[found])
-    photo = np.zeros((len(crops), *found_photo.shape[1:]), np.float32)
-    mirror = np.zeros_like(photo)
-    photo[found], mirror[found] = found_photo, found_mirror
+    found = np.flatnonzero(crops.reshape(len(crops), -1).any(axis=1))
+    photo = mirror = None
+    for start in range(0, len(found), MAPS_BATCH):   # in batches: the activations of all faces at once take GBs
+        rows = found[start:start + MAPS_BATCH]
+        *_, batch_photo, batch_mirror = maps_model.run_with_mirror(crops[rows])
+        if photo is None:
+            photo = np.zeros((len(crops), *batch_photo.shape[1:]), np.float32)
+            mirror = np.zeros_like(photo)
+        photo[rows], mirror[rows] = batch_photo, batch_mirror
+    if photo is None:
+        raise ValueError(f"no face in the {dataset} cache: nothing to compute feature maps of")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
     np.savez(tmp, meta=json.dumps(key), path=paths, feature_map=photo, feature_map_mirror=mirror)
