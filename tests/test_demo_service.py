@@ -284,6 +284,8 @@ def test_removing_the_photo_clears_every_panel(service):
     assert service.on_add("Ghost", (0, 0, 0), ViewOptions(), values["session"]).warnings[0].startswith(
         "Drop in a face photo first")
     assert service.on_target((30, 0, 0), ViewOptions(), values["session"]).values == {"status": NO_PHOTO}
+    # after an unusable photo nothing is shown but its message, which stays when the page removes that photo
+    assert service.on_photo(None, (0, 0, 0), ViewOptions(), None) == Reply()
 
 
 def test_unexpected_errors_are_logged_and_summarised(service, monkeypatch):

@@ -340,14 +340,16 @@ class DemoService:
                  gallery: Gallery | None = None) -> Reply:
         """A new photo: analyse it once, then transform to the target pose.
 
-        No photo (the photo box's x) and a photo that cannot be used clear every panel back to the
-        no-photo state (the results would belong to the previous photo; a removed face cannot be
+        No photo (the photo box's x, after a photo with a face) and a photo that cannot be used clear every
+        panel back to the no-photo state (the results would belong to the previous photo; a removed face cannot be
         enrolled). What happened is said beside the photo (`photo_status`), not in a toast that could
         outlive the next photo.
         """
         cleared = {"session": None, **self._plots(None, view), **plots_shown(False), "face_image": None,
                    "status": "", "face_choice": {"choices": [], "value": None, "visible": False}}
         if image is None:
+            if session is None:   # no results on the page: keep the message of an unusable photo, which the page
+                return Reply()    # removes from the photo box itself when the browser cannot show it
             return Reply({**cleared, "face_info": NO_PHOTO_INFO, "photo_status": ""})
         name = Path(image).name if isinstance(image, (str, os.PathLike)) else "photo"
         try:
