@@ -42,16 +42,17 @@ INTRO = """# viewdiff-face: recognising a face whose head is turned
 example): the page compares the face with a gallery of people, once as it is (grey) and once after a model has
 turned it to the pose of the **target yaw** slider (blue)."""
 ENROL = """**Enrol, then probe.** 1. Drop a *frontal* photo of someone (the webcam works: look straight into it),
-type their name and press **Add**. 2. Drop a photo of the same person *turned to the side*. Raw (grey) and
-transformed (blue) bars are compared with the same gallery template; the green line is the same-person
-threshold. The shipped photos show each person once, so step 2 needs your own photos.{local} {where}"""
+type their name and press **Add** (or Enter). 2. Drop a photo of the same person *turned to the side*. The
+grey bar (the photo as it is) and the blue bar (turned by the model) are compared with the same gallery
+photos; above the green line counts as the same person. The shipped photos show each person once, so step 2
+needs your own photos.{local} {where}"""
 PRIVATE = "Your additions and removals stay in this browser tab: nobody else sees them and the server keeps nothing."
 SHARED = ("**This server keeps one gallery, saved on disk and shared by everyone who uses it** "
           "(`--persistent-gallery`).")
 LOCAL_ENROL = (" Here, with the team data, the Pointing'04 examples are person 01, who is in the gallery from"
                " another photo series.")
-RESULTS_HINT = ("*The gallery similarity, the pose sweep, the attention map and the voxel grid appear here once a "
-                "photo with a face is analysed.*")
+RESULTS_HINT = ("*Once a photo with a face is analysed, this shows how much the face looks like each gallery "
+                "person, how that changes as the face is turned, and where the model looks.*")
 POSE_GATE_NOTE = "changes little unless the target yaw turns the face sideways: the model learned from turned faces"
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
 # A file that is not an image (the face panel says so) shows as a broken-image sliver: clear the photo box.
@@ -85,9 +86,9 @@ function draw() {
   requestAnimationFrame(() => { queued = false; stale = false; render(); });
 }
 // Titles and the x axis's title are wrapped at spaces to the plot's width (a phone's 412 px cut them off), the
-// extra lines added to the margin and the height. 0.52 em: a generous mean character width of plotly's font.
+// extra lines added to the margin and the height. 0.48 em: a generous mean character width of plotly's font.
 function lines(text, size, width) {
-  const chars = Math.max(12, Math.floor(width / (0.52 * size)));
+  const chars = Math.max(12, Math.floor(width / (0.48 * size)));
   if (!text || text.includes('<br>') || text.length <= chars) return [text];
   const out = [];
   let line = '';
@@ -108,7 +109,9 @@ function fit(layout, width) {
   }
   const axis = layout.xaxis && layout.xaxis.title;
   if (axis && axis.text && layout.xaxis.visible !== false) {
-    const wrapped = lines(axis.text, 14, width - 20);   // centred under the axis, it may reach into the margins
+    // centred under the plot area, which the left margin (the names) shifts right: the room is twice the
+    // distance from that centre to the figure's right edge
+    const wrapped = lines(axis.text, 14, width - (margin.l || 0) + (margin.r || 0) - 16);
     axis.text = wrapped.join('<br>');
     if (wrapped.length > 1) grow('b', (wrapped.length - 1) * 18);
   }

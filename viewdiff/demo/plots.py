@@ -335,7 +335,7 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
         shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": threshold.value,
                        "x1": threshold.value, "line": {"color": SAME_PERSON, "width": 2, "dash": "dash"}})
         # named under the axis, not on the plot, where it would print over the bars it marks
-        axis_title += f"; green line: same person ≥ {threshold.value:.2f}"
+        axis_title = f"similarity (green line: same person ≥ {threshold.value:.2f})"
     if best is None:
         title = "Gallery similarity (gallery is empty)"
     elif threshold is None:
