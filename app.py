@@ -323,7 +323,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 with gr.Row(visible=layers > 0):
                     layer = gr.Dropdown([(f"layer {i + 1}", i) for i in range(layers)], value=0 if layers else None,
                                         label="Layer", elem_id="layer")
-                    head = gr.Dropdown([("most selective head (chosen per photo)", FOCUSED_HEAD),
+                    head = gr.Dropdown([("most selective (per photo)", FOCUSED_HEAD),
                                         ("all heads (mean)", MEAN_HEAD)]
                                        + [(f"head {i + 1}", i) for i in range(heads)],
                                        value=FOCUSED_HEAD if heads else None, label="Head", elem_id="head")
