@@ -12,6 +12,8 @@ lives in `viewdiff.demo.service`; this file only lays out the page and wires eve
 from __future__ import annotations
 
 import argparse
+import html
+import json
 import logging
 import os
 import sys
@@ -25,33 +27,33 @@ import gradio as gr
 import plotly
 
 from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_label, example_photos
-from viewdiff.demo.panels import CAPTIONS, FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_QUANTITIES
+from viewdiff.demo.panels import FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_QUANTITIES, caption
 from viewdiff.demo.plots import PlotSpec
 from viewdiff.demo.service import POSE_LIMITS, DemoService, Reply, ViewOptions
 
 OUTPUTS = ("session", "gallery", "face_image", "face_info", "attention", "voxels", "similarity", "sweep",
-           "status", "results", "views", "results_hint", "gallery_table", "gallery_choice", "undo")
+           "status", "results", "views", "results_hint", "gallery_table", "gallery_choice", "undo",
+           "photo_status", "face_choice", "jump")
 POSE_OUTPUTS = ("session", "attention", "voxels", "similarity", "sweep", "status")  # what a slider move changes
 VIEW_OUTPUTS = ("attention", "voxels")
 GALLERY_OUTPUTS = ("gallery", "gallery_table", "gallery_choice", "undo")
-INTRO = """# viewdiff-face: pose-aware face embeddings
-Drop in a face photo (or pick an example). The face embedder finds the largest face, estimates its head
-pose and computes its identity embedding, once per photo. The **pose transformer** then maps that embedding
-to the **target pose** of the sliders (the plots follow a slider as it moves). The plots compare the raw and the
-transformed embedding with every gallery identity on one scale, and show the transformer's attention and
-its 3D voxel grid."""
+INTRO = """# viewdiff-face: recognising a face whose head is turned
+**Can a computer still recognise someone whose head is turned to the side?** Drop in a face photo (or pick an
+example): the page compares the face with a gallery of people, once as it is (grey) and once after a model has
+turned it to the pose of the **target yaw** slider (blue)."""
 ENROL = """**Enrol, then probe.** 1. Drop a *frontal* photo of someone (the webcam works: look straight into it),
-type their name and press **Add**. 2. Drop a photo of the same person *turned to the side*. Raw (grey) and
-transformed (blue) bars are compared with the same gallery template; the green line is the same-person
-threshold. The shipped photos show each person once, so step 2 needs your own photos.{local} {where}"""
+type their name and press **Add** (or Enter). 2. Drop a photo of the same person *turned to the side*. The
+grey bar (the photo as it is) and the blue bar (turned by the model) are compared with the same gallery
+photos; above the green line counts as the same person. The shipped photos show each person once, so step 2
+needs your own photos.{local} {where}"""
 PRIVATE = "Your additions and removals stay in this browser tab: nobody else sees them and the server keeps nothing."
 SHARED = ("**This server keeps one gallery, saved on disk and shared by everyone who uses it** "
           "(`--persistent-gallery`).")
 LOCAL_ENROL = (" Here, with the team data, the Pointing'04 examples are person 01, who is in the gallery from"
                " another photo series.")
-RESULTS_HINT = ("*The gallery similarity, the pose sweep, the attention map and the voxel grid appear here once a "
-                "photo with a face is analysed.*")
-POSE_GATE_NOTE = "takes effect together with a left-right turn (yaw): the model learned from turned faces"
+RESULTS_HINT = ("*Once a photo with a face is analysed, this shows how much the face looks like each gallery "
+                "person, how that changes as the face is turned, and where the model looks.*")
+POSE_GATE_NOTE = "changes little unless the target yaw turns the face sideways: the model learned from turned faces"
 CONCURRENCY = int(os.environ.get("VIEWDIFF_CONCURRENCY", "2"))  # requests the server runs at once
 # A file that is not an image (the face panel says so) shows as a broken-image sliver: clear the photo box.
 # In the page: the photo is not an output of the callbacks, since gradio's session copy of an output
@@ -83,14 +85,47 @@ function draw() {
   queued = true;
   requestAnimationFrame(() => { queued = false; stale = false; render(); });
 }
+// Titles and the x axis's title are wrapped at spaces to the plot's width (a phone's 412 px cut them off), the
+// extra lines added to the margin and the height. 0.48 em: a generous mean character width of plotly's font.
+function lines(text, size, width) {
+  const chars = Math.max(12, Math.floor(width / (0.48 * size)));
+  if (!text || text.includes('<br>') || text.length <= chars) return [text];
+  const out = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line && (line + ' ' + word).length > chars) { out.push(line); line = word; }
+    else line = line ? line + ' ' + word : word;
+  }
+  return out.concat(line ? [line] : []);
+}
+function fit(layout, width) {
+  const margin = layout.margin = layout.margin || {};
+  const grow = (where, n) => { margin[where] = (margin[where] || 0) + n; layout.height = (layout.height || 380) + n; };
+  const title = layout.title;
+  if (title && title.text) {
+    const size = (title.font && title.font.size) || 14, wrapped = lines(title.text, size, width - 24);
+    title.text = wrapped.join('<br>');
+    if (wrapped.length > 1) grow('t', (wrapped.length - 1) * Math.round(size * 1.3));
+  }
+  const axis = layout.xaxis && layout.xaxis.title;
+  if (axis && axis.text && layout.xaxis.visible !== false) {
+    // centred under the plot area, which the left margin (the names) shifts right: the room is twice the
+    // distance from that centre to the figure's right edge
+    const wrapped = lines(axis.text, 14, width - (margin.l || 0) + (margin.r || 0) - 16);
+    axis.text = wrapped.join('<br>');
+    if (wrapped.length > 1) grow('b', (wrapped.length - 1) * 18);
+  }
+}
 function render() {
   const target = element.querySelector('.vd-plot');
   if (!target || !props.value || !window.Plotly) return;
   const figure = JSON.parse(props.value);
+  fit(figure.layout, target.clientWidth || element.clientWidth || 600);
   // responsive plotly sizes the plot to its box on a window resize: the box keeps the figure's height
   target.style.height = (figure.layout.height || 380) + 'px';
   prepare(figure);
-  window.Plotly.react(target, figure.data, figure.layout, {responsive: true, displaylogo: false});
+  // no toolbar (modebar): on a phone it covered the titles; plotly's zoom and hover work without it
+  window.Plotly.react(target, figure.data, figure.layout, {responsive: true, displaylogo: false, displayModeBar: false});
   drawn(target);
 }
 draw();
@@ -102,13 +137,18 @@ PLAIN_PLOT = "function prepare(figure) {}\nfunction drawn(target) {}\n"
 # (viewdiff.demo.plots.pose_sweep_figure: shapes[0], labelled by annotations[0]), and a yaw move that keeps
 # the curve gets no new sweep figure (viewdiff.demo.service.Session.sweep_shown).
 SWEEP_MARKER = """
+let marked = false;   // the figure is a sweep with a target-yaw marker (not a message such as "gallery is empty")
 function prepare(figure) {
+  marked = Boolean(figure.layout.meta && figure.layout.meta.target_marker);
+  if (!marked) { const old = element.querySelector('.vd-marker'); if (old) old.remove(); return; }
   figure.layout.shapes = (figure.layout.shapes || []).slice(1);
   figure.layout.annotations = (figure.layout.annotations || []).slice(1);
 }
 function place(yaw) {
   const target = element.querySelector('.vd-plot'), full = target && target._fullLayout;
-  if (!full || !full.xaxis || !full.yaxis || !Number.isFinite(yaw)) return;
+  if (!marked || !full || !full.xaxis || !full.yaxis || !Number.isFinite(yaw)) return;
+  const slider = document.querySelector('#yaw input[type=range]');   // a typed 500 is the slider's end, 90
+  if (slider) yaw = Math.max(Number(slider.min), Math.min(Number(slider.max), yaw));
   let line = element.querySelector('.vd-marker');
   if (!line) {
     target.parentElement.style.position = 'relative';
@@ -119,7 +159,7 @@ function place(yaw) {
                      + 'font: 12px sans-serif"></span>';
     target.parentElement.appendChild(line);
   }
-  const x = full.xaxis._offset + full.xaxis.l2p(Math.max(-95, Math.min(95, yaw)));
+  const x = full.xaxis._offset + full.xaxis.l2p(yaw);
   Object.assign(line.style, {left: x + 'px', top: full.yaxis._offset + 'px', height: full.yaxis._length + 'px'});
   const label = line.firstChild;
   label.textContent = 'target yaw ' + (yaw < 0 ? '-' : '+') + Math.abs(Math.round(yaw)) + '°';
@@ -145,6 +185,23 @@ if (!element.vdListens) {   // the slider's range and number box, dragged or typ
 }
 """
 SESSION_TTL_S = 3600  # a closed tab's photo analysis and gallery are dropped after this long
+# A narrow screen (a phone) stacks the two columns: the results start far below the photo, so a button under the
+# photo jumps there; the gallery table wraps long names instead of cutting off its last column.
+CSS = """
+@media (min-width: 900px) { #jump-results { display: none !important; } }
+#gallery-table td, #gallery-table th { white-space: normal !important; overflow-wrap: anywhere; }
+"""
+JUMP_TO_RESULTS = "() => { document.getElementById('results').scrollIntoView({behavior: 'smooth', block: 'start'}); }"
+# The example thumbnails get alt text (gradio leaves it empty): what each photo shows, for screen readers.
+EXAMPLE_ALT = """(labels) => {
+  const apply = () => document.querySelectorAll('#examples img').forEach((img, i) => {
+    if (labels[i] && img.alt !== labels[i]) img.alt = labels[i];
+  });
+  apply();
+  const root = document.getElementById('examples');
+  if (root) new MutationObserver(apply).observe(root, {childList: true, subtree: true});
+  return [];
+}"""
 
 
 def pass_files_through(image: gr.Image) -> gr.Image:
@@ -181,6 +238,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def clamped(slider: gr.Slider) -> gr.Slider:
+    """Make a typed number outside the slider's range count as its nearest end (a typed yaw of 500 is 90), where
+    gradio would raise in the request and log a traceback. (Overridden on the instance, as in
+    `pass_files_through`.)"""
+    def preprocess(payload):
+        if payload is None:
+            return None
+        try:
+            value = float(payload)
+        except (TypeError, ValueError):
+            return None
+        return min(max(value, slider.minimum), slider.maximum) if value == value else None
+
+    slider.preprocess = preprocess
+    return slider
+
+
 def plot_panel(elem_id: str, hooks: str = PLAIN_PLOT) -> gr.HTML:
     """A plot area that draws `viewdiff.demo.plots.PlotSpec` JSON with plotly.js (see `DRAW_PLOT`); ``hooks``
     defines ``prepare(figure)`` (before a draw) and ``drawn(target)`` (after it)."""
@@ -189,10 +263,10 @@ def plot_panel(elem_id: str, hooks: str = PLAIN_PLOT) -> gr.HTML:
 
 
 def _respond(reply: Reply, names: tuple[str, ...] = OUTPUTS) -> list:
-    for text in reply.warnings:
-        gr.Warning(text)
+    for text in reply.warnings:   # toasts render HTML: a visitor's name is shown as text
+        gr.Warning(html.escape(text, quote=False))
     for text in reply.infos:
-        gr.Info(text)
+        gr.Info(html.escape(text, quote=False))
     values = (reply.values.get(name, gr.skip()) for name in names)
     # a plain dict is a property update; plots (viewdiff.demo.plots.PlotSpec, a dict subclass) go as JSON text
     return [gr.update(**v) if type(v) is dict else v.to_json() if isinstance(v, PlotSpec) else v for v in values]
@@ -203,7 +277,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
     resolution = service.voxel_resolution
     (yaw_lo, yaw_hi), (pitch_lo, pitch_hi), (roll_lo, roll_hi) = POSE_LIMITS
     # uploaded photos and annotated images are files in gradio's cache: drop those older than an hour
-    with gr.Blocks(title="viewdiff-face demo", delete_cache=(SESSION_TTL_S, SESSION_TTL_S)) as demo:
+    with gr.Blocks(title="viewdiff-face demo", delete_cache=(SESSION_TTL_S, SESSION_TTL_S), css=CSS) as demo:
         session = gr.State(None, time_to_live=SESSION_TTL_S)
         gallery = gr.State(None, time_to_live=SESSION_TTL_S)  # the visitor's own gallery (None: the defaults)
         gr.Markdown(INTRO)
@@ -212,21 +286,30 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 photo = pass_files_through(gr.Image(label="Face photo (upload, webcam or paste)", type="filepath",
                                                     sources=["upload", "webcam", "clipboard"], height=300,
                                                     elem_id="photo"))
-                if examples := example_photos():
-                    gr.Examples(examples, inputs=photo, cache_examples=False, examples_per_page=12, label="Examples")
+                # what happened to this photo, right under it (a toast would be gone in seconds, or outlive the
+                # next photo); on a phone, a button to the results, which start far below
+                photo_status = gr.Markdown("", elem_id="photo-status")
+                jump = gr.Button("↓ See the results", visible=False, size="sm", elem_id="jump-results")
+                face_choice = gr.Dropdown([], value=None, label="Face to use (largest first)", visible=False,
+                                          elem_id="face-choice", interactive=True)
+                examples = example_photos()
+                if examples:
+                    gr.Examples(examples, inputs=photo, cache_examples=False, examples_per_page=12, label="Examples",
+                                elem_id="examples")
                     gr.Markdown("<small>" + " · ".join(f"{i + 1}: {example_label(p)}" for i, p in enumerate(examples))
                                 + "</small>", elem_id="example-captions")
-                face_image = gr.Image(label="Detected faces: the one used (green) with its 5 keypoints, others grey",
+                face_image = gr.Image(label="Faces found: the one used (green) with its eyes, nose and mouth corners; others grey",
                                       interactive=False, height=300, elem_id="face-image", format="jpeg")
                 face_info = gr.Markdown("No photo yet.", elem_id="face-info")
             with gr.Column(scale=7):
                 with gr.Group():
-                    yaw = gr.Slider(yaw_lo, yaw_hi, value=0, step=1, elem_id="yaw",
-                                    label="Target yaw (deg; + = face turned to the image's left)")
-                    pitch = gr.Slider(pitch_lo, pitch_hi, value=0, step=1, label="Target pitch (deg; + = head up)",
-                                      elem_id="pitch", info=POSE_GATE_NOTE)
-                    roll = gr.Slider(roll_lo, roll_hi, value=0, step=1, label="Target roll (deg)", elem_id="roll",
-                                     info=POSE_GATE_NOTE)
+                    yaw = clamped(gr.Slider(yaw_lo, yaw_hi, value=0, step=1, elem_id="yaw",
+                                            label="Target yaw: turn the face sideways (degrees; + = towards the "
+                                                  "image's left)"))
+                    pitch = clamped(gr.Slider(pitch_lo, pitch_hi, value=0, step=1, elem_id="pitch",
+                                              label=f"Target pitch: head up or down (degrees; {POSE_GATE_NOTE})"))
+                    roll = clamped(gr.Slider(roll_lo, roll_hi, value=0, step=1, elem_id="roll",
+                                             label=f"Target roll: head tilted (degrees; {POSE_GATE_NOTE})"))
                 with gr.Row():
                     reset = gr.Button("Reset to frontal", size="sm", scale=0, elem_id="reset")
                     status = gr.Markdown("", elem_id="status")
@@ -240,11 +323,13 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 with gr.Row(visible=layers > 0):
                     layer = gr.Dropdown([(f"layer {i + 1}", i) for i in range(layers)], value=0 if layers else None,
                                         label="Layer", elem_id="layer")
-                    head = gr.Dropdown([("most selective head", FOCUSED_HEAD), ("all heads (mean)", MEAN_HEAD)]
+                    head = gr.Dropdown([("most selective (per photo)", FOCUSED_HEAD),
+                                        ("all heads (mean)", MEAN_HEAD)]
                                        + [(f"head {i + 1}", i) for i in range(heads)],
                                        value=FOCUSED_HEAD if heads else None, label="Head", elem_id="head")
                 attention = plot_panel("attention-plot")
-                gr.Markdown(f"<small>{CAPTIONS['attention'][service.model_kind]}</small>", elem_id="attention-caption")
+                gr.Markdown(f"<small>{caption('attention', service.model_kind, resolution)}</small>",
+                            elem_id="attention-caption")
             with gr.Column():
                 with gr.Row(visible=layers > 0):
                     quantity = gr.Radio(list(VOXEL_QUANTITIES), value=VOXEL_QUANTITIES[0], label="Show")
@@ -254,17 +339,19 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                       elem_id="slice")
                     as_3d = gr.Checkbox(False, label="3D isosurface view", elem_id="as-3d")
                 voxels = plot_panel("voxel-plot")
-                gr.Markdown(f"<small>{CAPTIONS['voxels'][service.model_kind]}</small>", elem_id="voxel-caption")
+                gr.Markdown(f"<small>{caption('voxels', service.model_kind, resolution)}</small>",
+                            elem_id="voxel-caption")
         with gr.Accordion("Your gallery", open=True):
             gr.Markdown(ENROL.format(local=LOCAL_ENROL if LOCAL_ASSETS.is_dir() else "",
                                      where=SHARED if service.persistent else PRIVATE), elem_id="enrol-howto")
             gallery_table = gr.Dataframe(service.gallery_rows(), headers=["name", "source", "photos"],
-                                         interactive=False, elem_id="gallery-table", max_height=260)
+                                         interactive=False, elem_id="gallery-table", max_height=260, wrap=True,
+                                         datatype=["str", "str", "number"], column_widths=["60%", "22%", "18%"])
             with gr.Row():
                 name = gr.Textbox(label="Name", placeholder="e.g. Ada Lovelace", scale=3, elem_id="gallery-name")
                 add = gr.Button("Add to gallery", scale=2, elem_id="gallery-add")
             with gr.Row():
-                gallery_choice = gr.Dropdown(service.gallery.names, value=None, label="Gallery entry", scale=3,
+                gallery_choice = gr.Dropdown(service.gallery_names(), value=None, label="Gallery entry", scale=3,
                                              elem_id="gallery-choice")
                 remove = gr.Button("Remove entry", variant="stop", scale=1, elem_id="gallery-remove")
                 undo = gr.Button("Undo remove", scale=1, interactive=False, elem_id="gallery-undo")
@@ -274,7 +361,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
         components = dict(session=session, gallery=gallery, face_image=face_image, face_info=face_info,
                           attention=attention, voxels=voxels, similarity=similarity, sweep=sweep, status=status,
                           results=results, views=views, results_hint=results_hint,
-                          gallery_table=gallery_table, gallery_choice=gallery_choice, undo=undo)
+                          gallery_table=gallery_table, gallery_choice=gallery_choice, undo=undo,
+                          photo_status=photo_status, face_choice=face_choice, jump=jump)
 
         def outputs(names):
             return [components[n] for n in names]
@@ -319,10 +407,18 @@ def build_demo(service: DemoService) -> gr.Blocks:
                       trigger_mode="always_last")
         add.click(bind(service.on_add, 1), [name, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
                   api_name="add")
+        name.submit(bind(service.on_add, 1), [name, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS))  # Enter adds
+        # .input: the visitor's pick only (a new photo setting the choices must not re-run it)
+        face_choice.input(bind(service.on_face, 1), [face_choice, *pose_inputs, *view_inputs, *state],
+                          outputs(OUTPUTS), concurrency_limit=1, concurrency_id="face")
+        jump.click(None, js=JUMP_TO_RESULTS)
         remove.click(bind(service.on_remove, 1), [gallery_choice, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
         undo.click(bind(service.on_undo, 0), [*pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
         demo.load(lambda g: _respond(service.on_load(g), GALLERY_OUTPUTS), [gallery], outputs(GALLERY_OUTPUTS),
                   show_progress="hidden")
+        if examples:
+            alt = [f"Example {i + 1}: {example_label(p)}" for i, p in enumerate(examples)]
+            demo.load(None, js=f"() => ({EXAMPLE_ALT})({json.dumps(alt)})")
         demo.unload(release)
     return demo
 

@@ -72,6 +72,37 @@ def test_in_memory_gallery_and_undo_remove(tmp_path):
         g.undo_remove()
 
 
+def test_names_match_in_any_case_and_spacing(tmp_path):
+    """"alan secret" and "Alan Secret" were two people."""
+    g = Gallery(None, "dlib", 3)
+    g.add("Alan Secret", unit(1, 0, 0))
+    entry = g.add("  alan   SECRET ", unit(0, 1, 0))
+    assert g.names == ["Alan Secret"] and entry["count"] == 2   # refined, the first spelling kept
+    assert g.find("ALAN secret") == 0 and g.stored_name("alan secret") == "Alan Secret" and g.find("Alan") is None
+    g.remove("alan secret")
+    assert g.names == [] and g.last_removed == "Alan Secret"
+
+
+def test_undo_is_a_stack(tmp_path):
+    """Undo brought back only the last removal: removals are undone one after another, each to its old place."""
+    g = Gallery(None, "dlib", 3)
+    for name, v in (("Ada", unit(1, 0, 0)), ("Bob", unit(0, 1, 0)), ("Cy", unit(0, 0, 1))):
+        g.add(name, v)
+    before = g.templates.copy()
+    g.remove("Bob")
+    g.remove("Ada")
+    g.remove("Cy")
+    assert g.names == [] and g.last_removed == "Cy"
+    assert [g.undo_remove()["name"] for _ in range(3)] == ["Cy", "Ada", "Bob"]
+    assert g.names == ["Ada", "Bob", "Cy"]
+    np.testing.assert_allclose(g.templates, before)
+    g.remove("Ada")
+    g.remove("Bob")
+    g.add("ada", unit(1, 1, 0))   # added again: no longer "removed", undo skips it (no second Ada)
+    assert g.undo_remove()["name"] == "Bob" and g.last_removed is None
+    assert sorted(g.names, key=str.casefold) == ["ada", "Bob", "Cy"]
+
+
 def test_default_gallery_is_cached_and_persistent_copy_is_separate(tmp_path):
     photos = {"Ada": [Path("a1.jpg"), Path("a2.jpg")], "Bob": [Path("bad.jpg")]}
     calls = []

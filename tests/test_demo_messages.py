@@ -21,3 +21,10 @@ def test_display_path_is_relative():
     assert display_path(REPO_ROOT / "weights" / "dlib" / "enhanced") == "weights/dlib/enhanced"
     assert display_path(REPO_ROOT.parent / "shared" / "models" / "scrfd" / "det.onnx") == "../shared/models/scrfd/det.onnx"
     assert display_path("/opt/elsewhere/models/file.dat") == "models/file.dat"
+
+
+def test_markdown_text_shows_names_literally():
+    from viewdiff.demo.messages import markdown_text
+    text = markdown_text('<a href="x">click me</a> **bold** [link](http://x) _i_')
+    assert "<a" not in text and "&lt;a" in text
+    assert "\\*\\*bold\\*\\*" in text and "\\[link\\](http://x)" in text and "\\_i\\_" in text

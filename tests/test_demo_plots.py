@@ -52,10 +52,13 @@ def test_voxel_slice_figure_marks_the_keypoints():
     keypoints = np.array([[1, 2, 3], [6, 2, 3], [3.5, 4, 1], [2, 6, 3], [5, 6, 3]], np.float32)  # x, y, z
     names = ["left eye", "right eye", "nose", "left mouth", "right mouth"]
     for axis, (cols, rows) in {"z": (0, 1), "y": (0, 2), "x": (1, 2)}.items():
-        marks = figure(demo_plots.voxel_slice_figure(volume, axis, 3, "density", keypoints, names)).data[1]
-        np.testing.assert_allclose(marks.x, keypoints[:, cols])
-        np.testing.assert_allclose(marks.y, keypoints[:, rows])
-        assert list(marks.text) == names
+        eyes, nose, mouth = figure(demo_plots.voxel_slice_figure(volume, axis, 3, "density", keypoints, names)).data[1:]
+        np.testing.assert_allclose(np.concatenate([eyes.x, nose.x, mouth.x]), keypoints[:, cols])
+        np.testing.assert_allclose(np.concatenate([eyes.y, nose.y, mouth.y]), keypoints[:, rows])
+        assert [eyes.name, nose.name, mouth.name] == ["eyes", "nose", "mouth corners"]   # in the legend
+        assert list(eyes.text) + list(nose.text) + list(mouth.text) == names   # on hover
+        # no labels printed on the slice: at a target yaw of +-90 the five fall in one column and ran together
+        assert all(trace.mode == "markers" for trace in (eyes, nose, mouth))
     iso = figure(demo_plots.voxel_volume_figure(volume + np.arange(8)[:, None, None], "density", keypoints, names))
     assert isinstance(iso.data[1], go.Scatter3d) and len(iso.data[1].x) == 5
 
@@ -76,7 +79,8 @@ def test_voxel_volume_figure_is_an_isosurface_of_all_voxels():
 def test_similarity_figure_sorted_by_transformed_best_highlighted_rank_change():
     fig = figure(demo_plots.similarity_figure(["a", "b", "c"], np.array([0.5, 0.2, 0.1]), np.array([0.4, 0.9, 0.3])))
     raw, transformed = fig.data
-    assert list(transformed.y) == ["b ▲1", "a ▼1", "c"] == list(raw.y)  # rank raw -> transformed
+    assert list(transformed.y) == [0, 1, 2] == list(raw.y)   # rows, named by the tick labels
+    assert list(fig.layout.yaxis.ticktext) == ["b ▲1", "a ▼1", "c"]  # rank raw -> transformed
     np.testing.assert_allclose(transformed.x, [0.9, 0.4, 0.3], rtol=1e-4)
     np.testing.assert_allclose(raw.x, [0.2, 0.5, 0.1], rtol=1e-4)
     assert not fig.layout.shapes  # no threshold: no row is shaded as a match
@@ -100,7 +104,7 @@ def test_similarity_figure_threshold_match_and_not_in_gallery():
 
 def test_similarity_figure_raw_only():
     fig = figure(demo_plots.similarity_figure(["a", "b"], np.array([0.2, 0.7]), None))
-    assert len(fig.data) == 1 and list(fig.data[0].y) == ["b", "a"]
+    assert len(fig.data) == 1 and list(fig.layout.yaxis.ticktext) == ["b", "a"]
     assert not fig.layout.shapes
     assert "Closest: b (0.700)" in fig.layout.title.text
 
@@ -119,11 +123,13 @@ def test_pose_sweep_figure(target_yaw):
     np.testing.assert_allclose(fig.data[0].y, sims, rtol=1e-4)
     assert [s.type for s in fig.layout.shapes] == ["line"] and fig.layout.shapes[0].x0 == target_yaw   # the marker
     raw, same = fig.data[1], fig.data[2]   # the references: lines named in the legend, never labels on the plot
-    assert raw.name == "raw photo 0.420" and np.allclose(raw.y, 0.42)
+    assert raw.name == "photo as it is 0.420" and np.allclose(raw.y, 0.42)
     assert same.name == "same person ≥ 0.60" and np.allclose(same.y, 0.6)
     assert tuple(fig.layout.yaxis.range) == (0.0, 1.0) and "Tom Hanks" in fig.layout.title.text
     (yaw_note,) = fig.layout.annotations   # the marker's label only, on the side away from the edge
     assert yaw_note.xanchor == ("right" if target_yaw > 0 else "left")
+    assert fig.layout.meta == {"target_marker": True}   # the page draws its marker (a message figure has none)
+    assert not demo_plots.message_figure("x", "your gallery is empty").layout.get("meta")
 
 
 def test_message_figure_shows_the_text():
@@ -135,3 +141,44 @@ def test_non_finite_values_become_gaps():
     spec = demo_plots.attention_figure(np.array([[np.nan, 1.0], [0.5, np.inf]]), ["a", "b"], "t")
     assert json.loads(spec.to_json())["data"][0]["z"] == [[None, 1.0], [0.5, None]]
 
+
+
+HOSTILE = '<a href="https://example.com">click me</a> & <img src=x onerror=alert(1)>'
+
+
+def test_names_are_shown_as_text_not_html():
+    """Plotly renders a subset of HTML (<a href>, <b>, <br>, ...) in titles, tick labels and hover text: a gallery
+    name "<a href=...>click me</a>" became a link in the similarity plot."""
+    threshold = Threshold(0.5, "x")
+    for fig in (demo_plots.similarity_figure([HOSTILE, "b"], np.array([0.9, 0.1]), np.array([0.9, 0.1]), threshold),
+                demo_plots.similarity_figure([HOSTILE, "b"], np.array([0.9, 0.1]), None),
+                demo_plots.pose_sweep_figure(np.arange(-90, 91, 10), np.full(19, 0.5), 0.4, HOSTILE, 0, threshold)):
+        text = fig.to_json()
+        assert "<a " not in text and "<img" not in text and "&lt;a href" in text, text
+        figure(fig)
+    sim = figure(demo_plots.similarity_figure([HOSTILE], np.array([0.9]), np.array([0.9])))
+    assert sim.data[0].customdata[0][0] == demo_plots.plot_text(HOSTILE)   # the whole name on hover, escaped
+
+
+def test_long_names_are_shortened_and_the_margin_bounded():
+    """An 80-character name grew the similarity plot's left margin to 589 px (no room for bars on a phone)."""
+    long = "Maximiliane Adelheid " * 4
+    fig = figure(demo_plots.similarity_figure([long.strip(), long.strip() + "x", "Group photo, person 3"],
+                                              np.array([0.9, 0.8, 0.1]), np.array([0.9, 0.8, 0.2])))
+    ticks = list(fig.layout.yaxis.ticktext)
+    assert ticks[2] == "Group photo, person 3"   # a name that fits stays whole
+    assert all(len(t) <= demo_plots.LABEL_CHARS + 3 for t in ticks) and ticks[0].endswith("…")
+    assert len(fig.data[0].y) == 3   # two names that shorten alike stay two rows
+    assert fig.layout.margin.l <= 8 + 7 * (demo_plots.LABEL_CHARS + 3)
+    assert fig.data[0].customdata[0][0] == long.strip()   # the full name on hover
+    assert long.strip() not in fig.layout.title.text and "…" in fig.layout.title.text   # shortened in the title too
+
+
+def test_attention_shares_are_on_two_lines():
+    """On a phone "the photo: 50%" and "its mirror image: 49%" printed over each other: name and share on two lines."""
+    labels = ["pose"] + [f"photo {r},{c}" for r in range(7) for c in range(7)] + \
+             [f"mirror {r},{c}" for r in range(7) for c in range(7)]
+    attention = np.full((len(labels), len(labels)), 1 / len(labels), np.float32)
+    fig = figure(demo_plots.face_attention_figure(np.zeros((112, 112, 3), np.uint8), attention, labels, "t"))
+    shares = [a.text for a in fig.layout.annotations if "%" in a.text and "pose" not in a.text]
+    assert shares == ["the photo<br>49%", "its mirror image<br>49%"], shares

@@ -4,7 +4,9 @@
 An identity's template is the L2-normalised sum of its photos' L2-normalised *raw* embeddings (what
 the embedder gives); adding a photo under an existing name refines that template. Embeddings are per
 embedder (128-d dlib, 128-d ArcFace MobileFaceNet, 512-d ArcFace), so each key has its own files.
-A removal can be undone (`Gallery.undo_remove`).
+Names are matched the way a person reads them: case-insensitively and ignoring surrounding or repeated
+whitespace ("alan  secret" is "Alan Secret"; the first spelling stays). Removals can be undone one after
+another, newest first (`Gallery.undo_remove`, up to `UNDO_DEPTH`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,19 @@ from viewdiff.embeddings import l2_normalize
 
 class GalleryError(ValueError):
     """A gallery operation the user asked for cannot be done; the message says why."""
+
+
+UNDO_DEPTH = 20   # removals `Gallery.undo_remove` can bring back, newest first
+
+
+def clean_name(name) -> str:
+    """A typed name as it is stored: surrounding whitespace dropped, inner runs of whitespace one space."""
+    return " ".join(str(name or "").split())
+
+
+def name_key(name) -> str:
+    """What two names must share to be one person: `clean_name`, case-folded ("Alan Secret" = "alan  secret")."""
+    return clean_name(name).casefold()
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -44,7 +59,7 @@ class Gallery:
         self.meta = dict(meta or {})
         self._sums = np.zeros((0, self.dim), np.float32)
         self._entries: list[dict] = []
-        self._removed: tuple[int, dict, np.ndarray] | None = None  # (index, entry, sum) of the last removal
+        self._removed: list[tuple[int, dict, np.ndarray]] = []  # (index, entry, sum) per removal, newest last
         self._lock = threading.RLock()
 
     @property
@@ -105,6 +120,16 @@ class Gallery:
     def names(self) -> list[str]:
         return [e["name"] for e in self._entries]
 
+    def find(self, name) -> int | None:
+        """Index of the identity called ``name`` (`name_key`: any case and spacing), None when there is none."""
+        key = name_key(name)
+        return next((i for i, e in enumerate(self._entries) if name_key(e["name"]) == key), None)
+
+    def stored_name(self, name) -> str | None:
+        """The gallery's spelling of ``name`` (None: not in the gallery)."""
+        i = self.find(name)
+        return None if i is None else self._entries[i]["name"]
+
     @property
     def entries(self) -> list[dict]:
         """One dict per identity: ``name``, ``source``, ``count`` (photos), ``added`` (ISO time)."""
@@ -119,11 +144,11 @@ class Gallery:
 
     def add(self, name: str, embedding: np.ndarray, source: str = "user") -> dict:
         """Add one photo's embedding under ``name`` (new identity or refine an existing one)."""
-        name = " ".join(str(name or "").split())
+        name = clean_name(name)
         if not name:
             raise GalleryError("Type a name for this face first.")
         if len(name) > 80:
-            raise GalleryError("Names are limited to 80 characters.")
+            raise GalleryError("Names are limited to 80 characters: type a shorter one.")
         emb = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if emb.shape[0] != self.dim:
             raise GalleryError(
@@ -132,43 +157,44 @@ class Gallery:
             )
         emb = _normalise(emb)
         with self._lock:
-            if name in self.names:
-                i = self.names.index(name)
+            i = self.find(name)
+            if i is not None:   # the same person, however the name was typed: refine, keep the first spelling
                 self._sums[i] += emb
                 self._entries[i]["count"] += 1
             else:
                 self._sums = np.concatenate([self._sums, emb[None]], axis=0)
                 added = time.strftime("%Y-%m-%dT%H:%M:%S")
                 self._entries.append({"name": name, "source": source, "count": 1, "added": added})
-            return dict(self._entries[self.names.index(name)])
+                i = len(self._entries) - 1
+                # a removed identity added again is no longer "removed": undo would bring back a second copy
+                self._removed = [r for r in self._removed if name_key(r[1]["name"]) != name_key(name)]
+            return dict(self._entries[i])
 
     def remove(self, name: str) -> None:
-        """Remove identity ``name``; `undo_remove` brings back the last removed one."""
+        """Remove identity ``name`` (any case and spacing); `undo_remove` brings removals back, newest first."""
         with self._lock:
-            if name not in self.names:
-                raise GalleryError(f"'{name}' is not in the gallery.")
-            i = self.names.index(name)
-            self._removed = (i, self._entries[i], self._sums[i].copy())
+            i = self.find(name)
+            if i is None:
+                raise GalleryError(f"'{clean_name(name)}' is not in the gallery.")
+            self._removed = (self._removed + [(i, self._entries[i], self._sums[i].copy())])[-UNDO_DEPTH:]
             self._sums = np.delete(self._sums, i, axis=0)
             del self._entries[i]
 
     @property
     def last_removed(self) -> str | None:
         """Name of the identity `undo_remove` would restore (None: nothing to undo)."""
-        return self._removed[1]["name"] if self._removed else None
+        return self._removed[-1][1]["name"] if self._removed else None
 
     def undo_remove(self) -> dict:
-        """Put the last removed identity back where it was; returns its entry."""
+        """Put the last removed identity back where it was (undone removals go back in reverse order, so each
+        lands at its old place); returns its entry."""
         with self._lock:
-            if self._removed is None:
+            if not self._removed:
                 raise GalleryError("Nothing to undo.")
-            i, entry, row = self._removed
-            if entry["name"] in self.names:
-                raise GalleryError(f"'{entry['name']}' is in the gallery again: nothing to undo.")
+            i, entry, row = self._removed.pop()
             i = min(i, len(self._entries))
             self._sums = np.insert(self._sums, i, row, axis=0)
             self._entries.insert(i, entry)
-            self._removed = None
             return dict(entry)
 
     def similarities(self, embedding: np.ndarray) -> np.ndarray:

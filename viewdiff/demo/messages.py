@@ -1,6 +1,7 @@
 """Messages for the visitor: no server paths, no library wording, first letter upper case."""
 from __future__ import annotations
 
+import html
 import os
 import re
 from pathlib import Path
@@ -41,3 +42,12 @@ def display_path(path: str | os.PathLike) -> str:
             except (ValueError, OSError):
                 continue
     return str(Path(*path.parts[-2:])) if path.is_absolute() else str(path)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]#!|~>])")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` (a visitor's name, a file name) shown literally in gradio Markdown, which renders HTML and
+    Markdown: HTML escaped, Markdown's special characters backslash-escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))

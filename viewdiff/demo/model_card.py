@@ -61,8 +61,8 @@ def _summary(describe: dict, fallback_reason: str | None, gallery_line: str, thr
         trained = (f", trained on {datasets} ({meta['train_pairs']} photo pairs, {meta['epochs']} passes)"
                    if {"datasets", "train_pairs", "epochs"} <= set(meta) else "")
         lines.append(f"- **Pose transformer:** reads {reads} and turns the identity code to the target pose{trained}. "
-                     "How much that helps on people it never saw, and where it does not, is measured in "
-                     "`docs/results.md`.")
+                     "How much that helps on people it never saw, and where it does not, is measured in the "
+                     "evaluation report that comes with the source code.")
     else:
         lines.append("- **Pose transformer: not loaded.** Face analysis, head pose and the raw similarity work "
                      f"without it. {weights_hint_text}")

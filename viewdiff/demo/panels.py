@@ -23,29 +23,39 @@ KEYPOINT_NAMES = ("left eye", "right eye", "nose", "left mouth", "right mouth")
 MAP_CELL = "photo 0,0"   # the first cell token of a model that reads the embedder's 7x7 map
 CAPTIONS = {   # per kind of model: one that reads the embedder's 7x7 map, or its embedding vector
     "attention": {
-        "map": ("Which parts of the face the model reads. The face embedder sees the aligned face as 7×7 cells; "
-                "the heat shows how much attention the photo's cells give to each cell (brighter: more). Left: "
-                "the photo; right: its mirror image, a free second view of the same face that shows the hidden "
-                "cheek. The percentages say how the attention splits between them. Measured on turned faces "
-                "the model never saw, it reads the visible and the hidden half about evenly, and it matches "
-                "as well with plain attention as with this pose-conditioned one (docs/results.md)."),
-        "vector": ("Rows: the part of the model that looks; columns: what it reads; each row sums to 1. `pose`: "
-                   "the photo's and the target's head pose, `e0`..`e15`: 16 pieces of the face's identity code, "
-                   "`3D`: the rendered 3D view. This model reads the code, not the face's regions.")},
+        "map": ("Which parts of the face the model looks at. The face recogniser sees the face cut into 7×7 "
+                "squares; brighter squares get more attention. Left: your photo; right: its mirror image, a free "
+                "second view of the same face that shows the hidden cheek. The percentages say how the attention "
+                "splits between the two. In the project's tests on turned faces it had never seen, the model "
+                "looked at the visible and the hidden half about evenly, and it recognised people as well with "
+                "plain attention as with this pose-aware kind."),
+        "vector": ("Which parts of its input the model looks at. Rows: the part that looks; columns: what it "
+                   "looks at; each row sums to 1. `pose`: the head poses, `e0`..`e15`: 16 pieces of the face's "
+                   "identity code, `3D`: the 3D view. This model reads the code, not regions of the face.")},
     "voxels": {
-        "map": ("The face's features lifted into a 3D grid, turned from the photo's pose to the target pose. "
-                "The slice at depth z (0 = front) shows the face upright; crosses mark the eyes, nose and mouth "
-                "corners after the same turn. Move the target yaw and the face turns in the grid; the model "
-                "renders it from the front and feeds that view back into the photo's cells. It matches as well "
-                "without this 3D step (docs/results.md): the grid shows what the step does, not a measured gain."),
-        "vector": ("A 3D grid shaped by the 5 face keypoints, turned from the photo's pose to the target pose "
-                   "(slice at depth z, 0 = front). Crosses: the keypoints after the same turn. This model's grid "
-                   "sees no face regions, only the keypoints and the identity code.")},
+        "map": ("The model's 3D step: it places the face's features in a coarse {r}×{r}×{r} block of cells, turns "
+                "the block from the photo's head pose to the target pose and looks at it from the front. This "
+                "panel shows one {r}×{r} slice of that block: each square is one cell, brighter where the "
+                "features are stronger. At {r} cells across it does not look like a face. The marks show where "
+                "the eyes, nose and mouth corners land after the same turn; move the target yaw and they move. "
+                "In the project's tests the model recognised people as well without this step: the panel shows "
+                "what the step does, not a measured gain."),
+        "vector": ("The model's 3D step: a coarse {r}×{r}×{r} block of cells shaped by the 5 face landmarks, "
+                   "turned from the photo's head pose to the target pose (one slice shown; each square is a "
+                   "cell). The marks: the eyes, nose and mouth corners after the same turn. This model's block "
+                   "sees no regions of the face, only the landmarks and the identity code.")},
 }
-SIMILARITY_CAPTION = ("Grey: your photo as it is; blue: after the model turned it to the target pose. Both are "
-                      "compared with the same gallery photos, so they share one scale; ▲/▼: how a name's rank "
-                      "changes. Green dashed line: the same-person threshold (only 1 in 1000 pairs of different "
-                      "people in the CFP benchmark score above it); below it the photo is \"not in the gallery\".")
+SIMILARITY_CAPTION = ("How much your face looks like each person in the gallery (1 = the same face). Grey: your "
+                      "photo as it is; blue: after the model turned it to the target pose. Both are compared with "
+                      "the same gallery photos, so they share one scale; ▲/▼: how a name's rank changes. Green "
+                      "dashed line: the same-person threshold (only 1 in 1000 pairs of different people in a "
+                      "public benchmark of celebrity photos score above it); below it the photo is \"not in the "
+                      "gallery\".")
+
+
+def caption(panel: str, model_kind: str, resolution: int) -> str:
+    """The caption under a plot panel ("attention" / "voxels") for a model kind ("map" / "vector")."""
+    return CAPTIONS[panel][model_kind].format(r=resolution)
 
 
 @dataclass
@@ -88,26 +98,37 @@ class Panels:
                     "To get weights, train them: the command (--export_dir ...) is in the model card below.")
         return f"The loaded model does not produce {what}."
 
-    def attention(self, result: PoseResult | None, view: ViewOptions, record=None) -> plots.PlotSpec:
+    def attention(self, result: PoseResult | None, view: ViewOptions, record=None,
+                  chosen: dict[int, int] | None = None) -> plots.PlotSpec:
+        """chosen: the photo's most selective head per layer (see `attention_weights`), kept in its session."""
         if result is None or result.attention is None:
             return plots.message_figure("Attention map", self.missing("attention weights", result))
-        weights, which = self.attention_weights(result, view)
+        weights, which = self.attention_weights(result, view, chosen)
         if record is not None and MAP_CELL in result.token_labels:   # a map model: drawn over the face
             return plots.face_attention_figure(record.aligned_crop, weights, result.token_labels,
-                                               f"What the face's cells read: {which}")
+                                               f"Where the face's squares look: {which}")
         return plots.attention_figure(weights, result.token_labels, f"Attention: {which}")
 
     @staticmethod
-    def attention_weights(result: PoseResult, view: ViewOptions) -> tuple[np.ndarray, str]:
-        """The [T, T] weights the controls choose (layer; one head, their mean or the most focused) and their
-        name ("layer 1, head 3")."""
+    def attention_weights(result: PoseResult, view: ViewOptions,
+                          chosen: dict[int, int] | None = None) -> tuple[np.ndarray, str]:
+        """The [T, T] weights the controls choose (layer; one head, their mean or the most selective) and their
+        name ("layer 1, head 3").
+
+        The most selective head is chosen once per photo and layer, at the first result drawn, and kept in
+        ``chosen`` (the session's): picked anew at every slider position it switched heads as the slider moved,
+        so two target poses showed two different heads. Without ``chosen`` it is picked for this result.
+        """
         layers, heads = result.attention.shape[:2]
         layer = int(np.clip(view.layer, 0, layers - 1))
         if view.head == MEAN_HEAD:
             weights, which = result.attention[layer].mean(0), f"mean of {heads} heads"
         elif view.head == FOCUSED_HEAD:
-            head = most_focused_head(result.attention[layer])
-            weights, which = result.attention[layer, head], f"head {head + 1} (the most selective of {heads})"
+            if chosen is None:
+                head = most_focused_head(result.attention[layer])
+            else:
+                head = chosen.setdefault(layer, most_focused_head(result.attention[layer]))
+            weights, which = result.attention[layer, head], f"head {head + 1} (the most selective of {heads} for this photo)"
         else:
             head = int(np.clip(view.head, 0, heads - 1))
             weights, which = result.attention[layer, head], f"head {head + 1}"
@@ -131,8 +152,9 @@ class Panels:
     def sweep(self, result: PoseResult | None) -> plots.PlotSpec:
         if result is None or result.sweep is None:
             if result is not None and self.model_loaded and not result.names:
-                return plots.message_figure("Pose sweep", "No sweep: your gallery is empty.")
-            return plots.message_figure("Pose sweep", self.missing("pose sweep", result))
+                return plots.message_figure("Similarity as the face is turned",
+                                            "Your gallery is empty: add a face below to see this curve.")
+            return plots.message_figure("Similarity as the face is turned", self.missing("curve", result))
         best = result.best
         return plots.pose_sweep_figure(SWEEP_YAWS, result.sweep, float(result.raw[best]), result.names[best],
                                        float(result.target[0]), self.threshold)

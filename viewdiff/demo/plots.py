@@ -10,6 +10,7 @@ validated ``go.Figure`` (the tests check every spec that way).
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Sequence
@@ -35,6 +36,23 @@ def _colorscale(colours: list[str]) -> list[list]:
 VIRIDIS = _colorscale(sequential.Viridis)
 MAGMA = _colorscale(sequential.Magma)
 GRID = "#e5e8ec"
+
+
+LABEL_CHARS = 22   # a gallery name longer than this is shortened on the similarity plot's axis (full name on hover)
+TITLE_NAME_CHARS = 40   # ... and in a plot's title
+
+
+def plot_text(text: str) -> str:
+    """``text`` as plotly shows it literally: plotly renders a subset of HTML (``<a href>``, ``<b>``, ``<br>``, ...)
+    in titles, tick labels, legends and hover text, so a visitor's gallery name is escaped (plotly turns the
+    entities back into the characters)."""
+    return html.escape(str(text), quote=False)
+
+
+def short_name(name: str, limit: int = LABEL_CHARS) -> str:
+    """``name`` cut to ``limit`` characters with an ellipsis (the whole name when it fits); not escaped."""
+    name = " ".join(str(name).split())
+    return name if len(name) <= limit else name[:limit - 1].rstrip() + "…"
 
 
 def _plain(value):
@@ -80,7 +98,10 @@ def _axis(**kwargs) -> dict:
 
 
 def _figure(data: list[dict], title: str, height: int = 380, **layout) -> PlotSpec:
-    base = {"title": {"text": title, "x": 0.02, "font": {"size": 14}}, "height": height,
+    # the title hangs from the figure's top edge: the page wraps a long one (app.DRAW_PLOT) and adds the lines
+    # to the top margin, so it never runs into a legend or label just above the plot area
+    base = {"title": {"text": title, "x": 0.02, "xanchor": "left", "y": 1, "yref": "container", "yanchor": "top",
+                      "pad": {"t": 10}, "font": {"size": 14}}, "height": height,
             "margin": {"l": 64, "r": 10, "t": 44, "b": 48}, "paper_bgcolor": "white", "plot_bgcolor": "white",
             "xaxis": _axis(), "yaxis": _axis()}
     for key, value in layout.items():
@@ -172,13 +193,15 @@ def face_attention_figure(crop: np.ndarray, attention: np.ndarray, labels: Seque
         domain = [n * width + 0.01, (n + 1) * width - 0.03]
         layout[f"xaxis{axis}"] = {"domain": domain, "visible": False, "range": [0, crop.shape[1]]}
         layout[f"yaxis{axis}"] = {"visible": False, "range": [crop.shape[0], 0], "scaleanchor": f"x{axis}"}
-        notes.append({"text": f"{text}: {100 * read[idx].sum():.0f}%", "x": sum(domain) / 2, "xref": "paper",
-                      "y": 1.0, "yref": "paper", "yanchor": "bottom", "showarrow": False, "font": {"size": 12}})
+        # two lines: side by side on a phone, "the photo: 50%" and "its mirror image: 49%" printed over each other
+        notes.append({"text": f"{text}<br>{100 * read[idx].sum():.0f}%", "x": sum(domain) / 2, "xref": "paper",
+                      "y": 1.0, "yref": "paper", "yanchor": "bottom", "xanchor": "center", "showarrow": False,
+                      "font": {"size": 12}})   # centred: plotly's "auto" anchors moved both towards the middle
     pose = [i for i, name in enumerate(labels) if name == "pose"]
     if pose:
-        notes.append({"text": f"pose token: {100 * read[pose].sum():.0f}%", "x": 1, "xref": "paper", "xanchor": "right",
+        notes.append({"text": f"the target pose itself: {100 * read[pose].sum():.0f}%", "x": 1, "xref": "paper", "xanchor": "right",
                       "y": -0.02, "yref": "paper", "yanchor": "top", "showarrow": False, "font": {"size": 11}})
-    fig = _figure(data, title, height=300, annotations=notes, margin={"l": 10, "r": 10, "t": 64, "b": 24})
+    fig = _figure(data, title, height=310, annotations=notes, margin={"l": 10, "r": 10, "t": 78, "b": 24})
     fig.layout.pop("xaxis"), fig.layout.pop("yaxis")
     fig.layout.update(layout)
     return fig
@@ -192,16 +215,28 @@ def voxel_slice(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
 SLICE_AXES = {"z": ("y", "x"), "y": ("z", "x"), "x": ("z", "y")}  # slice axis -> (rows, columns)
 
 
+KEYPOINT_PARTS = (("eyes", (0, 1), "#00c8ff", "x-thin"), ("nose", (2,), "#7CFC00", "cross-thin"),
+                  ("mouth corners", (3, 4), "#ff5ec4", "x-thin"))   # keypoints in viewdiff.demo.panels.KEYPOINT_NAMES order
+
+
 def _keypoint_marks(keypoints: np.ndarray, names: Sequence[str], rows: str, cols: str, axis: str,
-                    index: int) -> dict:
-    """Scatter of the keypoints [K, 3] (x, y, z voxel units) projected onto the slice plane."""
+                    index: int) -> list[dict]:
+    """The keypoints [K, 3] (x, y, z voxel units) projected onto the slice plane: one scatter per part (eyes,
+    nose, mouth corners) named in the legend, each point's name on hover. No text on the slice: at a target
+    yaw of +-90 the five keypoints fall in one column and labels would print over each other."""
     kp = {"x": keypoints[:, 0], "y": keypoints[:, 1], "z": keypoints[:, 2]}
-    return {"type": "scatter", "x": kp[cols], "y": kp[rows], "mode": "markers+text", "text": list(names),
-            "textposition": "top center", "textfont": {"color": "#00c8ff", "size": 11},
-            "customdata": kp[axis] - index, "showlegend": False,
-            "marker": {"symbol": "x-thin", "size": 11, "line": {"width": 2, "color": "#00c8ff"}},
-            "hovertemplate": f"%{{text}}: {cols} %{{x:.1f}}, {rows} %{{y:.1f}}<br>"
-                             f"%{{customdata:+.1f}} voxels from this slice along {axis}<extra></extra>"}
+    traces = []
+    for part, rows_of_part, colour, symbol in KEYPOINT_PARTS:
+        pick = [i for i in rows_of_part if i < len(keypoints)]
+        if not pick:
+            continue
+        traces.append({"type": "scatter", "x": kp[cols][pick], "y": kp[rows][pick], "mode": "markers", "name": part,
+                       "text": [names[i] if i < len(names) else part for i in pick],
+                       "customdata": kp[axis][pick] - index, "showlegend": True,
+                       "marker": {"symbol": symbol, "size": 12, "line": {"width": 2.5, "color": colour}},
+                       "hovertemplate": f"%{{text}}: {cols} %{{x:.1f}}, {rows} %{{y:.1f}}<br>"
+                                        f"%{{customdata:+.1f}} cells from this slice along {axis}<extra></extra>"})
+    return traces
 
 
 def voxel_slice_figure(volume: np.ndarray, axis: str, index: int, quantity: str,
@@ -220,9 +255,11 @@ def voxel_slice_figure(volume: np.ndarray, axis: str, index: int, quantity: str,
                "hovertemplate": f"{cols} %{{x}}, {rows} %{{y}}<br>{quantity} %{{z:.3g}}<extra></extra>"}
     data = [heatmap]
     if keypoints is not None:
-        data.append(_keypoint_marks(np.asarray(keypoints, np.float32), names, rows, cols, axis, index))
+        data += _keypoint_marks(np.asarray(keypoints, np.float32), names, rows, cols, axis, index)
     last = volume.shape[0] - 1
-    return _figure(data, f"Voxel grid: {quantity}, slice {axis} = {index} of {last}",
+    return _figure(data, f"Voxel grid: {quantity}, slice {axis} = {index} of {last}", height=400, showlegend=True,
+                   legend={"orientation": "h", "x": 0, "y": -0.3, "yanchor": "top"},
+                   margin={"l": 64, "r": 10, "t": 44, "b": 96},
                    xaxis={"title": {"text": cols}, "constrain": "domain", "range": [-0.5, last + 0.5]},
                    yaxis={"title": {"text": rows + (" (0 = front)" if rows == "z" else "")}, "scaleanchor": "x",
                           "range": [last + 0.5, -0.5]})
@@ -241,8 +278,9 @@ def voxel_volume_figure(volume: np.ndarray, quantity: str, keypoints: np.ndarray
     data = [iso]
     if keypoints is not None:
         kp = np.asarray(keypoints, np.float32)
-        data.append({"type": "scatter3d", "x": kp[:, 0], "y": kp[:, 1], "z": kp[:, 2], "mode": "markers+text",
-                     "text": list(names), "marker": {"size": 4, "color": "#00c8ff"}, "showlegend": False})
+        data.append({"type": "scatter3d", "x": kp[:, 0], "y": kp[:, 1], "z": kp[:, 2], "mode": "markers",
+                     "text": list(names), "hovertemplate": "%{text}<extra></extra>",
+                     "marker": {"size": 4, "color": "#00c8ff"}, "showlegend": False})
     scene = {"xaxis": {"title": {"text": "x"}}, "yaxis": {"title": {"text": "y"}},
              "zaxis": {"title": {"text": "z (depth)"}}, "aspectmode": "cube"}
     return _figure(data, f"Voxel grid: {quantity} (isosurfaces above the 60th percentile)", scene=scene)
@@ -264,6 +302,10 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
     change (raw -> transformed). threshold (`Threshold` or None): a same-person line; the best
     match is named (and its row shaded) only above it, else the title says "not in the gallery";
     without a threshold the title names the closest identity and claims no match.
+
+    Names are the visitor's text: escaped (`plot_text`), and on the axis shortened to `LABEL_CHARS`
+    (`short_name`; the full name on hover), so the left margin stays bounded. Rows are numbered 0..N-1
+    on the y axis with the names as tick labels: two long names that shorten alike stay two rows.
     """
     raw = np.asarray(raw, dtype=np.float32)
     key = raw if transformed is None else np.asarray(transformed, dtype=np.float32)
@@ -273,17 +315,19 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
     for i in order:
         moved = raw_rank[i] - key_rank[i]
         mark = f" ▲{moved}" if moved > 0 else f" ▼{-moved}" if moved < 0 else ""
-        labels.append(f"{names[i]}{mark if transformed is not None else ''}")
-    rank_text = [f"rank {raw_rank[i]} raw → {key_rank[i]} transformed" for i in order]
-    bars = [{"type": "bar", "y": labels, "x": raw[order], "orientation": "h", "name": "raw probe",
-             "marker": {"color": RAW}, "customdata": rank_text,
-             "hovertemplate": "%{y}: %{x:.3f}<br>%{customdata}<extra>raw</extra>"}]
+        labels.append(f"{short_name(names[i])}{mark if transformed is not None else ''}")
+    rows = np.arange(len(order))
+    hover = [[plot_text(names[i]), f"rank {raw_rank[i]} as it is → {key_rank[i]} turned"] for i in order]
+    bars = [{"type": "bar", "y": rows, "x": raw[order], "orientation": "h", "name": "your photo as it is",
+             "marker": {"color": RAW}, "customdata": hover,
+             "hovertemplate": "%{customdata[0]}: %{x:.3f}<br>%{customdata[1]}<extra>as it is</extra>"}]
     if transformed is not None:
-        bars.append({"type": "bar", "y": labels, "x": key[order], "orientation": "h",
-                     "name": "transformed probe (target pose)", "marker": {"color": TRANSFORMED},
-                     "customdata": rank_text, "hovertemplate": "%{y}: %{x:.3f}<br>%{customdata}<extra>transformed</extra>"})
-    best, score = (names[order[0]], float(key[order[0]])) if len(order) else (None, 0.0)
-    shapes, axis_title = [], "cosine similarity to the raw gallery template"
+        bars.append({"type": "bar", "y": rows, "x": key[order], "orientation": "h",
+                     "name": "turned to the target pose", "marker": {"color": TRANSFORMED}, "customdata": hover,
+                     "hovertemplate": "%{customdata[0]}: %{x:.3f}<br>%{customdata[1]}<extra>turned</extra>"})
+    best, score = (plot_text(short_name(names[order[0]], TITLE_NAME_CHARS)), float(key[order[0]])) \
+        if len(order) else (None, 0.0)
+    shapes, axis_title = [], "similarity (1 = the same face)"
     if best is not None and threshold is not None and score >= threshold.value:  # a match only when calibrated
         shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": -0.5, "y1": 0.5,
                        "fillcolor": MATCH_BAND, "line": {"color": SAME_PERSON, "width": 1}, "layer": "below"})
@@ -291,11 +335,11 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
         shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": threshold.value,
                        "x1": threshold.value, "line": {"color": SAME_PERSON, "width": 2, "dash": "dash"}})
         # named under the axis, not on the plot, where it would print over the bars it marks
-        axis_title += f" (green line: same person ≥ {threshold.value:.2f})"
+        axis_title = f"similarity (green line: same person ≥ {threshold.value:.2f})"
     if best is None:
         title = "Gallery similarity (gallery is empty)"
     elif threshold is None:
-        title = f"Closest: {best} ({score:.3f}); no same-person threshold for this embedder"
+        title = f"Closest: {best} ({score:.3f}); no same-person threshold for this face model"
     elif score >= threshold.value:
         title = f"Match: {best} ({score:.3f} ≥ {threshold.value:.2f})"
     else:
@@ -306,7 +350,9 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
                    legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"},
                    xaxis={"title": {"text": axis_title},
                           "range": [math.floor(low * 10) / 10 - 0.02, 1.0]},
-                   yaxis={"autorange": "reversed", "type": "category", "dtick": 1})
+                   yaxis={"autorange": "reversed", "tickmode": "array", "tickvals": rows,
+                          "ticktext": [plot_text(label) for label in labels], "zeroline": False,
+                          "range": [len(order) - 0.5, -0.5] if len(order) else None})
 
 
 def pose_sweep_figure(yaws: np.ndarray, transformed: np.ndarray, raw: float, name: str, target_yaw: float,
@@ -318,11 +364,11 @@ def pose_sweep_figure(yaws: np.ndarray, transformed: np.ndarray, raw: float, nam
     `app.SWEEP_MARKER`)."""
     transformed = np.asarray(transformed, dtype=np.float32)
     line = {"type": "scatter", "x": np.asarray(yaws, dtype=np.float32), "y": transformed,
-            "mode": "lines+markers", "name": "transformed", "line": {"color": TRANSFORMED},
+            "mode": "lines+markers", "name": "turned to each yaw", "line": {"color": TRANSFORMED},
             "hovertemplate": "target yaw %{x}°: %{y:.3f}<extra></extra>"}
     ends = np.array([-95.0, 95.0], np.float32)
     data = [line, {"type": "scatter", "x": ends, "y": np.full(2, raw, np.float32), "mode": "lines",
-                   "name": f"raw photo {raw:.3f}", "line": {"color": RAW, "dash": "dash"}, "hoverinfo": "skip"}]
+                   "name": f"photo as it is {raw:.3f}", "line": {"color": RAW, "dash": "dash"}, "hoverinfo": "skip"}]
     if threshold is not None:
         data.append({"type": "scatter", "x": ends, "y": np.full(2, threshold.value, np.float32), "mode": "lines",
                      "name": f"same person ≥ {threshold.value:.2f}", "hoverinfo": "skip",
@@ -333,8 +379,9 @@ def pose_sweep_figure(yaws: np.ndarray, transformed: np.ndarray, raw: float, nam
               "x": float(target_yaw), "xanchor": "right" if target_yaw > 0 else "left", "showarrow": False,
               "font": {"color": TARGET_MARKER}}]
     low = min(0.0, float(np.nanmin(transformed, initial=0.0)), float(raw))
-    return _figure(data, f"Pose sweep: transformed similarity to {name}", height=300, shapes=shapes,
+    return _figure(data, f"Similarity to {plot_text(short_name(name, TITLE_NAME_CHARS))} as the face is turned",
+                   height=300, shapes=shapes, meta={"target_marker": True},
                    annotations=notes, showlegend=True, margin={"l": 64, "r": 10, "t": 44, "b": 72},
                    legend={"orientation": "h", "x": 0, "y": -0.22, "yanchor": "top"},
                    xaxis={"title": {"text": "target yaw (deg)", "standoff": 4}, "range": [-95, 95], "dtick": 30},
-                   yaxis={"title": {"text": "cosine similarity"}, "range": [math.floor(low * 5) / 5, 1.0]})
+                   yaxis={"title": {"text": "similarity"}, "range": [math.floor(low * 5) / 5, 1.0]})

@@ -38,8 +38,9 @@ from viewdiff.demo import plots
 from viewdiff.demo.calibration import same_person_threshold, weights_for
 from viewdiff.demo.engine import PoseEngine, PoseResult
 from viewdiff.demo.examples import GALLERY_ASSETS, LOCAL_ASSETS, populate_assets_from_shared
-from viewdiff.demo.gallery import Gallery, GalleryError, default_gallery, default_identity_photos, open_gallery
-from viewdiff.demo.messages import display_path, sentence, user_message
+from viewdiff.demo.gallery import (Gallery, GalleryError, clean_name, default_gallery, default_identity_photos,
+                                   open_gallery)
+from viewdiff.demo.messages import display_path, markdown_text, sentence, user_message
 from viewdiff.demo.model_card import model_card
 from viewdiff.demo.panels import Panels, ViewOptions
 from viewdiff.faces.analyzer import FaceAnalyzer
@@ -54,12 +55,21 @@ DEFAULT_GALLERY_CACHE = REPO_ROOT / "data" / "cache" / "demo_gallery"
 POSE_LIMITS = ((-90.0, 90.0), (-60.0, 60.0), (-45.0, 45.0))  # target yaw, pitch, roll (degrees)
 DISPLAY_MAX_SIDE = 1024  # the annotated photo is shown at most this big
 NO_PHOTO = "Drop in a photo with a face first (or pick an example)."
-PLOT_AREAS = ("results", "views")   # the page's plot areas: shown only with a photo's results, else `results_hint`
+NO_PHOTO_INFO = "No photo yet."   # the face panel before a photo and after the photo is removed
+PLOT_AREAS = ("results", "views", "jump")   # shown only with a photo's results (else `results_hint`); jump: the
+#                                             "see the results" button (only on a narrow screen, app.CSS)
+NEAR_DUPLICATE = 0.6   # cosine above which a new entry "also matches" another one, when no threshold is calibrated
+TURNED_ENROL_DEG = 20   # |yaw| above this: the enrolled photo is turned, and a frontal one would make a better entry
 
 
 def plots_shown(shown: bool) -> dict[str, dict]:
     """Property updates that show the plot areas (a photo was analysed) or hide them behind the hint."""
     return {**{area: {"visible": shown} for area in PLOT_AREAS}, "results_hint": {"visible": not shown}}
+
+
+def face_choices(num_faces: int) -> list[tuple[str, int]]:
+    """The "Face to use" choices of a photo with ``num_faces`` faces, largest first."""
+    return [(f"face {i + 1}" + (" (largest)" if i == 0 else ""), i) for i in range(num_faces)]
 
 
 @dataclass
@@ -77,10 +87,15 @@ class Session:
     result: PoseResult | None = None
     sweeps: dict[tuple[float, float], np.ndarray] = field(default_factory=dict)
     sweep_shown: tuple | None = None
+    image: Any = None   # the photo as given (a path in gradio's cache): analysed again for another face
+    face: int = 0   # which face of the photo is used, largest first
+    faces: list[FaceRecord] | None = None   # every face (`FaceAnalyzer.analyze_all`), once another one was asked for
+    heads: dict[int, int] = field(default_factory=dict)   # layer -> the photo's most selective head, chosen once
 
     def release(self) -> None:
         """Drop the photo's analysis and results (the object itself stays in gradio's state for a while)."""
         self.record, self.result, self.sweeps, self.sweep_shown = None, None, {}, None
+        self.image, self.faces, self.heads = None, None, {}
 
 
 class SessionRegistry:
@@ -256,22 +271,36 @@ class DemoService:
         """Newest first: an entry just added is the top row, not hidden at the bottom of the table."""
         return [[e["name"], e["source"], e["count"]] for e in reversed(self.gallery_for(state).entries)]
 
+    def gallery_names(self, state: Gallery | None = None) -> list[str]:
+        """The entry dropdown's names: in the table's order (newest first)."""
+        return [row[0] for row in self.gallery_rows(state)]
+
     # ----- computations -----
-    def analyze(self, image: Any, photo_name: str) -> tuple[Session, np.ndarray, Reply]:
-        """Analyse a photo (largest face); returns the session, the annotated photo and notes for the user
-        (infos: several faces; warnings: a face too small to trust)."""
-        image = self.analyzer.load_image(image)
-        record = self.analyzer.analyze(image)
-        boxes, keypoints = [record.bbox], [record.keypoints]
-        notes = Reply()
+    def analyze(self, image: Any, photo_name: str) -> tuple[Session, np.ndarray, list[str]]:
+        """Analyse a photo (largest face); returns the session, the annotated photo and notes for the visitor
+        (several faces; a face too small to trust), shown beside the photo (`photo_status`)."""
+        rgb = self.analyzer.load_image(image)
+        record = self.analyzer.analyze(rgb)
+        notes = []
         if record.num_faces > 1:
-            boxes, keypoints = boxes + list(record.other_boxes), keypoints + list(record.other_keypoints)
-            notes.infos.append(f"{record.num_faces} faces found: using the largest one (green box; the others "
-                               "are grey).")
+            notes.append(f"{record.num_faces} faces found: using the largest one (green box; the others are grey). "
+                         "Pick another under \"Face to use\".")
         # the analyzer's own warning: "N faces found; ..." (said above) and/or a face too small to trust
-        notes.warnings += [sentence(part) for part in (record.warning or "").split("; ")
-                           if part and "faces found" not in part and "largest is used" not in part]
-        return Session(photo_name, record), display_image(image, boxes, keypoints), notes
+        notes += [sentence(part) for part in (record.warning or "").split("; ")
+                  if part and "faces found" not in part and "largest is used" not in part]
+        session = Session(photo_name, record, image=image)
+        return session, self.annotated(session, rgb), notes
+
+    def annotated(self, session: Session, rgb: np.ndarray | None = None) -> np.ndarray:
+        """The session's photo (``rgb``: already decoded) with every face's box and keypoints, the face used
+        first (green)."""
+        record = session.record
+        others = getattr(record, "other_boxes", None)
+        boxes = [record.bbox, *([] if others is None else list(others))]
+        others = getattr(record, "other_keypoints", None)
+        keypoints = [record.keypoints, *([] if others is None else list(others))]
+        rgb = self.analyzer.load_image(session.image) if rgb is None else rgb
+        return display_image(rgb, boxes, keypoints)
 
     def transform(self, record: FaceRecord, target: np.ndarray, gallery: Gallery | None = None,
                   sweeps: dict[tuple[float, float], np.ndarray] | None = None) -> PoseResult:
@@ -282,7 +311,9 @@ class DemoService:
     def _plots(self, session: Session | None, view: ViewOptions) -> dict[str, Any]:
         result = session.result if session is not None else None
         record = session.record if session is not None else None
-        return {"attention": self.panels.attention(result, view, record), "voxels": self.panels.voxels(result, view, record),
+        heads = session.heads if session is not None else None
+        return {"attention": self.panels.attention(result, view, record, heads),
+                "voxels": self.panels.voxels(result, view, record),
                 "similarity": self.panels.similarity(result), "sweep": self.panels.sweep(result)}
 
     def _rerun(self, session: Session, target, view: ViewOptions, gallery: Gallery,
@@ -299,8 +330,9 @@ class DemoService:
         if self.model is None:
             values["status"] = "No pose-transformer weights for this embedder: raw similarity only (see the model card)."
         else:
-            sweep = " with the yaw sweep" if result.model_poses > 1 else ""
-            values["status"] = f"Updated{sweep} in {(time.perf_counter() - start) * 1000:.0f} ms."
+            curve = " (the curve of every turn too)" if result.model_poses > 1 else ""
+            values["status"] = f"Updated in {(time.perf_counter() - start) * 1000:.0f} ms{curve}."
+            values["status"] += pose_gate_note(session.record, result.target)
         return values
 
     @_guarded
@@ -308,22 +340,48 @@ class DemoService:
                  gallery: Gallery | None = None) -> Reply:
         """A new photo: analyse it once, then transform to the target pose.
 
-        A photo that cannot be used clears the results (they would belong to the previous photo) and
-        says why, both as a warning and in the face panel.
+        No photo (the photo box's x, after a photo with a face) and a photo that cannot be used clear every
+        panel back to the no-photo state (the results would belong to the previous photo; a removed face cannot be
+        enrolled). What happened is said beside the photo (`photo_status`), not in a toast that could
+        outlive the next photo.
         """
+        cleared = {"session": None, **self._plots(None, view), **plots_shown(False), "face_image": None,
+                   "status": "", "face_choice": {"choices": [], "value": None, "visible": False}}
         if image is None:
-            return Reply()
+            if session is None:   # no results on the page: keep the message of an unusable photo, which the page
+                return Reply()    # removes from the photo box itself when the browser cannot show it
+            return Reply({**cleared, "face_info": NO_PHOTO_INFO, "photo_status": ""})
         name = Path(image).name if isinstance(image, (str, os.PathLike)) else "photo"
         try:
             new, annotated, notes = self.analyze(image, name)
         except FaceAnalysisError as exc:
-            message = user_message(exc, image if isinstance(image, (str, os.PathLike)) else None)
-            values = {"session": None, **self._plots(None, view), **plots_shown(False), "face_image": None,
-                      "status": "", "face_info": f"**Cannot use this photo.** {message}"}
-            return Reply(values, warnings=[message])
+            message = markdown_text(user_message(exc, image if isinstance(image, (str, os.PathLike)) else None))
+            return Reply({**cleared, "face_info": f"**Cannot use this photo.** {message}",
+                          "photo_status": f"**Cannot use this photo.** {message}"})
         values = {**self._rerun(new, target, view, self.gallery_for(gallery)), **plots_shown(True)}
-        values.update(face_image=annotated, face_info=face_info(new))
-        return Reply(values, warnings=notes.warnings, infos=notes.infos)
+        values.update(face_image=annotated, face_info=face_info(new), photo_status=photo_status(new, notes),
+                      face_choice={"choices": face_choices(new.record.num_faces), "value": 0,
+                                   "visible": new.record.num_faces > 1})
+        return Reply(values)
+
+    @_guarded
+    def on_face(self, index, target, view: ViewOptions, session: Session | None,
+                gallery: Gallery | None = None) -> Reply:
+        """The visitor picked another face of a group photo ("Face to use", largest first)."""
+        if session is None:
+            return Reply({"status": NO_PHOTO})
+        index = int(index or 0)
+        if session.faces is None:   # every face described once, when a face other than the largest is asked for
+            session.faces = self.analyzer.analyze_all(session.image)
+        index = int(np.clip(index, 0, len(session.faces) - 1))
+        record = session.faces[index]
+        if index == session.face:
+            return Reply()
+        new = Session(session.photo_name, record, image=session.image, face=index, faces=session.faces)
+        values = {**self._rerun(new, target, view, self.gallery_for(gallery)), **plots_shown(True)}
+        values.update(face_image=self.annotated(new), face_info=face_info(new),
+                      photo_status=photo_status(new, []))
+        return Reply(values)
 
     @_guarded
     def on_target(self, target, view: ViewOptions, session: Session | None, gallery: Gallery | None = None,
@@ -342,7 +400,7 @@ class DemoService:
         """Layer/head or voxel controls changed: redraw from the last result, no model run."""
         result = session.result if session is not None else None
         record = session.record if session is not None else None
-        return Reply({"attention": self.panels.attention(result, view, record),
+        return Reply({"attention": self.panels.attention(result, view, record, session.heads if session else None),
                       "voxels": self.panels.voxels(result, view, record)})
 
     @_guarded
@@ -368,14 +426,27 @@ class DemoService:
     @_guarded
     def on_add(self, name: str, target, view: ViewOptions, session: Session | None,
                gallery: Gallery | None = None) -> Reply:
-        """Add the current face to the visitor's gallery as ``name``."""
+        """Add the current face to the visitor's gallery as ``name`` (any case and spacing of an existing name
+        refines that entry); warns when the face is turned or already looks like another entry."""
         if session is None:
             return Reply(warnings=["Drop in a face photo first, then add it to the gallery."])
         gallery = self._own(gallery)
-        entry = gallery.add(name, session.record.embedding)
+        embedding = session.record.embedding
+        others = [(n, float(score)) for n, score in zip(gallery.names, gallery.similarities(embedding))
+                  if gallery.find(n) != gallery.find(name)] if len(gallery) else []
+        entry = gallery.add(name, embedding)
         info = f"Added this face to '{entry['name']}' ({entry['count']} photo{'s' * (entry['count'] > 1)})."
+        warnings = []
+        yaw = float(session.record.source_pose[0])
+        if abs(yaw) > TURNED_ENROL_DEG:
+            warnings.append(f"This face is turned (yaw {yaw:+.0f}°). It was added, but a frontal photo (looking "
+                            "into the camera) makes a better gallery entry.")
+        same = self.threshold.value if self.threshold is not None else NEAR_DUPLICATE
+        if others and (best := max(others, key=lambda o: o[1]))[1] >= same:
+            warnings.append(f"This face also matches '{best[0]}' (similarity {best[1]:.2f}): the same person under "
+                            f"two names? To refine one entry, add the photo under its name.")
         # nothing pre-selected beside the Remove button: a new entry is never one click from removal
-        return Reply(self._changed(gallery, None, target, view, session), infos=[info])
+        return Reply(self._changed(gallery, None, target, view, session), warnings=warnings, infos=[info])
 
     @_guarded
     def on_remove(self, name: str | None, target, view: ViewOptions, session: Session | None,
@@ -384,6 +455,7 @@ class DemoService:
         if not name:
             return Reply(warnings=["Choose a gallery entry to remove."])
         gallery = self._own(gallery)
+        name = gallery.stored_name(name) or clean_name(name)
         gallery.remove(name)
         return Reply(self._changed(gallery, None, target, view, session),
                      infos=[f"Removed '{name}' from the gallery. \"Undo remove\" brings it back."])
@@ -400,7 +472,7 @@ class DemoService:
         undo = gallery.last_removed
         return {"gallery": None if self.persistent or gallery is self.gallery else gallery,
                 "gallery_table": self.gallery_rows(gallery),
-                "gallery_choice": {"choices": gallery.names, "value": selected},
+                "gallery_choice": {"choices": self.gallery_names(gallery), "value": selected},
                 "undo": {"interactive": undo is not None,
                          "value": f"Undo remove '{undo}'" if undo else "Undo remove"}}
 
@@ -422,14 +494,37 @@ def gallery_key(analyzer: FaceAnalyzer) -> str:
 
 
 def face_info(session: Session) -> str:
-    """Markdown line about the detected face: estimated source pose and how it was estimated."""
+    """Markdown about the face used: its estimated head pose in words, size and detector confidence."""
     r = session.record
     yaw, pitch, roll = (float(v) for v in r.source_pose)
     width, height = r.bbox[2] - r.bbox[0], r.bbox[3] - r.bbox[1]
-    return (f"**{session.photo_name}**: estimated source pose yaw **{yaw:+.1f}°**, pitch **{pitch:+.1f}°**, "
-            f"roll **{roll:+.1f}°** (method: `{r.pose_source}`)  \n"
-            f"face {width:.0f}×{height:.0f} px, detector score {float(r.det_score):.2f}, "
-            f"{r.num_faces} face{'s' * (r.num_faces != 1)} in the photo")
+    which = f", face {session.face + 1} of {r.num_faces}" if r.num_faces > 1 else ""
+    return (f"**{markdown_text(session.photo_name)}**{which}: estimated head pose: turned **{yaw:+.0f}°** "
+            f"sideways (yaw; + = towards the image's left), **{pitch:+.0f}°** up or down (pitch; + = up), tilted "
+            f"**{roll:+.0f}°** (roll); 0, 0, 0 faces the camera.  \n"
+            f"Face {width:.0f}×{height:.0f} px, detector confidence {float(r.det_score):.2f}, "
+            f"{r.num_faces} face{'s' * (r.num_faces != 1)} in the photo.")
+
+
+def photo_status(session: Session, notes: list[str]) -> str:
+    """The line beside the photo box: what was found, and the notes of this photo only (no stale toasts)."""
+    r = session.record
+    yaw = float(r.source_pose[0])
+    facing = "facing the camera" if abs(yaw) <= TURNED_ENROL_DEG else f"turned {abs(yaw):.0f}° to the side"
+    text = f"**Face found** ({facing})."
+    return " ".join([text, *notes])   # notes are ours (no visitor text in them)
+
+
+POSE_GATE_DEG = 10   # near the photo's own yaw the model barely changes the face (its PoseGate is 0 there)
+
+
+def pose_gate_note(record: FaceRecord, target: np.ndarray) -> str:
+    """What the status line adds when target pitch or roll are set but do nothing: the model changes a face only
+    together with a left-right turn away from the photo's own yaw."""
+    if abs(float(target[0]) - float(record.source_pose[0])) >= POSE_GATE_DEG or not np.any(target[1:]):
+        return ""
+    return (f" Pitch and roll change little until the target yaw moves away from the photo's own "
+            f"({float(record.source_pose[0]):+.0f}°): the model learned from faces turned sideways.")
 
 
 def main(argv: list[str] | None = None) -> None:
