@@ -44,3 +44,28 @@ def test_template_loads_on_first_use_not_at_import():
             "assert 'torch' not in sys.modules; "   # the rotation it shares with the models comes without torch
             "g.TEMPLATE_5; assert 'insightface' in sys.modules; assert g.TEMPLATE_5 is g.template_5()")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_upright_picks_the_head_up_triple_of_the_same_rotation():
+    """A level profile decomposed as 'pitch +154, roll +167' is 'pitch -26, roll -13' of a head turned 91 deg."""
+    from viewdiff.faces.geometry import angles_to_rotation, upright
+    for angles, expected in [((88.9, 154.06, 167.15), (91.1, -25.94, -12.85)),
+                             ((-88.9, 154.06, -167.15), (-91.1, -25.94, 12.85)), ((60, 20, 10), (60, 20, 10))]:
+        got = upright(angles)
+        np.testing.assert_allclose(got, expected, atol=1e-3)
+        np.testing.assert_allclose(angles_to_rotation(got), angles_to_rotation(angles), atol=1e-6)   # same rotation
+    batch = upright(np.array([[88.9, 154.06, 167.15], [10, 5, -3]]))
+    assert batch.shape == (2, 3) and abs(batch[0, 1]) < 90 and (batch[1] == np.float32([10, 5, -3])).all()
+
+
+def test_roll_given_a_yaw_and_pitch_recovers_the_roll_and_splits_a_profile():
+    from viewdiff.faces.geometry import angles_to_rotation, roll_given
+    rng = np.random.default_rng(0)
+    for yaw, pitch, roll in rng.uniform([-89, -50, -40], [89, 50, 40], (20, 3)):
+        assert abs(roll_given((yaw, pitch, roll), yaw, pitch) - roll) < 1e-6
+    # at a profile the nod and the in-plane turn are the same image rotation: a solver's split (pitch 52.9,
+    # roll 78.4 of a level head turned -88.5) given the learned pitch leaves the rest to the roll
+    measured = (-88.5, 52.9, 78.4)
+    rest = roll_given(measured, -88.5, 10.0)
+    assert abs(rest) < abs(measured[2])
+    np.testing.assert_allclose(angles_to_rotation((-88.5, 10.0, rest)), angles_to_rotation(measured), atol=0.05)

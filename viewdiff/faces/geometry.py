@@ -128,6 +128,18 @@ def angles_to_rotation(angles) -> np.ndarray:
     return np.array(rotation_entries(cy, sy, cp, sp, cr, sr)).reshape(3, 3)
 
 
+def roll_given(rotation_angles, yaw: float, pitch: float) -> float:
+    """The roll that, with this yaw and pitch, comes closest to the rotation of `rotation_angles` (degrees).
+
+    R(yaw, pitch, roll) = Rz(-roll) @ R(yaw, pitch, 0), so roll is the turn about the camera axis that best
+    maps R(yaw, pitch, 0) onto the measured rotation (2D Procrustes on Rz's block). Near a profile the
+    keypoints fix only the sum of the in-plane turn and the nod (pitch and roll axes line up: gimbal lock);
+    given a pitch from elsewhere, this is the roll that is left.
+    """
+    m = angles_to_rotation(rotation_angles) @ angles_to_rotation((yaw, pitch, 0.0)).T
+    return float(-np.degrees(np.arctan2(m[1, 0] - m[0, 1], m[0, 0] + m[1, 1])))
+
+
 def estimate_pose(keypoints: np.ndarray, bbox: np.ndarray) -> np.ndarray:
     """(yaw, pitch, roll) [3] from the 5 keypoints [5, 2] by solvePnP against `TEMPLATE_5`.
 

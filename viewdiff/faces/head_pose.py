@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from viewdiff.faces.errors import ModelNotFoundError
-from viewdiff.faces.geometry import estimate_pose, wrap_degrees
+from viewdiff.faces.geometry import estimate_pose, roll_given, wrap_degrees
 from viewdiff.faces.model_files import onnx_session, verify_sha256
 from viewdiff.paths import REPO_ROOT, models_env_dir, shared_dir
 
@@ -40,6 +40,7 @@ CALIBRATION_FILE = "calibration.json"
 FEATURES = ("3ddfa_yaw", "3ddfa_pitch", "fsanet_yaw", "fsanet_pitch", "pnp5_yaw", "pnp5_pitch")
 YAW_KNOTS = (0.0, 15.0, 30.0, 45.0, 60.0, 75.0, 90.0)   # true |yaw| of the calibration's stretch (Pointing'04's pans)
 POSE_SOURCE = "3ddfa_v2+fsanet+pnp5"
+PNP_MAX_ROLL, PNP_MAX_PITCH = 45.0, 60.0   # a solvePnP split beyond these is one no upright head gives (`fused_roll`)
 FIT_HINT = "refit it with `python -m viewdiff.training.fit_head_pose`"
 SHIPPED_DIR = REPO_ROOT / "weights/headpose"
 CALIBRATION_PATH = SHIPPED_DIR / CALIBRATION_FILE
@@ -101,10 +102,26 @@ class Calibration:
         return np.sign(yaw) * np.interp(np.abs(yaw), self.yaw_knots, YAW_KNOTS)   # flat (90) past the last knot
 
     def apply(self, features: np.ndarray) -> np.ndarray:
-        """features [..., 7] (`FEATURES` + pnp5 roll) -> (yaw, pitch, roll) [..., 3] float32."""
+        """features [..., 7] (`FEATURES` + pnp5 roll) -> (yaw, pitch, roll) [..., 3] float32 (roll: `fused_roll`)."""
+        features = np.asarray(features, np.float32)
         x = design_matrix(features)
-        return np.stack([self.stretch(x @ np.asarray(self.yaw_weights)), x @ np.asarray(self.pitch_weights),
-                         features[..., len(FEATURES)]], -1).astype(np.float32)
+        yaw, pitch = self.stretch(x @ np.asarray(self.yaw_weights)), x @ np.asarray(self.pitch_weights)
+        return np.stack([yaw, pitch, fused_roll(features, yaw, pitch)], -1).astype(np.float32)
+
+
+def fused_roll(features: np.ndarray, yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+    """The reported roll [...]: solvePnP's, unless its split between pitch and roll is one no upright head gives
+    (|roll| > `PNP_MAX_ROLL` or |pitch| > `PNP_MAX_PITCH`): then the roll left by the fused yaw and pitch in the
+    rotation solvePnP measured (`geometry.roll_given`). That split goes wrong near a profile, where the 5
+    keypoints fix only nod + in-plane turn together (on CFP profiles it read |roll| > 45 for 4.5%)."""
+    pnp = np.asarray(features, np.float64)[..., len(FEATURES) - 2:]
+    roll = pnp[..., 2].copy()
+    odd = (np.abs(pnp[..., 2]) > PNP_MAX_ROLL) | (np.abs(pnp[..., 1]) > PNP_MAX_PITCH)
+    yaw, pitch = np.broadcast_to(yaw, roll.shape), np.broadcast_to(pitch, roll.shape)
+    for i in np.ndindex(roll.shape):
+        if odd[i]:
+            roll[i] = roll_given(pnp[i], float(yaw[i]), float(pitch[i]))
+    return roll
 
 
 def design_matrix(features: np.ndarray) -> np.ndarray:
