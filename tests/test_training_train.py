@@ -91,6 +91,14 @@ def test_checkpoints_tensorboard_and_exported_weights(small_cache, tmp_path):
     assert {"Train/Loss", "Epoch/ValLoss", "Epoch/ValCosineSim"} <= set(events.Tags()["scalars"])
 
 
+def test_validating_on_the_test_fold_is_refused_before_any_work(tmp_path):
+    config = TrainConfig.from_args(["--data_dir", str(tmp_path / "no_cache"), "--save_dir", str(tmp_path / "run"),
+                                    "--val_fold", "3", "--exclude_fold", "3", *FAST])
+    with pytest.raises(ValueError, match=r"never be validated or chosen on its test fold.*--val_fold 0"):
+        train(config)
+    assert not (tmp_path / "run").exists()   # refused before loading records or writing anything
+
+
 def test_resume_continues_exactly(small_cache, tmp_path):
     common = ["--epochs", "3", "--checkpoint_every", "1", "--seed", "3"]
     _, straight = run_train(small_cache, tmp_path / "a", *common)
