@@ -265,7 +265,7 @@ def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, 
             test = pairs[name]["fold"] == k
             s[test] = pair_scores(sides[proto], emb, cfp, pairs[name], proto)[test]
         for proto in PROTOCOLS:
-            rank1[proto].append(profile_rank1(sides[proto], emb, cfp, k, proto))
+            rank1[proto].append(profile_rank1(sides[proto], emb, cfp, k, proto, among="all"))
         if i == 0 and fit["p04"] is not None:
             p04_gallery = l2_normalize(p04.embedding) if fit["gallery_p04"] is None else fit["gallery_p04"]
             result["pointing04"] = pointing04_rank1(p04_gallery, fit["p04"], p04)
