@@ -29,6 +29,8 @@ def test_paired_test_counts_folds_and_gives_exact_sign_flip_p():
     mixed = paired_test([0.9, 0.7, 0.8, 0.8], [0.8, 0.8, 0.8, 0.7])
     assert (mixed["wins"], mixed["ties"], mixed["losses"]) == (2, 1, 1) and mixed["p"] > 0.3
     assert mixed["mean_diff"] == pytest.approx(0.025)
+    undefined = paired_test([0.9, np.nan], [0.8, 0.8])         # TAR of a fold without different-person pairs
+    assert np.isnan(undefined["p"]) and np.isnan(undefined["mean_diff"]) and undefined["wins"] == 0
 
 
 def test_probe_protocol_keeps_the_gallery_side_raw():

@@ -92,8 +92,11 @@ def pointing04_rank1(raw: np.ndarray, transformed: np.ndarray, p04: FaceRecords)
 
 def paired_test(a: list[float], b: list[float]) -> dict:
     """Fold-by-fold comparison of method a against b: mean difference, wins / ties / losses, and the
-    two-sided p-value of the exact sign-flip (permutation) test of the mean difference."""
-    d = np.asarray(a) - np.asarray(b)
+    two-sided p-value of the exact sign-flip (permutation) test of the mean difference; NaN (and no folds
+    counted) when a fold's value is NaN (TAR on a subset without different-person pairs)."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if not np.isfinite(d).all():
+        return {"mean_diff": float("nan"), "wins": 0, "ties": 0, "losses": 0, "p": float("nan")}
     flips = np.array(list(itertools.product((1, -1), repeat=len(d))))
     observed = abs(d.mean())
     p = float(np.mean(np.abs((flips * d).mean(axis=1)) >= observed - 1e-12))
