@@ -1,12 +1,19 @@
 """Evaluation protocols and metrics on hand-made scores: TAR @ FAR (and its agreement with the published
-tables' path), pAUC, the identity bootstrap, held-out rank-1, the paired fold test, probe vs both."""
+tables' path), pAUC, the identity bootstrap, held-out rank-1, the paired fold test, probe vs both; with the
+full CFP cache in data/cache, raw's and flip_fused's published figures."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
+from viewdiff.embeddings import l2_normalize
+from viewdiff.paths import REPO_ROOT
+from viewdiff.training.datasets import cfp_fp_pairs
 from viewdiff.training.metrics import far_threshold, identity_bootstrap_weights, tar_at_far, verification_rates
 from viewdiff.training.protocols import bootstrap_rates, fold_metrics, pair_scores, paired_test, profile_rank1
+from viewdiff.training.records import cache_path, load_records
 
 
 def test_tar_at_far_sets_the_threshold_on_the_other_folds_negatives():
@@ -133,3 +140,30 @@ def test_held_out_rank1_searches_only_the_folds_identities():
     assert profile_rank1(raw, moved, FoldRows, 2, "probe", among="fold") == 1.0
     with pytest.raises(ValueError, match="use 'fold'"):
         profile_rank1(raw, moved, FoldRows, 1, "probe", among="test")
+
+
+PUBLISHED = REPO_ROOT / "docs" / "results" / "nested" / "results.json"   # measured with the old metric code
+
+
+def test_raw_and_flip_fused_keep_their_published_figures_on_the_full_cache(data_root):
+    """The new metric code on the full CFP cache reproduces the published per-fold accuracy and TARs of raw and
+    flip_fused (98.14 / 98.39, TAR @ FAR 0.1% 90.57 / 92.86), and their rank-1 among all 500 the old way."""
+    cache = REPO_ROOT / "data" / "cache"
+    if not cache_path(cache, "cfp", "insightface").is_file():
+        pytest.skip(f"no full CFP cache in {cache}: run `python -m viewdiff.training.extract` first")
+    published = json.loads(PUBLISHED.read_text())
+    cfp = load_records(cache, "cfp", "insightface")
+    try:
+        pairs = cfp_fp_pairs(cfp, data_root)
+    except ValueError as error:
+        pytest.skip(f"the CFP cache is incomplete (extraction still running?): {error}")
+    if cfp.fingerprint != published["fingerprint"]:
+        pytest.skip(f"the cache's embedder {cfp.fingerprint} is not the published {published['fingerprint']}")
+    for name, emb in (("raw", l2_normalize(cfp.embedding)),
+                      ("flip_fused", l2_normalize(cfp.embedding + cfp.embedding_mirror))):
+        got = fold_metrics(pair_scores(emb, emb, cfp, pairs, "probe"), pairs)
+        got["rank1"] = [profile_rank1(emb, emb, cfp, k, "probe", among="all") for k in range(1, 11)]
+        for metric in ("accuracy", "tar_far1", "tar_far01", "rank1"):
+            old = published["methods"][name][f"cfp_fp/probe/{metric}"]
+            assert round(100 * np.mean(got[metric]), 2) == round(100 * old["mean"], 2), (name, metric)
+            assert np.allclose(got[metric], old["per_fold"], atol=0.003), (name, metric)   # within one pair
