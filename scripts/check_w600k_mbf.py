@@ -64,7 +64,7 @@ def cfp_fp_figures(cfp, emb: np.ndarray, data_root: Path) -> dict[str, float]:
     pairs = cfp_fp_pairs(cfp, data_root)
     emb = l2_normalize(emb)
     metrics = fold_metrics(pair_scores(emb, emb, cfp, pairs, "probe"), pairs)
-    metrics["rank1"] = [profile_rank1(emb, emb, cfp, f, "probe") for f in sorted(set(pairs["fold"]))]
+    metrics["rank1"] = [profile_rank1(emb, emb, cfp, f, "probe", among="all") for f in sorted(set(pairs["fold"]))]
     return {k: 100 * float(np.mean(v)) for k, v in metrics.items()}
 
 

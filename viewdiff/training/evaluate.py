@@ -3,9 +3,12 @@
     python -m viewdiff.training.evaluate --methods global_shift,dream,enhanced --seeds 0,1,2 --out docs/results
 
 For every CFP-FP fold k (official, identity-disjoint) each trained method is fitted from scratch on the
-other nine folds with a fixed recipe (the final epoch is used: nothing is chosen on the test fold) and
-scored on fold k, with the protocols of `viewdiff.training.protocols` (``probe``: transformed probe vs
-raw frontal gallery, the product's; ``both``: both sides transformed). Methods (`METHODS`):
+other nine folds with a fixed recipe and scored on fold k, with the protocols of
+`viewdiff.training.protocols` (``probe``: transformed probe vs raw frontal gallery, the product's; ``both``:
+both sides transformed; ``fused``: vs a flip-fused gallery). **Nothing is validated, chosen or stopped on the
+test fold:** a fold model trains with ``exclude_fold=k`` and no validation fold (``val_fold=0``), the final
+epoch is used, and `train` refuses a validation fold equal to the test fold; only the nested selection
+validates, on inner folds taken from the training folds. Methods (`METHODS`):
 - ``raw``: the embedder's own embeddings (always reported); ``mirror``: for faces turned more than 45
   deg, the mean of the photo's and the mirrored photo's embeddings (no training: what the mirror view
   alone gives); ``flip_fused``: every photo, gallery and probe alike, as the mean of itself and its
@@ -19,9 +22,14 @@ raw frontal gallery, the product's; ``both``: both sides transformed). Methods (
 - ``enhanced_nested``: the transformer with the recipe chosen for each test fold among `CANDIDATES` by
   validation inside its training folds only (`select_recipe`: trained without the test fold and an inner
   fold, scored on the inner fold; two inner folds).
-Figures are means over seeds of the per-fold values; `paired_test` compares each method with raw and
-with DREAM fold by fold. Pointing'04 (never trained on): rank-1 per |yaw| bin with each seed's fold-1
-model. CFP-FF (frontal-frontal) checks that frontal matching stays at the raw level.
+Figures are means over seeds of the per-fold values: accuracy, TAR @ FAR 1% and 0.1%, pAUC over FAR
+0.1%..1% and held-out rank-1 (a fold's profiles among the fold's own 50 identities). ``raw`` and
+``flip_fused`` (the practitioner's bar: InsightFace's own CFP-FP figure is with flip) are always evaluated;
+`paired_test` compares each method with raw, flip_fused and DREAM fold by fold. The TARs and the pAUC get a
+95% bootstrap interval over identities (`BOOTSTRAP` resamples of each fold's identities, the same resamples
+for every method, thresholds recomputed), as does each method's difference from flip_fused.
+Pointing'04 (never trained on): rank-1 per |yaw| bin with each seed's fold-1 model. CFP-FF
+(frontal-frontal) checks that frontal matching stays at the raw level.
 """
 from __future__ import annotations
 
@@ -41,9 +49,9 @@ from torch import nn
 from viewdiff.embeddings import l2_normalize
 from viewdiff.paths import shared_dir
 from viewdiff.training.datasets import cfp_fp_pairs
-from viewdiff.training.metrics import best_threshold, far_threshold, identity_means, rank1_accuracy
-from viewdiff.training.protocols import (PROTOCOLS, fold_metrics, pair_scores, paired_test, pointing04_rank1,
-                                         profile_rank1)
+from viewdiff.training.metrics import best_threshold, far_threshold, identity_bootstrap_weights
+from viewdiff.training.protocols import (PROTOCOLS, bootstrap_rates, fold_metrics, pair_scores, paired_test,
+                                         pointing04_rank1, profile_rank1)
 from viewdiff.training.records import FaceRecords, first_identities, load_records
 from viewdiff.training.report import write_report
 from viewdiff.training.train import TrainConfig, train
@@ -78,8 +86,13 @@ METHODS = {
 NESTED = {"enhanced_nested", "enhanced_map_nested"}
 CANDIDATES = [{"source_weight": sw, "margin": m} for m in (0.0, 0.25) for sw in (10.0, 3.0)]
 INNER_FOLDS = 2
-FP_METRICS = ("accuracy", "tar_far1", "tar_far01", "rank1")
+FP_METRICS = ("accuracy", "tar_far1", "tar_far01", "pauc", "rank1_heldout")
+BASELINES = ("raw", "flip_fused")   # always evaluated: every method is compared with both
+REFERENCES = ("raw", "flip_fused", "dream")   # the paired tests of each method
+BOOTSTRAP, BOOTSTRAP_SEED = 1000, 0   # resamples of the identities for the 95% intervals
 SELECTION_SEED = 0
+# what `validation_metrics` scores; a selection saved under another criterion is made again
+SELECTION_CRITERION = "mean of accuracy, TAR @ FAR 1% and rank-1 among the inner fold's identities"
 
 
 @torch.no_grad()
@@ -114,14 +127,17 @@ def untrained_transform(method: str, train_rows: FaceRecords, records: FaceRecor
     return l2_normalize(records.embedding + turned[:, None] * change)
 
 
-def fold_config(method: str, fold: int, seed: int, args: argparse.Namespace, recipe: dict | None = None,
-                exclude_fold: int = 0) -> TrainConfig:
-    """The training recipe of `method` (a key of METHODS; `recipe` overrides it) validated on CFP fold `fold`
-    and not trained on it (nor on `exclude_fold`); `--train_args` flags win."""
+def fold_config(method: str, test_fold: int, seed: int, args: argparse.Namespace, recipe: dict | None = None,
+                val_fold: int = 0) -> TrainConfig:
+    """The training recipe of `method` (a key of METHODS; `recipe` overrides it) for CFP test fold `test_fold`:
+    never trained on it, never validated on it (``exclude_fold``); validated on `val_fold` only for the nested
+    selection's inner models (an inner fold, also left out of training), else on nothing. `--train_args` flags
+    win (and `train` refuses a --val_fold equal to the test fold)."""
     base = METHODS[method]
-    tag = f"{method}_seed{seed}_fold{fold:02d}" + (f"_test{exclude_fold:02d}_{recipe_name(recipe)}" if exclude_fold else "")
-    config = replace(TrainConfig(), data_dir=args.data_dir, backend=args.backend, datasets="cfp", val_fold=fold,
-                     exclude_fold=exclude_fold, seed=seed, quiet=True, checkpoint_every=10 ** 6,
+    tag = f"{method}_seed{seed}_fold{(val_fold or test_fold):02d}" + \
+        (f"_test{test_fold:02d}_{recipe_name(recipe)}" if val_fold else "")
+    config = replace(TrainConfig(), data_dir=args.data_dir, backend=args.backend, datasets="cfp", val_fold=val_fold,
+                     exclude_fold=test_fold, seed=seed, quiet=True, checkpoint_every=10 ** 6,
                      save_dir=str(Path(args.work_dir) / tag), max_identities=args.max_identities or None,
                      **{**base, **(recipe or {})})
     return TrainConfig.from_args(args.train_args.split(), base=config)
@@ -156,18 +172,15 @@ def inner_folds(test_fold: int, all_folds: list[int]) -> list[int]:
 
 
 def validation_metrics(raw: np.ndarray, emb: np.ndarray, cfp: FaceRecords, pairs: dict[str, np.ndarray],
-                       fold: int, test_fold: int) -> dict[str, float]:
+                       fold: int) -> dict[str, float]:
     """Inner-validation metrics of `fold` from its own pairs and photos only (probe protocol): accuracy at the
-    fold's best threshold, TAR at the fold's own FAR 1%, rank-1 against the frontal means of every identity
-    outside `test_fold`; ``score`` is their mean, the selection criterion."""
+    fold's best threshold, TAR at the fold's own FAR 1%, rank-1 among the fold's own identities (as the
+    held-out rank-1); ``score`` is their mean, the selection criterion (`SELECTION_CRITERION`)."""
     mine = pairs["fold"] == fold
     s, same = pair_scores(raw, emb, cfp, pairs, "probe")[mine], pairs["same"][mine]
     metrics = {"accuracy": float(np.mean((s >= best_threshold(s, same)) == same)),
                "tar_far1": float(np.mean(s[same] > far_threshold(s[~same], 0.01))) if (~same).any() else np.nan}
-    frontal = cfp.found & (cfp.view == "frontal") & (cfp.fold != test_fold)
-    gallery, gallery_ids = identity_means(raw[frontal], cfp.identity[frontal])
-    probes = cfp.found & (cfp.view == "profile") & (cfp.fold == fold)
-    metrics["rank1"] = rank1_accuracy(emb[probes], cfp.identity[probes], gallery, gallery_ids)
+    metrics["rank1"] = profile_rank1(raw, emb, cfp, fold, "probe", among="fold")
     metrics["score"] = finite_mean(list(metrics.values()))
     return metrics
 
@@ -182,21 +195,24 @@ def select_recipe(method: str, test_fold: int, cfp: FaceRecords, pairs: dict[str
                   args: argparse.Namespace) -> dict:
     """Nested selection for `test_fold`: every CANDIDATES recipe is trained without `test_fold` and the inner
     fold, and scored on the inner fold (`validation_metrics`, seed SELECTION_SEED); the best mean score over
-    the inner folds wins. The test fold is never looked at. Kept in the work dir, so seeds share it."""
+    the inner folds wins. The test fold is never looked at. Kept in the work dir, so seeds share it (one saved
+    under another `SELECTION_CRITERION` is made again)."""
     path = Path(args.work_dir) / f"{method}_selection_test{test_fold:02d}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        saved = json.loads(path.read_text())
+        if saved.get("criterion") == SELECTION_CRITERION:
+            return saved
     raw = l2_normalize(cfp.embedding)
     inner = inner_folds(test_fold, sorted(set(cfp.fold[cfp.fold > 0].tolist())))
     scores = {}
     for recipe in CANDIDATES:
-        rows = [validation_metrics(raw, transform(fitted(fold_config(method, v, SELECTION_SEED, args, recipe,
-                                                                     exclude_fold=test_fold)), cfp),
-                                   cfp, pairs, v, test_fold) for v in inner]
+        rows = [validation_metrics(raw, transform(fitted(fold_config(method, test_fold, SELECTION_SEED, args, recipe,
+                                                                     val_fold=v)), cfp), cfp, pairs, v)
+                for v in inner]
         scores[recipe_name(recipe)] = {m: finite_mean([r[m] for r in rows]) for m in rows[0]}
     chosen = max(CANDIDATES, key=lambda r: scores[recipe_name(r)]["score"])
-    selection = {"test_fold": test_fold, "inner_folds": inner, "scores": scores, "chosen": recipe_name(chosen),
-                 "recipe": chosen}
+    selection = {"test_fold": test_fold, "inner_folds": inner, "criterion": SELECTION_CRITERION, "scores": scores,
+                 "chosen": recipe_name(chosen), "recipe": chosen}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(selection, indent=2))
     return selection
@@ -265,20 +281,21 @@ def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, 
             test = pairs[name]["fold"] == k
             s[test] = pair_scores(sides[proto], emb, cfp, pairs[name], proto)[test]
         for proto in PROTOCOLS:
-            rank1[proto].append(profile_rank1(sides[proto], emb, cfp, k, proto))
+            rank1[proto].append(profile_rank1(sides[proto], emb, cfp, k, proto, among="fold"))
         if i == 0 and fit["p04"] is not None:
             p04_gallery = l2_normalize(p04.embedding) if fit["gallery_p04"] is None else fit["gallery_p04"]
             result["pointing04"] = pointing04_rank1(p04_gallery, fit["p04"], p04)
         if not args.quiet:
             chosen = f", recipe {fit['selection']['chosen']}" if fit["selection"] else ""
-            print(f"  {method} seed {seed} fold {k}: rank-1 {100 * rank1['probe'][-1]:.2f} "
+            print(f"  {method} seed {seed} fold {k}: held-out rank-1 {100 * rank1['probe'][-1]:.2f} "
                   f"({fit['seconds']:.0f} s{chosen})", flush=True)
     result["seconds"] /= len(folds)   # per fold
     for (name, proto), s in scores.items():
         key = "cfp_fp" if name == "FP" else "cfp_ff"
         result.setdefault(key, {})[proto] = fold_metrics(s, pairs[name])
         if name == "FP":
-            result[key][proto]["rank1"] = rank1[proto]
+            result[key][proto]["rank1_heldout"] = rank1[proto]
+    result["fp_scores"] = {proto: scores[("FP", proto)] for proto in PROTOCOLS}   # [P] for the bootstrap
     return result
 
 
@@ -308,6 +325,27 @@ def summarize(runs: list[dict], key: str, proto: str, metric: str) -> list[float
     return np.mean([run[key][proto][metric] for run in runs], axis=0).tolist()
 
 
+def bootstrap(runs: dict[str, list[dict]], cfp: FaceRecords, fp_pairs: dict[str, np.ndarray]) -> dict:
+    """{method: {protocol: {metric: [BOOTSTRAP]}}}: each method's TAR @ FAR 1% / 0.1% and pAUC (mean over folds,
+    then over seeds, as the tables' figure) under the same BOOTSTRAP resamples of each fold's identities."""
+    weights = identity_bootstrap_weights(cfp.identity[fp_pairs["a"]], cfp.identity[fp_pairs["b"]], fp_pairs["fold"],
+                                         BOOTSTRAP, BOOTSTRAP_SEED)
+    out: dict = {}
+    for m, method_runs in runs.items():
+        for proto in PROTOCOLS:
+            per_seed = [bootstrap_rates(r["fp_scores"][proto], fp_pairs, weights) for r in method_runs]
+            out.setdefault(m, {})[proto] = {metric: np.mean([b[metric] for b in per_seed], axis=0)
+                                            for metric in per_seed[0]}
+    return out
+
+
+def interval(values: np.ndarray) -> list[float]:
+    """The 95% percentile interval [2.5%, 97.5%] of bootstrap `values` [B]; NaNs where they are NaN."""
+    if not np.isfinite(values).all():
+        return [float("nan"), float("nan")]
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data_dir", default="data/cache")
@@ -315,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--backend", default="insightface", help="face-record cache folder (the embedder's backend)")
     p.add_argument("--folds", default="1-10", help="CFP-FP folds to hold out, e.g. 1-10 or 1,2")
     p.add_argument("--methods", default="global_shift,dream,enhanced",
-                   help=f"comma list of {', '.join(METHODS)} (raw is always evaluated)")
+                   help=f"comma list of {', '.join(METHODS)} (raw and flip_fused are always evaluated)")
     p.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
     p.add_argument("--max_identities", type=int, default=None)
     p.add_argument("--train_args", default="", help="extra viewdiff.training.train flags for every trained fold, "
@@ -330,8 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     folds = parse_folds(args.folds)
-    methods = ["raw"] + [m for m in args.methods.split(",") if m and m != "raw"]
-    if unknown := [m for m in methods[1:] if m not in METHODS]:
+    methods = list(BASELINES) + [m for m in args.methods.split(",") if m and m not in BASELINES]
+    if unknown := [m for m in methods if m != "raw" and m not in METHODS]:
         p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -352,7 +390,9 @@ def main(argv: list[str] | None = None) -> dict:
                     for seed in (seeds if m != "raw" and METHODS[m] is not None else seeds[:1])] for m in methods}
     results = {"folds": folds, "seeds": seeds, "backend": args.backend, "fingerprint": cfp.fingerprint,
                "train_args": args.train_args, "coverage": f"{int(cfp.found.sum())}/{len(cfp)} CFP photos with a face",
+               "bootstrap": {"resamples": BOOTSTRAP, "seed": BOOTSTRAP_SEED, "over": "identities within each fold"},
                "methods": {}}
+    boot = bootstrap(runs, cfp, pairs["FP"])
     for m, method_runs in runs.items():
         entry = {"seconds_per_fold": round(float(np.mean([r["seconds"] for r in method_runs])), 1),
                  "recipe": None if m == "raw" or METHODS[m] is None else fold_config(m, 0, 0, args).command()}
@@ -363,7 +403,12 @@ def main(argv: list[str] | None = None) -> dict:
                 "per_fold": per_fold, "mean": float(np.mean(per_fold)),
                 "seed_means": [float(np.mean(r[key][proto][metric])) for r in method_runs],
                 **{f"vs_{ref}": paired_test(per_fold, summarize(runs[ref], key, proto, metric))
-                   for ref in ("raw", "dream") if ref in runs and ref != m}}
+                   for ref in REFERENCES if ref in runs and ref != m}}
+            if key == "cfp_fp" and metric in boot[m][proto]:
+                entry[f"{key}/{proto}/{metric}"]["ci95"] = interval(boot[m][proto][metric])
+                if m != "flip_fused":
+                    entry[f"{key}/{proto}/{metric}"]["vs_flip_fused"]["diff_ci95"] = interval(
+                        boot[m][proto][metric] - boot["flip_fused"][proto][metric])
         if p04 is not None:
             entry["pointing04"] = [{**row, "rank1": float(np.mean([r["pointing04"][i]["rank1"] for r in method_runs])),
                                     "similarity": float(np.mean([r["pointing04"][i]["similarity"] for r in method_runs]))}

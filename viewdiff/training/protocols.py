@@ -7,8 +7,11 @@ Two protocols for a transformation T (every embedding mapped to the frontal pose
 - ``both``: T on both sides (the earlier protocol): cos(T a, T b), gallery of T(frontal) means.
 - ``fused``: T(probe) against a gallery of flip-fused templates (each raw gallery photo averaged with its
   mirror, `flip_fused`), as ``probe`` otherwise: what a gallery that stores both views gives.
-Metrics per fold: verification accuracy (threshold from the other folds' pairs), TAR at FAR 1% and 0.1%
-(threshold from the other folds' different-person pairs), rank-1 among all 500 identities.
+Metrics per fold: verification accuracy (threshold from the other folds' pairs), TAR at FAR 1% and 0.1% and
+the partial AUC over FAR 0.1%..1% (thresholds from the other folds' different-person pairs), held-out rank-1
+(the fold's profiles searched among the fold's own identities only: a trained model never sees them, while
+the training identities are the ones it was taught to push a probe away from). `bootstrap_rates` gives the
+TARs and the pAUC under resamples of identities, for 95% intervals.
 A method may bring its own gallery side (``flip_fused``: every photo + its mirror); by default the gallery
 side of the ``probe`` protocol is the raw embedding.
 `paired_test` compares two methods fold by fold (exact sign-flip test of the mean difference).
@@ -19,7 +22,7 @@ import itertools
 
 import numpy as np
 
-from viewdiff.training.metrics import identity_means, rank1_accuracy, tar_at_far, verification_accuracy
+from viewdiff.training.metrics import identity_means, rank1_accuracy, verification_accuracy, verification_rates
 from viewdiff.training.pose_scores import YAW_BINS, yaw_bin
 from viewdiff.training.records import FaceRecords
 
@@ -34,9 +37,18 @@ def pair_scores(raw: np.ndarray, transformed: np.ndarray, cfp: FaceRecords, pair
     return np.where(valid, np.sum(gallery_side[pairs["a"]] * transformed[pairs["b"]], axis=1), -1.0)
 
 
-def profile_rank1(raw: np.ndarray, transformed: np.ndarray, cfp: FaceRecords, fold: int, protocol: str) -> float:
-    """Rank-1 of `fold`'s profile photos (transformed) against the frontal means of all CFP identities."""
-    frontal = cfp.found & (cfp.view == "frontal")
+RANK1_GALLERIES = ("fold", "all")
+RATES = (("tar_far1", 0.01), ("tar_far01", 0.001))   # the TARs of the tables, with their FAR
+
+
+def profile_rank1(raw: np.ndarray, transformed: np.ndarray, cfp: FaceRecords, fold: int, protocol: str, *,
+                  among: str) -> float:
+    """Rank-1 of `fold`'s profile photos (transformed) against identities' frontal means: those of `fold` only
+    (``among="fold"``, the held-out evaluation: the other folds' identities are a trained model's training
+    identities) or of every identity in `cfp` (``"all"``: an embedder check with no training involved)."""
+    if among not in RANK1_GALLERIES:
+        raise ValueError(f"among={among!r}: use 'fold' (the held-out fold's identities) or 'all' (every identity)")
+    frontal = cfp.found & (cfp.view == "frontal") & ((cfp.fold == fold) if among == "fold" else True)
     gallery, gallery_ids = identity_means((transformed if protocol == "both" else raw)[frontal],
                                           cfp.identity[frontal])
     probes = cfp.found & (cfp.view == "profile") & (cfp.fold == fold)
@@ -44,10 +56,21 @@ def profile_rank1(raw: np.ndarray, transformed: np.ndarray, cfp: FaceRecords, fo
 
 
 def fold_metrics(scores: np.ndarray, pairs: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    """Per-fold accuracy, TAR @ FAR 1% and TAR @ FAR 0.1% of out-of-fold pair `scores`."""
+    """Per-fold accuracy, TAR @ FAR 1%, TAR @ FAR 0.1% and pAUC (FAR 0.1%..1%, `verification_rates`) of
+    out-of-fold pair `scores` [P]."""
+    rates = verification_rates(scores, pairs["same"], pairs["fold"], tuple(far for _, far in RATES))
     return {"accuracy": verification_accuracy(scores, pairs["same"], pairs["fold"]).tolist(),
-            "tar_far1": tar_at_far(scores, pairs["same"], pairs["fold"], far=0.01).tolist(),
-            "tar_far01": tar_at_far(scores, pairs["same"], pairs["fold"], far=0.001).tolist()}
+            **{name: rates["tar"][0, :, k].tolist() for k, (name, _) in enumerate(RATES)},
+            "pauc": rates["pauc"][0].tolist()}
+
+
+def bootstrap_rates(scores: np.ndarray, pairs: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """TAR @ FAR 1%, TAR @ FAR 0.1% and pAUC of out-of-fold pair `scores` [P] under each resample of `weights`
+    [B, P] (`metrics.identity_bootstrap_weights`): thresholds and rates recomputed per resample, then the mean
+    over folds, as the tables' figure -> {metric: [B]}."""
+    rates = verification_rates(scores, pairs["same"], pairs["fold"], tuple(far for _, far in RATES), weights)
+    return {**{name: rates["tar"][:, :, k].mean(axis=1) for k, (name, _) in enumerate(RATES)},
+            "pauc": rates["pauc"].mean(axis=1)}   # NaN where a fold's is (a subset without different-person pairs)
 
 
 def pointing04_rank1(raw: np.ndarray, transformed: np.ndarray, p04: FaceRecords) -> list[dict]:
@@ -69,8 +92,11 @@ def pointing04_rank1(raw: np.ndarray, transformed: np.ndarray, p04: FaceRecords)
 
 def paired_test(a: list[float], b: list[float]) -> dict:
     """Fold-by-fold comparison of method a against b: mean difference, wins / ties / losses, and the
-    two-sided p-value of the exact sign-flip (permutation) test of the mean difference."""
-    d = np.asarray(a) - np.asarray(b)
+    two-sided p-value of the exact sign-flip (permutation) test of the mean difference; NaN (and no folds
+    counted) when a fold's value is NaN (TAR on a subset without different-person pairs)."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if not np.isfinite(d).all():
+        return {"mean_diff": float("nan"), "wins": 0, "ties": 0, "losses": 0, "p": float("nan")}
     flips = np.array(list(itertools.product((1, -1), repeat=len(d))))
     observed = abs(d.mean())
     p = float(np.mean(np.abs((flips * d).mean(axis=1)) >= observed - 1e-12))

@@ -4,38 +4,76 @@
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 METRICS = (("accuracy", "accuracy"), ("tar_far1", "TAR @ FAR 1%"), ("tar_far01", "TAR @ FAR 0.1%"),
-           ("rank1", "rank-1 / 500"))
+           ("pauc", "pAUC, FAR 0.1-1%"), ("rank1_heldout", "held-out rank-1"),
+           ("rank1", "rank-1 among all identities"))   # the last: results.json files written before the held-out rank-1
+REFERENCES = ("raw", "flip_fused")   # the baselines every method is compared with
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def _versus(entry: dict, ref: str) -> str:
-    """'W/T/L p' per metric against `ref`, e.g. '9/0/1 p=0.004'."""
-    tests = [entry.get(key, {}).get(f"vs_{ref}") for key in entry if isinstance(entry.get(key), dict)]
-    return "; ".join(f"{t['wins']}/{t['ties']}/{t['losses']} p={t['p']:.3f}" for t in tests if t)
+def _signed(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def _metrics(results: dict, proto: str) -> list[tuple[str, str]]:
+    """The METRICS this results file holds for `proto`."""
+    first = next(iter(results["methods"].values()))
+    return [(metric, name) for metric, name in METRICS if f"cfp_fp/{proto}/{metric}" in first]
+
+
+def _value(cell: dict) -> str:
+    """'97.34 [96.90, 97.75]': the mean and its bootstrap 95% interval when there is one."""
+    ci = cell.get("ci95")
+    return _pct(cell["mean"]) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci and math.isfinite(ci[0]) else "")
+
+
+def _versus(cell: dict, ref: str) -> str:
+    """'+0.25 [-0.10, +0.61], 6/2/2, p=0.062': mean difference (its bootstrap 95% interval when there is one),
+    wins/ties/losses over folds and the sign-flip p against `ref`; empty without that comparison."""
+    t = cell.get(f"vs_{ref}")
+    if not t:
+        return ""
+    if not math.isfinite(t["p"]):
+        return "n/a"   # a fold's value is undefined (TAR without different-person pairs)
+    ci = t.get("diff_ci95")
+    return (_signed(t["mean_diff"]) + (f" [{_signed(ci[0])}, {_signed(ci[1])}]" if ci and math.isfinite(ci[0]) else "")
+            + f", {t['wins']}/{t['ties']}/{t['losses']}, p={t['p']:.3f}")
 
 
 def protocol_table(results: dict, proto: str) -> list[str]:
-    lines = [f"| method | {' | '.join(name for _, name in METRICS)} | vs raw: wins/ties/losses over folds, "
-             f"p (acc; TAR 1%; TAR 0.1%; rank-1) | vs DREAM |", "|---|" + "---|" * (len(METRICS) + 2)]
+    """Two tables of one protocol: each method's figures (TARs and pAUC with their 95% intervals), then its
+    paired comparisons with raw and with flip_fused."""
+    metrics = _metrics(results, proto)
+    first = next(iter(results["methods"].values()))
+    names = " | ".join(name + (" [95% CI]" if "ci95" in first[f"cfp_fp/{proto}/{metric}"] else "")
+                       for metric, name in metrics)
+    lines = [f"| method | {names} |", "|---|" + "---|" * len(metrics)]
     for m, entry in results["methods"].items():
-        cells = [_pct(entry[f"cfp_fp/{proto}/{metric}"]["mean"]) for metric, _ in METRICS]
-        keys = [f"cfp_fp/{proto}/{metric}" for metric, _ in METRICS]
-        sub = {k: entry[k] for k in keys}
-        lines.append(f"| {m} | {' | '.join(cells)} | {_versus(sub, 'raw')} | {_versus(sub, 'dream')} |")
+        lines.append(f"| {m} | " + " | ".join(_value(entry[f"cfp_fp/{proto}/{metric}"]) for metric, _ in metrics)
+                     + " |")
+    lines += ["", "Paired with the baselines: method minus baseline (its bootstrap 95% interval against flip_fused), "
+              "wins/ties/losses over folds, p of the sign-flip test:", "",
+              f"| method | vs | {' | '.join(name for _, name in metrics)} |", "|---|---|" + "---|" * len(metrics)]
+    for m, entry in results["methods"].items():
+        for ref in REFERENCES:
+            cells = [_versus(entry[f"cfp_fp/{proto}/{metric}"], ref) for metric, _ in metrics]
+            if any(cells):
+                lines.append(f"| {m} | {ref} | " + " | ".join(cells) + " |")
     return lines
 
 
 def selection_table(method: str, selections: list[dict]) -> list[str]:
     """Which recipe the nested selection chose for each test fold, with every candidate's inner score."""
     names = list(selections[0]["scores"])
-    lines = ["", f"Nested selection of {method} (inner score: mean of accuracy, TAR @ FAR 1% and rank-1 on the "
-             "inner folds, seed 0; the test fold is never used):", "",
+    criterion = selections[0].get("criterion", "mean of accuracy, TAR @ FAR 1% and rank-1")
+    lines = ["", f"Nested selection of {method} (inner score: {criterion}, on the inner folds, seed 0; the test fold "
+             "is never used):", "",
              "| test fold | inner folds | chosen | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     for s in selections:
         lines.append(f"| {s['test_fold']} | {', '.join(map(str, s['inner_folds']))} | {s['chosen']} | "
@@ -49,8 +87,15 @@ def selection_table(method: str, selections: list[dict]) -> list[str]:
 def write_report(results: dict, path: Path) -> str:
     """The tables as one markdown text, also written to `path`."""
     seeds = ", ".join(map(str, results["seeds"]))
+    boot = results.get("bootstrap")
     out = [f"CFP-FP, folds {results['folds'][0]}-{results['folds'][-1]}, seeds {seeds} (per-fold values averaged "
-           f"over seeds; p: exact sign-flip test over folds). Embedder fingerprint {results['fingerprint']}.", "",
+           f"over seeds; p: exact sign-flip test over folds). Embedder fingerprint {results['fingerprint']}. "
+           "Held-out rank-1: each fold's profiles searched among that fold's own identities (frontal means). "
+           "pAUC: the mean TAR over FAR 0.1%..1% (1 = perfect)."
+           + (f" [95% CI]: percentile interval over {boot['resamples']} bootstrap resamples of the identities "
+              "within each fold (thresholds recomputed; the same resamples for every method, so the difference "
+              "from flip_fused has its own interval); it covers the choice of identities, not the seeds."
+              if boot else ""), "",
            "Transformed probe vs raw frontal gallery (the product's protocol):", ""]
     out += protocol_table(results, "probe")
     out += ["", "Both sides transformed:", ""]
@@ -59,14 +104,16 @@ def write_report(results: dict, path: Path) -> str:
         out += ["", "Transformed probe vs a gallery of flip-fused templates (each gallery photo averaged with its "
                 "mirror):", ""]
         out += protocol_table(results, "fused")
-    out += ["", "CFP-FF (frontal-frontal, probe protocol) and the spread over seeds (CFP-FP probe accuracy / rank-1):",
-            "", "| method | FF accuracy | FF TAR @ FAR 1% | FF TAR @ FAR 0.1% | FP accuracy per seed | FP rank-1 per "
-            "seed | s per fold |", "|---|---|---|---|---|---|---|"]
+    rank1, rank1_name = next((metric, name) for metric, name in _metrics(results, "probe") if metric.startswith("rank1"))
+    out += ["", f"CFP-FF (frontal-frontal, probe protocol) and the spread over seeds (CFP-FP probe accuracy / "
+            f"{rank1_name}):", "", "| method | FF accuracy | FF TAR @ FAR 1% | FF TAR @ FAR 0.1% | FP accuracy per seed | "
+            f"FP {rank1_name} per seed | s per fold |", "|---|---|---|---|---|---|---|"]
     for m, e in results["methods"].items():
         out.append(f"| {m} | {_pct(e['cfp_ff/probe/accuracy']['mean'])} | {_pct(e['cfp_ff/probe/tar_far1']['mean'])} | "
                    f"{_pct(e['cfp_ff/probe/tar_far01']['mean'])} | "
                    f"{' / '.join(_pct(v) for v in e['cfp_fp/probe/accuracy']['seed_means'])} | "
-                   f"{' / '.join(_pct(v) for v in e['cfp_fp/probe/rank1']['seed_means'])} | {e['seconds_per_fold']} |")
+                   f"{' / '.join(_pct(v) for v in e[f'cfp_fp/probe/{rank1}']['seed_means'])} | "
+                   f"{e['seconds_per_fold']} |")
     for m, e in results["methods"].items():
         if e.get("selections"):
             out += selection_table(m, e["selections"])

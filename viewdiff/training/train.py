@@ -12,7 +12,8 @@ compares a transformed probe with a raw gallery, and keeps it near the raw sourc
 
 Outputs in `--save_dir`: `checkpoint_epoch_N_enhanced.pth` (model, optimizer, scheduler, epoch and
 RNG states; loads with `torch.load(weights_only=True)`), `best_model/` (best validation cosine, only
-with `--val_fold`) and `final_model/` (`model.safetensors` + `config.json`, see `viewdiff.models.checkpoint`).
+with `--val_fold`, which may never be the test fold `--exclude_fold`) and `final_model/`
+(`model.safetensors` + `config.json`, see `viewdiff.models.checkpoint`).
 """
 from __future__ import annotations
 
@@ -121,9 +122,11 @@ class TrainConfig:
     checkpoint_every: int = option(10, "epochs between .pth checkpoints")
     resume: str | None = option(None, "checkpoint_epoch_N_enhanced.pth to continue from")
     seed: int = option(0)
-    val_fold: int = option(0, "CFP-FP fold (1..10) held out for validation; 0 trains on every identity")
-    exclude_fold: int = option(0, "CFP-FP fold (1..10) left out entirely: the test fold while a nested selection "
-                                  "validates on --val_fold")
+    val_fold: int = option(0, "CFP-FP fold (1..10) held out for validation (best_model/ is chosen on it); never "
+                              "the --exclude_fold; 0 trains on every identity")
+    exclude_fold: int = option(0, "CFP-FP fold (1..10) held out for testing: neither trained nor validated on (a "
+                                  "--val_fold equal to it is refused); the held-out evaluation sets it for every "
+                                  "fold model")
     max_identities: int | None = option(None, "use only N identities per dataset, spread over the CFP-FP folds")
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu",
                         metadata={"help": None})
@@ -282,6 +285,12 @@ def train(config: TrainConfig) -> TrainResult:
     """Train as `config` says; returns the final model and the per-epoch history."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
+
+    if config.exclude_fold and config.val_fold == config.exclude_fold:
+        raise ValueError(f"--val_fold {config.val_fold} is the fold held out for testing (--exclude_fold "
+                         f"{config.exclude_fold}): a model must never be validated or chosen on its test fold. "
+                         "Validate on one of the training folds (--val_fold k, k != "
+                         f"{config.exclude_fold}) or not at all (--val_fold 0)")
 
     if config.threads:
         torch.set_num_threads(config.threads)
