@@ -38,7 +38,8 @@ from viewdiff.demo import plots
 from viewdiff.demo.calibration import same_person_threshold, weights_for
 from viewdiff.demo.engine import PoseEngine, PoseResult
 from viewdiff.demo.examples import GALLERY_ASSETS, LOCAL_ASSETS, populate_assets_from_shared
-from viewdiff.demo.gallery import Gallery, GalleryError, default_gallery, default_identity_photos, open_gallery
+from viewdiff.demo.gallery import (Gallery, GalleryError, default_gallery, default_identity_photos, open_gallery,
+                                   record_maps)
 from viewdiff.demo.messages import display_path, sentence, user_message
 from viewdiff.demo.model_card import model_card
 from viewdiff.demo.panels import Panels, ViewOptions
@@ -166,7 +167,9 @@ class DemoService:
     def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, model: torch.nn.Module | None,
                  weights_dir: Path, weights_info: dict | None = None, weights_error: str | None = None,
                  persistent: bool = False):
-        self.analyzer, self.gallery, self.engine = analyzer, gallery, PoseEngine(model)
+        maps = analyzer.feature_maps   # the embedder's affine head splits every score (PoseResult.explanation)
+        self.analyzer, self.gallery = analyzer, gallery
+        self.engine = PoseEngine(model, maps.head if maps is not None else None)
         self.weights_dir, self.weights_info, self.weights_error = weights_dir, weights_info or {}, weights_error
         self.persistent = persistent
         self.fingerprint = analyzer.fingerprint
@@ -211,7 +214,7 @@ class DemoService:
             log.warning("pose transformer not loaded: %s", error)
         photos = default_identity_photos(GALLERY_ASSETS, shared_dir()) if default_photos is None else default_photos
         gallery = default_gallery(Path(defaults_dir or DEFAULT_GALLERY_CACHE), gallery_key(analyzer),
-                                  analyzer.embedding_dim, photos, lambda path: analyzer.analyze(path).embedding,
+                                  analyzer.embedding_dim, photos, analyzer.analyze,
                                   fingerprint=json.dumps(describe, sort_keys=True, default=str))
         if persistent_gallery:
             gallery = open_gallery(persistent_gallery, gallery)
@@ -372,7 +375,8 @@ class DemoService:
         if session is None:
             return Reply(warnings=["Drop in a face photo first, then add it to the gallery."])
         gallery = self._own(gallery)
-        entry = gallery.add(name, session.record.embedding)
+        record = session.record
+        entry = gallery.add(name, record.embedding, maps=record_maps(record), crop=record.aligned_crop)
         info = f"Added this face to '{entry['name']}' ({entry['count']} photo{'s' * (entry['count'] > 1)})."
         # nothing pre-selected beside the Remove button: a new entry is never one click from removal
         return Reply(self._changed(gallery, None, target, view, session), infos=[info])
