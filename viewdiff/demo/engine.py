@@ -24,7 +24,7 @@ from viewdiff.faces.records import FaceRecord
 
 SWEEP_YAWS = np.arange(-90, 91, 10, dtype=np.float32)
 SWEEP_CACHE_SIZE = 16     # (pitch, roll) sweeps kept per session: 16 x 19 x D floats
-TEMPLATE_CACHE_SIZE = 512   # gallery templates' map forms kept (2 x C x 7 x 7 floats each), for every session
+TEMPLATE_CACHE_SIZE = 256   # gallery templates' map forms (with their region vectors: 49 x D floats each) kept
 TEMPLATE_MISMATCH = ("its kept face maps do not give its template (they were made by another embedder): "
                      "remove it and add its photos again")
 
@@ -78,6 +78,8 @@ class PoseEngine:
         self.lock = threading.Lock()
         self.head = explain.HeadCells(*head) if head is not None else None
         self._templates: dict[tuple[str, int], tuple[explain.MapForm | None, str | None]] = {}
+        self._backs: dict[bytes, np.ndarray] = {}   # a unit template -> head.back of it [C, 7, 7]
+        self._photos: dict[bytes, tuple] = {}   # a photo's map -> (its raw map form, map_norms)
         self._templates_lock = threading.Lock()
 
     @property
@@ -174,6 +176,35 @@ class PoseEngine:
             put_bounded(self._templates, key, found, TEMPLATE_CACHE_SIZE)
         return found
 
+    def warm_explanations(self, gallery: Gallery) -> None:
+        """Work out the gallery templates' map forms now (a few ms each), not in a visitor's first slider move."""
+        if self.head is not None:
+            for name, template in zip(gallery.names, gallery.templates):
+                self._back(template)
+                form, _ = self._template(gallery, name, template)
+                if form is not None:
+                    for part in form.parts:
+                        form.cells(self.head, part)
+
+    def _cached(self, cache: dict, key, make):
+        with self._templates_lock:
+            if key in cache:
+                return cache[key]
+        value = make()
+        with self._templates_lock:
+            put_bounded(cache, key, value, TEMPLATE_CACHE_SIZE)
+        return value
+
+    def _back(self, template: np.ndarray) -> np.ndarray:
+        """head.back(template) [C, 7, 7], kept per template (a slider move then makes no pass over the head)."""
+        return self._cached(self._backs, template.tobytes(), lambda: self.head.back(template[None])[0])
+
+    def _photo(self, record: FaceRecord) -> tuple[explain.MapForm, tuple[float, float]]:
+        """(the photo's raw map form, its map_norms), kept per photo."""
+        return self._cached(self._photos, record.feature_map.tobytes(),
+                            lambda: (explain.photo_form(self.head, record.feature_map),
+                                     explain.map_norms(self.head, record.feature_map, record.feature_map_mirror)))
+
     def _explain(self, result: PoseResult, record: FaceRecord, gallery: Gallery, templates: np.ndarray,
                  output: np.ndarray | None = None, mix: dict | None = None) -> None:
         """Fill ``result.explanation`` (raw and, with ``output`` [D] (the model's row 0, not normalised) and
@@ -182,10 +213,11 @@ class PoseEngine:
             return
         start = time.perf_counter()
         head = self.head
-        raw_form = explain.photo_form(head, record.feature_map)
+        raw_form, norms = self._photo(record)
+        back = np.stack([self._back(template) for template in templates])
         why = [self._template(gallery, name, templates[i]) for i, name in enumerate(result.names)]
         forms = [form for form, _ in why]
-        e = explain.Explanation(result.names, explain.split_probe(head, raw_form, raw_form.length(head), templates),
+        e = explain.Explanation(result.names, explain.split_probe(head, raw_form, raw_form.norm, templates, back),
                                 gallery_missing=[reason for _, reason in why],
                                 gallery_faces=[gallery.face_maps(n).get("crop") if f is not None else None
                                                for n, f in zip(result.names, forms)])
@@ -198,9 +230,9 @@ class PoseEngine:
                 if mixed:
                     vector_change = vector_change - mixed * record.embedding_mirror
             form = explain.transformed_form(head, record.feature_map, record.feature_map_mirror, mix["gate"],
-                                            mix["mirror_weight"], mix["map_change"], vector_change)
+                                            mix["mirror_weight"], mix["map_change"], vector_change, norms)
             norm = float(np.linalg.norm(output))
-            e.transformed = explain.split_probe(head, form, norm, templates)
+            e.transformed = explain.split_probe(head, form, norm, templates, back)
             e.gallery_transformed = explain.split_gallery(head, forms, output / norm)
         result.explanation = e
         result.explain_ms = (time.perf_counter() - start) * 1000

@@ -105,11 +105,20 @@ class MapForm:
     beta: float
     other: dict[str, np.ndarray] = field(default_factory=dict)
     norm: float | None = None   # the length of `vector`, when worked out already (`template_form`)
+    _cells: dict = field(default_factory=dict, repr=False)   # name -> [S, S, D] (`cells`), worked out once
 
     def length(self, head: HeadCells) -> float:
         if self.norm is None:
             self.norm = float(np.linalg.norm(self.vector(head)))
         return self.norm
+
+    def cells(self, head: HeadCells, name: str) -> np.ndarray:
+        """[S, S, D] part ``name``'s vector per face region (`HeadCells.regions`), kept: a cached template's
+        side of a split then costs S*S*D multiply-adds per probe, no pass over the head."""
+        if name not in self._cells:
+            part, mirrored = self.parts[name]
+            self._cells[name] = head.regions(np.asarray(part, np.float32)[None], mirrored)[0]
+        return self._cells[name]
 
     def vector(self, head: HeadCells) -> np.ndarray:
         """[D] the vector this form stands for."""
@@ -128,9 +137,10 @@ def photo_form(head: HeadCells, feature_map: np.ndarray, feature_map_mirror: np.
     feature_map, feature_map_mirror: [C, S, S] (`FaceRecord.feature_map`, `.feature_map_mirror`).
     """
     m = np.asarray(feature_map, np.float32)
-    n = float(np.linalg.norm(head.embed(m[None])[0]))
+    e = head.embed(m[None])[0]
+    n = float(np.linalg.norm(e))
     if not fused:
-        return MapForm({PHOTO: (m / n, False)}, 1.0 / n)
+        return MapForm({PHOTO: (m / n, False)}, 1.0 / n, norm=float(np.linalg.norm(e / n)))   # norm: 1 up to rounding
     if feature_map_mirror is None:
         raise ValueError("a flip-fused embedding needs the mirror image's map (feature_map_mirror)")
     mm = np.asarray(feature_map_mirror, np.float32)
@@ -157,29 +167,37 @@ def template_form(head: HeadCells, maps: np.ndarray, maps_mirror: np.ndarray | N
         photo += form.parts[PHOTO][0]
         mirror += form.parts[MIRROR][0] if MIRROR in form.parts else 0
         beta += form.beta
-    form = MapForm({PHOTO: (photo, False), MIRROR: (mirror, True)}, beta)
+    parts = {PHOTO: (photo, False), **({MIRROR: (mirror, True)} if fused.any() else {})}
+    form = MapForm(parts, beta)
     form.length(head)
     return form
 
 
+def map_norms(head: HeadCells, feature_map: np.ndarray, feature_map_mirror: np.ndarray | None) -> tuple[float, float]:
+    """(|W m + b|, |W m' + b|) of a photo and its mirror image (map given flipped back; NaN without one)."""
+    maps = [np.asarray(feature_map, np.float32)]
+    if feature_map_mirror is not None:
+        maps.append(np.asarray(feature_map_mirror, np.float32)[..., ::-1])
+    norms = np.linalg.norm(head.embed(np.stack(maps)), axis=1)
+    return float(norms[0]), float(norms[1]) if len(norms) > 1 else float("nan")
+
+
 def transformed_form(head: HeadCells, feature_map: np.ndarray, feature_map_mirror: np.ndarray | None,
                      gate: float, mirror_weight: float, map_change: np.ndarray | None = None,
-                     vector_change: np.ndarray | None = None) -> MapForm:
+                     vector_change: np.ndarray | None = None, norms: tuple[float, float] | None = None) -> MapForm:
     """The pose transformer's output ``src + gate * (W dm + mirror_weight * (src_mirror - src))`` as a map form.
 
     mirror_weight: 0 when the model has no mirror view or got no ``src_mirror``; gate: 1 without a pose
     gate. map_change [C, S, S]: a map model's change (``last_visualization["map_change"]``, through the
-    head without bias); vector_change [D]: a vector model's ``gate * head(...)``, kept whole (`VECTOR_CHANGE`).
+    head without bias); vector_change [D]: a vector model's ``gate * head(...)``, kept whole (`VECTOR_CHANGE`);
+    norms: the photo's `map_norms` (worked out when not given).
     """
-    raw = photo_form(head, feature_map)
-    n = 1.0 / raw.beta
+    n, n_mirror = map_norms(head, feature_map, feature_map_mirror) if norms is None else norms
     a, c = 1.0 - gate * mirror_weight, gate * mirror_weight
-    parts = {PHOTO: (a * raw.parts[PHOTO][0], False)}
+    parts = {PHOTO: (a * np.asarray(feature_map, np.float32) / n, False)}
     beta = a / n
     if feature_map_mirror is not None:   # (a zero part when the gate is shut: the same parts at every pose)
-        mm = np.asarray(feature_map_mirror, np.float32)
-        n_mirror = float(np.linalg.norm(head.embed(mm[..., ::-1][None])[0]))
-        parts[MIRROR] = (c * mm / n_mirror, True)
+        parts[MIRROR] = (c * np.asarray(feature_map_mirror, np.float32) / n_mirror, True)
         beta += c / n_mirror
     if map_change is not None:
         parts[CHANGE] = (gate * np.asarray(map_change, np.float32), False)
@@ -213,18 +231,22 @@ class Split:
                      {k: v[pick] for k, v in self.other.items()})
 
 
-def split_probe(head: HeadCells, form: MapForm, norm: float, templates: np.ndarray) -> Split:
+def split_probe(head: HeadCells, form: MapForm, norm: float, templates: np.ndarray,
+                back: np.ndarray | None = None) -> Split:
     """The probe side: how each of the probe's face regions adds to its cosine with each unit template.
 
     form: the probe as a map form, norm: the length of the vector it was normalised by (``|form.vector|``,
-    or the model output's own length); templates [N, D] unit -> Split with [N, S, S] regions.
+    or the model output's own length); templates [N, D] unit; back [N, C, S, S]: ``head.back(templates)``
+    when the caller keeps it (a part's terms are then C*S*S multiply-adds per template) -> Split with
+    [N, S, S] regions: part P's term in region k is ``P_k . (W^T g)_k / norm``.
     """
     templates = np.asarray(templates, np.float32)
+    back = head.back(templates) if back is None else back
     s = head.size
     parts = {}
     for name, (part, mirrored) in form.parts.items():
-        cells = head.regions(np.asarray(part, np.float32)[None], mirrored)[0]   # [S, S, D]
-        parts[name] = (cells.reshape(s * s, -1) @ templates.T).T.reshape(len(templates), s, s) / norm
+        seen = back[..., ::-1] if mirrored else back   # a flipped-back mirror map meets the mirrored cells
+        parts[name] = np.einsum("chw,nchw->nhw", np.asarray(part, np.float32), seen) / norm
     regions = sum(parts.values(), np.zeros((len(templates), s, s), np.float32))
     constant = form.beta * (templates @ head.bias) / norm
     other = {name: templates @ v / norm for name, v in form.other.items()}
@@ -234,12 +256,11 @@ def split_probe(head: HeadCells, form: MapForm, norm: float, templates: np.ndarr
 def split_gallery(head: HeadCells, forms: list[MapForm | None], probe_unit: np.ndarray) -> Split:
     """The gallery side: how each region of each template's faces adds to its cosine with the unit probe.
 
-    forms: one template map form per identity (None: its maps are unknown; its row is NaN);
-    probe_unit [D] -> Split with [N, S, S] regions (parts ``photo`` and ``mirror view``).
+    forms: one template map form per identity (None: its maps are unknown; its row is NaN), its region
+    vectors kept in the form (`MapForm.cells`); probe_unit [D] -> Split with [N, S, S] regions (parts
+    ``photo`` and ``mirror view``): ``(W_k' S_k') . x^ / |S|``.
     """
     probe_unit = np.asarray(probe_unit, np.float32)
-    back = head.back(probe_unit[None])[0]   # [C, S, S]
-    flipped = back[..., ::-1]
     bias_dot = float(head.bias @ probe_unit)
     s, n = head.size, len(forms)
     parts = {PHOTO: np.full((n, s, s), np.nan, np.float32), MIRROR: np.full((n, s, s), np.nan, np.float32)}
@@ -249,8 +270,7 @@ def split_gallery(head: HeadCells, forms: list[MapForm | None], probe_unit: np.n
             continue
         norm = form.length(head)
         for name in (PHOTO, MIRROR):
-            part, mirrored = form.parts.get(name, (np.zeros_like(back), False))
-            parts[name][i] = (np.asarray(part, np.float32) * (flipped if mirrored else back)).sum(0) / norm
+            parts[name][i] = form.cells(head, name) @ probe_unit / norm if name in form.parts else 0
         constant[i] = form.beta * bias_dot / norm
     return Split(parts[PHOTO] + parts[MIRROR], constant, parts)
 
@@ -261,10 +281,10 @@ def pair_table(head: HeadCells, probe: MapForm, probe_norm: float, template: Map
     the template's cells and ``constant``. Summing over columns gives `split_probe`, over rows `split_gallery`.
     Returns (table, row labels)."""
     s = head.size
-    probe_cells = sum((head.regions(np.asarray(p, np.float32)[None], m)[0] for p, m in probe.parts.values()),
+    probe_cells = sum((probe.cells(head, name) for name in probe.parts),
                       np.zeros((s, s, head.dim), np.float32)).reshape(s * s, -1)
     rows = np.concatenate([probe_cells, probe.beta * head.bias[None]] + [v[None] for v in probe.other.values()])
-    gallery_cells = sum((head.regions(np.asarray(p, np.float32)[None], m)[0] for p, m in template.parts.values()),
+    gallery_cells = sum((template.cells(head, name) for name in template.parts),
                         np.zeros((s, s, head.dim), np.float32)).reshape(s * s, -1)
     cols = np.concatenate([gallery_cells, template.beta * head.bias[None]])
     table = (rows.astype(np.float64) @ cols.T.astype(np.float64)) / (probe_norm * template.length(head))

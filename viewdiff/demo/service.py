@@ -221,6 +221,7 @@ class DemoService:
         service = cls(analyzer, gallery, model, weights, info, error, persistent=bool(persistent_gallery))
         if model is not None:
             service.engine.warm_up(analyzer.embedding_dim)
+        service.engine.warm_explanations(gallery)
         return service
 
     # ----- what the UI is built from -----
