@@ -168,8 +168,7 @@ class DemoService:
                  weights_dir: Path, weights_info: dict | None = None, weights_error: str | None = None,
                  persistent: bool = False):
         maps = analyzer.feature_maps   # the embedder's affine head splits every score (PoseResult.explanation)
-        self.analyzer, self.gallery = analyzer, gallery
-        self.engine = PoseEngine(model, maps.head if maps is not None else None)
+        self.analyzer, self.gallery, self.engine = analyzer, gallery, PoseEngine(model, maps and maps.head)
         self.weights_dir, self.weights_info, self.weights_error = weights_dir, weights_info or {}, weights_error
         self.persistent = persistent
         self.fingerprint = analyzer.fingerprint
@@ -376,8 +375,7 @@ class DemoService:
         if session is None:
             return Reply(warnings=["Drop in a face photo first, then add it to the gallery."])
         gallery = self._own(gallery)
-        record = session.record
-        entry = gallery.add(name, record.embedding, maps=record_maps(record), crop=record.aligned_crop)
+        entry = gallery.add(name, session.record.embedding, maps=record_maps(session.record), crop=session.record.aligned_crop)
         info = f"Added this face to '{entry['name']}' ({entry['count']} photo{'s' * (entry['count'] > 1)})."
         # nothing pre-selected beside the Remove button: a new entry is never one click from removal
         return Reply(self._changed(gallery, None, target, view, session), infos=[info])
