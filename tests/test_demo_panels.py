@@ -58,9 +58,10 @@ def test_the_numbers_shown_add_up_to_the_score_shown(result_and_probe):
         assert numbers(sums[-1])[-1] == round(float(result.transformed[i] - result.raw[i]), 3)
         heat = [t for t in fig.data if t["type"] == "heatmap"]
         np.testing.assert_allclose(np.asarray(heat[0]["z"]), result.explanation.transformed.regions[i])
+    assert len(sums) == 3 and len(fig.to_json()) < 40_000   # your face, the gallery face, the turn
     fig = explanation_figure(result, probe, "Old entry")
     assert NO_GALLERY_MAPS in [n["text"] for n in fig.layout["annotations"]]
-    assert len(sums) == 3 and len(fig.to_json()) < 40_000
+    assert len([n for n in fig.layout["annotations"] if "= <b>" in n["text"]]) == 2
 
 
 def test_no_photo_or_no_split_says_why(result_and_probe):
