@@ -140,3 +140,70 @@ def test_default_identity_photos_are_never_examples():
     assert len(photos["Tom Hanks"]) == 4  # the asset photo + 3 CFP frontals
     assert all(p.is_file() for files in photos.values() for p in files)
     assert "Pointing'04 person 01" in photos and "50 Cent" in photos
+
+
+def maps(seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(4, 7, 7)).astype(np.float32), rng.normal(size=(4, 7, 7)).astype(np.float32)
+
+
+def test_photos_keep_their_maps_saved_and_read_lazily(tmp_path):
+    """Each photo's maps are kept with its identity (through removal and undo, copies and a restart); an
+    identity with a photo added without maps has none (it needs re-enrolling)."""
+    g = Gallery(tmp_path, "insightface", 3)
+    crop = np.full((112, 112, 3), 7, np.uint8)
+    g.add("Ada", unit(1, 0, 0), maps=maps(0), crop=crop)
+    g.add("Ada", unit(0, 1, 0), maps=maps(1), fused=True)
+    g.add("Bob", unit(0, 0, 1), maps=maps(2))
+    g.add("Bob", unit(1, 1, 0))   # no maps: Bob's template is no longer known from maps
+    g.add("Cy", unit(1, 1, 1))
+    kept = g.face_maps("Ada")
+    np.testing.assert_array_equal(kept["maps"], np.stack([maps(0)[0], maps(1)[0]]))
+    np.testing.assert_array_equal(kept["maps_mirror"][1], maps(1)[1])
+    assert kept["fused"].tolist() == [False, True] and (kept["crop"] == 7).all()
+    assert g.face_maps("Bob") is None and g.face_maps("Cy") is None
+    with pytest.raises(GalleryError, match="not in the gallery"):
+        g.face_maps("Nobody")
+    key = g.maps_key("Ada")
+    g.remove("Ada")
+    g.undo_remove()
+    assert g.maps_key("Ada") == key and g.face_maps("Ada")["maps"].shape == (2, 4, 7, 7)
+    assert g.copy_to(None).face_maps("Ada")["fused"].tolist() == [False, True]
+    g.save()
+    loaded = Gallery.load(tmp_path, "insightface", 3)
+    assert loaded._maps == {} and loaded._maps_file is not None   # not read before it is needed
+    np.testing.assert_array_equal(loaded.face_maps("Ada")["maps_mirror"], kept["maps_mirror"])
+    loaded.add("Ada", unit(0, 0, 1), maps=maps(3))
+    assert loaded.maps_key("Ada") == (key[0], 3) and len(loaded.face_maps("Ada")["maps"]) == 3
+
+
+def test_a_gallery_saved_without_maps_still_loads(tmp_path):
+    g = Gallery(tmp_path, "insightface", 3)
+    g.add("Ada", unit(1, 0, 0))
+    g.save()
+    assert not g.maps_path.exists()
+    loaded = Gallery.load(tmp_path, "insightface", 3)
+    assert loaded.names == ["Ada"] and loaded.face_maps("Ada") is None and loaded.maps_key("Ada") is None
+    loaded.add("Eve", unit(0, 1, 0), maps=maps(0))
+    loaded.save()
+    assert Gallery.load(tmp_path, "insightface", 3).face_maps("Eve")["maps"].shape == (1, 4, 7, 7)
+
+
+def test_default_gallery_keeps_the_maps_of_its_photos(tmp_path):
+    """embed() may give a FaceRecord: its maps and crop are kept; a cache from before maps were kept is rebuilt."""
+    from types import SimpleNamespace
+
+    from viewdiff.demo.gallery import build_gallery
+
+    def record(path):
+        m, mm = maps(len(str(path)))
+        return SimpleNamespace(embedding=unit(1, 2, 3), feature_map=m, feature_map_mirror=mm,
+                               aligned_crop=np.zeros((112, 112, 3), np.uint8))
+
+    photos = {"Ada": [Path("a.jpg"), Path("bb.jpg")]}
+    old = build_gallery(tmp_path, "insightface", 3, photos, lambda path: unit(1, 2, 3))
+    old.meta.pop("maps_kept")
+    old.save()
+    defaults = default_gallery(tmp_path, "insightface", 3, photos, record)
+    np.testing.assert_array_equal(defaults.face_maps("Ada")["maps"][1], maps(len("bb.jpg"))[0])
+    assert Gallery.load(tmp_path, "insightface", 3).face_maps("Ada")["maps"].shape == (2, 4, 7, 7)

@@ -182,3 +182,23 @@ def test_attention_shares_are_on_two_lines():
     fig = figure(demo_plots.face_attention_figure(np.zeros((112, 112, 3), np.uint8), attention, labels, "t"))
     shares = [a.text for a in fig.layout.annotations if "%" in a.text and "pose" not in a.text]
     assert shares == ["the photo<br>49%", "its mirror image<br>49%"], shares
+
+
+def test_score_split_figure_colours_regions_on_one_scale_with_zero_in_the_middle():
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    a, b = rng.normal(0, 0.01, (7, 7)), rng.normal(0, 0.03, (7, 7))
+    panels = [{"label": "your face", "crop": crop, "regions": a, "total": 0.5, "terms": [("regions", 0.45), ("constant", 0.05)],
+               "parts": {"map change": a / 2}},
+              {"label": "gallery", "crop": None, "regions": b, "total": 0.5, "terms": [("regions", 0.5)]},
+              {"label": "old entry", "crop": crop, "regions": None, "note": "add its photos again"}]
+    fig = figure(demo_plots.score_split_figure("Why 0.500 for Ada", panels))
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 2 and len([t for t in fig.data if t.type == "image"]) == 3
+    assert heat[0].zmin == heat[1].zmin == -heat[0].zmax and heat[0].zmax == pytest.approx(np.abs(b).max(), rel=1e-4)
+    assert heat[0].zmid == 0 and "map change" in heat[0].hovertemplate
+    assert np.asarray(heat[0].customdata).shape == (7, 7, 3)   # row, column, map change
+    texts = [n.text for n in fig.layout.annotations]
+    assert "regions +0.450<br>constant +0.050<br>= <b>+0.500</b>" in texts
+    assert "add its photos again" in texts and any("agrees" in t and "disagrees" in t for t in texts)
+    assert len(spec_json := demo_plots.score_split_figure("t", panels).to_json()) < 40_000, len(spec_json)

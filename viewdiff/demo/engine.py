@@ -4,7 +4,9 @@
 pose (plus the 19-pose yaw sweep when the session has no sweep for the target pitch/roll) and compares
 the raw and the transformed probe with the same *raw* gallery (the evaluated protocol: transformed
 probe vs raw gallery), so both similarities are on one scale and one threshold applies to both.
-The sweep cache drops its oldest entries first (`put_bounded`).
+The sweep cache drops its oldest entries first (`put_bounded`). With the embedder's affine head
+(``head``), every score is also split exactly over the face's 7x7 regions (`PoseResult.explanation`,
+`viewdiff.demo.explain`); the gallery templates' map forms are cached per entry.
 """
 from __future__ import annotations
 
@@ -15,12 +17,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from viewdiff.demo import explain
 from viewdiff.demo.gallery import Gallery
 from viewdiff.embeddings import cosine_matrix, l2_normalize
 from viewdiff.faces.records import FaceRecord
 
 SWEEP_YAWS = np.arange(-90, 91, 10, dtype=np.float32)
 SWEEP_CACHE_SIZE = 16     # (pitch, roll) sweeps kept per session: 16 x 19 x D floats
+TEMPLATE_CACHE_SIZE = 256   # gallery templates' map forms (with their region vectors: 49 x D floats each) kept
+TEMPLATE_MISMATCH = ("its kept face maps do not give its template (they were made by another embedder): "
+                     "remove it and add its photos again")
 
 
 def sweep_poses(pitch: float, roll: float) -> np.ndarray:
@@ -50,6 +56,8 @@ class PoseResult:
     keypoints_grid: np.ndarray | None = None  # [K, 3] the face's keypoints moved with the grid (x, y, z voxel units)
     model_ms: float = 0.0
     model_poses: int = 0  # target poses in the model batch (1, or 1 + the sweep when not cached)
+    explanation: explain.Explanation | None = None   # raw / transformed split per region (None: no map or head)
+    explain_ms: float = 0.0
 
     @property
     def best(self) -> int:
@@ -63,9 +71,16 @@ class PoseEngine:
     in threads).
     """
 
-    def __init__(self, model: torch.nn.Module | None):
+    def __init__(self, model: torch.nn.Module | None, head: tuple[np.ndarray, np.ndarray] | None = None):
+        """head: the embedder's affine head (weight [D, C*7*7], bias [D]; `FeatureMapModel.head`) to split the
+        scores with; None: no `PoseResult.explanation`."""
         self.model = model
         self.lock = threading.Lock()
+        self.head = explain.HeadCells(*head) if head is not None else None
+        self._templates: dict[tuple[str, int], tuple[explain.MapForm | None, str | None]] = {}
+        self._backs: dict[bytes, np.ndarray] = {}   # a unit template -> head.back of it [C, 7, 7]
+        self._photos: dict[bytes, tuple] = {}   # a photo's map -> (its raw map form, map_norms)
+        self._templates_lock = threading.Lock()
 
     @property
     def reads_map(self) -> bool:
@@ -90,7 +105,9 @@ class PoseEngine:
         names, templates = gallery.names, gallery.templates
         raw = cosine_matrix(record.embedding[None], templates)[0] if names else np.zeros(0, np.float32)
         if self.model is None:
-            return PoseResult(target, names, raw)
+            result = PoseResult(target, names, raw)
+            self._explain(result, record, gallery, templates)
+            return result
         sweeps = {} if sweeps is None else sweeps
         key = (float(target[1]), float(target[2]))
         poses = target[None] if key in sweeps else np.concatenate([target[None], sweep_poses(*key)])
@@ -121,6 +138,8 @@ class PoseEngine:
                 moved = self.model.projection.keypoints_in_grid(inputs["keypoints_3d"][:1], inputs["source_pose"][:1],
                                                                inputs["target_pose"][:1])[0]
                 keypoints = ((moved + 1) / 2 * (self.model.projection.resolution - 1)).numpy()
+            mix = self._mix(inputs, viz)
+        output = out[0].float().cpu().numpy()
         out = l2_normalize(out.float().cpu().numpy())
         if key not in sweeps:
             put_bounded(sweeps, key, out[1:], SWEEP_CACHE_SIZE)
@@ -129,4 +148,91 @@ class PoseEngine:
         if names:  # transformed probe vs the raw gallery: the same templates as the raw scores
             result.transformed = cosine_matrix(out[:1], templates)[0]
             result.sweep = sweeps[key] @ templates[result.best]
+        self._explain(result, record, gallery, templates, output, mix)
         return result
+
+    def _mix(self, inputs: dict, viz: dict) -> dict:
+        """How row 0 of the forward just run is made (`explain.transformed_form`): gate, mirror weight, map change."""
+        gate = getattr(self.model, "gate", None)
+        weight = getattr(self.model, "mirror_weight", None)
+        change = viz.get("map_change")
+        return {"gate": 1.0 if gate is None else float(gate(inputs["source_pose"][:1], inputs["target_pose"][:1])),
+                "mirror_weight": float(weight) if weight is not None and "src_mirror" in inputs else 0.0,
+                "map_change": None if change is None else change[0].float().numpy()}
+
+    def _template(self, gallery: Gallery, name: str, template: np.ndarray) -> tuple[explain.MapForm | None, str | None]:
+        """(the template's map form, None) or (None, why there is none), cached per gallery entry."""
+        key = gallery.maps_key(name)
+        with self._templates_lock:
+            if key is not None and key in self._templates:
+                return self._templates[key]
+        maps = gallery.face_maps(name) if key is not None else None
+        if maps is None:
+            return None, explain.MISSING_MAPS
+        form = explain.template_form(self.head, maps["maps"], maps["maps_mirror"], maps["fused"])
+        made = form.vector(self.head) / form.length(self.head)
+        found = (form, None) if np.abs(made - template).max() < 1e-4 else (None, TEMPLATE_MISMATCH)
+        with self._templates_lock:
+            put_bounded(self._templates, key, found, TEMPLATE_CACHE_SIZE)
+        return found
+
+    def warm_explanations(self, gallery: Gallery) -> None:
+        """Work out the gallery templates' map forms now (a few ms each), not in a visitor's first slider move."""
+        if self.head is not None:
+            for name, template in zip(gallery.names, gallery.templates):
+                self._back(template)
+                form, _ = self._template(gallery, name, template)
+                if form is not None:
+                    for part in form.parts:
+                        form.cells(self.head, part)
+
+    def _cached(self, cache: dict, key, make):
+        with self._templates_lock:
+            if key in cache:
+                return cache[key]
+        value = make()
+        with self._templates_lock:
+            put_bounded(cache, key, value, TEMPLATE_CACHE_SIZE)
+        return value
+
+    def _back(self, template: np.ndarray) -> np.ndarray:
+        """head.back(template) [C, 7, 7], kept per template (a slider move then makes no pass over the head)."""
+        return self._cached(self._backs, template.tobytes(), lambda: self.head.back(template[None])[0])
+
+    def _photo(self, record: FaceRecord) -> tuple[explain.MapForm, tuple[float, float]]:
+        """(the photo's raw map form, its map_norms), kept per photo."""
+        return self._cached(self._photos, record.feature_map.tobytes(),
+                            lambda: (explain.photo_form(self.head, record.feature_map),
+                                     explain.map_norms(self.head, record.feature_map, record.feature_map_mirror)))
+
+    def _explain(self, result: PoseResult, record: FaceRecord, gallery: Gallery, templates: np.ndarray,
+                 output: np.ndarray | None = None, mix: dict | None = None) -> None:
+        """Fill ``result.explanation`` (raw and, with ``output`` [D] (the model's row 0, not normalised) and
+        ``mix``, transformed) when the embedder's head and the photo's maps are known."""
+        if self.head is None or record.feature_map is None or not result.names:
+            return
+        start = time.perf_counter()
+        head = self.head
+        raw_form, norms = self._photo(record)
+        back = np.stack([self._back(template) for template in templates])
+        why = [self._template(gallery, name, templates[i]) for i, name in enumerate(result.names)]
+        forms = [form for form, _ in why]
+        e = explain.Explanation(result.names, explain.split_probe(head, raw_form, raw_form.norm, templates, back),
+                                gallery_missing=[reason for _, reason in why],
+                                gallery_faces=[gallery.face_maps(n).get("crop") if f is not None else None
+                                               for n, f in zip(result.names, forms)])
+        e.gallery_raw = explain.split_gallery(head, forms, record.embedding)
+        if output is not None and mix is not None:
+            vector_change = None
+            if mix["map_change"] is None:   # a model that reads the vector: its change is no map through the head
+                mixed = mix["gate"] * mix["mirror_weight"]
+                vector_change = output - (1 - mixed) * record.embedding
+                if mixed:
+                    vector_change = vector_change - mixed * record.embedding_mirror
+            form = explain.transformed_form(head, record.feature_map, record.feature_map_mirror, mix["gate"],
+                                            mix["mirror_weight"], mix["map_change"], vector_change, norms)
+            norm = float(np.linalg.norm(output))
+            e.transformed = explain.split_probe(head, form, norm, templates, back)
+            e.gallery_transformed = explain.split_gallery(head, forms, output / norm)
+        result.explanation = e
+        result.explain_ms = (time.perf_counter() - start) * 1000

@@ -7,6 +7,13 @@ embedder (128-d dlib, 128-d ArcFace MobileFaceNet, 512-d ArcFace), so each key h
 Names are matched the way a person reads them: case-insensitively and ignoring surrounding or repeated
 whitespace ("alan  secret" is "Alan Secret"; the first spelling stays). Removals can be undone one after
 another, newest first (`Gallery.undo_remove`, up to `UNDO_DEPTH`).
+
+Each photo added with its face maps (``add(..., maps=(feature_map, feature_map_mirror))``: the embedder's
+7x7 map and its mirror image's, `viewdiff.faces.feature_map`) keeps them, so that a score can be split
+over the gallery face's regions (`viewdiff.demo.explain`); an identity's maps are found through its
+entry's ``maps`` key (they follow the entry through removals and undos) and saved beside the gallery as
+``<key>.maps.npz``, read on first use. Galleries saved before maps were kept still load (`face_maps` is
+then None: the entry needs re-enrolling).
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class Gallery:
         self._entries: list[dict] = []
         self._removed: list[tuple[int, dict, np.ndarray]] = []  # (index, entry, sum) per removal, newest last
         self._lock = threading.RLock()
+        self._maps: dict[str, dict[str, np.ndarray]] = {}   # entry["maps"] -> per-photo maps (`face_maps`)
+        self._maps_file: Path | None = None   # maps saved on disk, not read yet (`_load_maps`)
 
     @property
     def npz_path(self) -> Path:
@@ -82,6 +91,7 @@ class Gallery:
         if info.get("dim") != gallery.dim or sums.shape != (len(info["entries"]), gallery.dim):
             return None
         gallery._sums, gallery._entries, gallery.meta = sums, list(info["entries"]), info.get("meta", {})
+        gallery._maps_file = gallery.maps_path if gallery.maps_path.is_file() else None
         return gallery
 
     def save(self) -> None:
@@ -97,6 +107,7 @@ class Gallery:
                     np.savez(f, embedding_sum=sums)
 
             _atomic_write(self.npz_path, write_npz)
+            self._save_maps()
             _atomic_write(self.json_path, lambda tmp: tmp.write_text(json.dumps(info, indent=1)))
 
     def __getstate__(self) -> dict:  # copy / pickle without the lock
@@ -111,6 +122,7 @@ class Gallery:
         with self._lock:
             other = Gallery(directory, self.key, self.dim, self.meta)
             other._sums, other._entries = self._sums.copy(), [dict(e) for e in self._entries]
+            other._maps = dict(self._load_maps())   # arrays are replaced on change, never edited in place
         return other
 
     def __len__(self) -> int:
@@ -142,8 +154,14 @@ class Gallery:
         with self._lock:
             return _normalise(self._sums)
 
-    def add(self, name: str, embedding: np.ndarray, source: str = "user") -> dict:
-        """Add one photo's embedding under ``name`` (new identity or refine an existing one)."""
+    def add(self, name: str, embedding: np.ndarray, source: str = "user", maps: tuple | None = None,
+            fused: bool = False, crop: np.ndarray | None = None) -> dict:
+        """Add one photo's embedding under ``name`` (new identity or refine an existing one).
+
+        maps: (feature_map, feature_map_mirror) [C, 7, 7] each, the photo's maps the embedding was made
+        from (kept for `face_maps`); fused: the embedding is the photo's and its mirror image's, fused;
+        crop: the aligned face [112, 112, 3] uint8 (kept for the identity's first photo, to draw on).
+        """
         name = clean_name(name)
         if not name:
             raise GalleryError("Type a name for this face first.")
@@ -168,7 +186,78 @@ class Gallery:
                 i = len(self._entries) - 1
                 # a removed identity added again is no longer "removed": undo would bring back a second copy
                 self._removed = [r for r in self._removed if name_key(r[1]["name"]) != name_key(name)]
-            return dict(self._entries[i])
+            entry = self._entries[i]
+            self._keep_maps(entry, maps, fused, crop)
+            return dict(entry)
+
+    @property
+    def maps_path(self) -> Path:
+        return self.directory / f"{self.key}.maps.npz"
+
+    def _load_maps(self) -> dict[str, dict[str, np.ndarray]]:
+        """The kept maps, read from disk on first use."""
+        with self._lock:
+            if self._maps_file is not None:
+                stored: dict[str, dict[str, np.ndarray]] = {}
+                try:
+                    with np.load(self._maps_file) as data:
+                        for item in data.files:
+                            ident, field = item.split("/", 1)
+                            stored.setdefault(ident, {})[field] = data[item]
+                except (OSError, ValueError):   # unreadable: the gallery works, its side of the split is unknown
+                    stored = {}
+                self._maps, self._maps_file = {**stored, **self._maps}, None
+            return self._maps
+
+    def _keep_maps(self, entry: dict, maps: tuple | None, fused: bool, crop: np.ndarray | None) -> None:
+        """Append one photo's maps to ``entry``'s (an entry added without maps gets none from now on)."""
+        kept = self._load_maps()
+        if entry["count"] == 1 and maps is not None:
+            entry["maps"] = os.urandom(6).hex()
+            kept[entry["maps"]] = {"maps": np.zeros((0, *np.shape(maps[0])), np.float32),
+                                   "maps_mirror": np.zeros((0, *np.shape(maps[0])), np.float32),
+                                   "fused": np.zeros(0, bool)}
+            if crop is not None:
+                kept[entry["maps"]]["crop"] = np.asarray(crop, np.uint8)
+        old = kept.get(entry.get("maps", ""))
+        if old is None or maps is None:
+            return
+        photo, mirror = (np.asarray(m, np.float32)[None] for m in maps)
+        kept[entry["maps"]] = {**old, "maps": np.concatenate([old["maps"], photo]),
+                               "maps_mirror": np.concatenate([old["maps_mirror"], mirror]),
+                               "fused": np.append(old["fused"], bool(fused))}
+
+    def face_maps(self, name: str) -> dict[str, np.ndarray] | None:
+        """Identity ``name``'s kept maps: ``maps`` / ``maps_mirror`` [P, C, 7, 7], ``fused`` [P] (and ``crop``
+        [112, 112, 3] of its first photo); None when any of its photos was added without them."""
+        with self._lock:
+            i = self.find(name)
+            entry = None if i is None else self._entries[i]
+            if entry is None:
+                raise GalleryError(f"'{name}' is not in the gallery.")
+            kept = self._load_maps().get(entry.get("maps", ""))
+            if kept is None or len(kept["maps"]) != entry["count"]:
+                return None
+            return dict(kept)
+
+    def maps_key(self, name: str) -> tuple[str, int] | None:
+        """(maps id, photo count) of identity ``name``: it changes whenever its template does (a cache key)."""
+        i = self.find(name)
+        entry = None if i is None else self._entries[i]
+        return (entry["maps"], entry["count"]) if entry is not None and "maps" in entry else None
+
+    def _save_maps(self) -> None:
+        kept = self._load_maps()
+        live = {e["maps"] for e in self._entries if "maps" in e}   # a removed entry's stay in memory (undo)
+        arrays = {f"{ident}/{k}": v for ident in sorted(live) if ident in kept for k, v in kept[ident].items()}
+        if not arrays and not self.maps_path.is_file():   # (a gallery without maps: no maps file)
+            return
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+        _atomic_write(self.maps_path, write)
 
     def remove(self, name: str) -> None:
         """Remove identity ``name`` (any case and spacing); `undo_remove` brings removals back, newest first."""
@@ -242,13 +331,29 @@ def default_identity_photos(gallery_assets: str | os.PathLike, shared_dir: str |
     return photos
 
 
+MAPS_KEPT = 1   # default galleries cached before their photos' maps were kept are rebuilt once
+
+
+def record_maps(record) -> tuple[np.ndarray, np.ndarray] | None:
+    """(feature_map, feature_map_mirror) of a `FaceRecord`, None when its embedder exposes no map."""
+    maps = (getattr(record, "feature_map", None), getattr(record, "feature_map_mirror", None))
+    return None if any(m is None for m in maps) else maps
+
+
 def build_gallery(directory, key: str, dim: int, photos: dict[str, list[Path]], embed, fingerprint: str = "") -> Gallery:
-    """A gallery of ``photos`` where ``embed(path)`` gives an embedding (or raises to skip a photo)."""
-    gallery = Gallery(directory, key, dim, {"photos": _photo_list(photos), "fingerprint": fingerprint, "skipped": {}})
+    """A gallery of ``photos`` where ``embed(path)`` gives an embedding, or a `FaceRecord` (its maps and
+    aligned crop are kept too), or raises to skip a photo."""
+    gallery = Gallery(directory, key, dim, {"photos": _photo_list(photos), "fingerprint": fingerprint, "skipped": {},
+                                            "maps_kept": MAPS_KEPT})
     for name, files in photos.items():
         for file in files:
             try:
-                gallery.add(name, embed(file), source="default")
+                got = embed(file)
+                if hasattr(got, "embedding"):
+                    gallery.add(name, got.embedding, source="default", maps=record_maps(got),
+                                crop=getattr(got, "aligned_crop", None))
+                else:
+                    gallery.add(name, got, source="default")
             except Exception as exc:  # one unreadable default photo must not stop the demo
                 gallery.meta["skipped"][str(file)] = str(exc)
     return gallery
@@ -268,7 +373,7 @@ def default_gallery(defaults_dir, key: str, dim: int, photos: dict[str, list[Pat
     """
     defaults = Gallery.load(defaults_dir, key, dim)
     if (defaults is None or defaults.meta.get("photos") != _photo_list(photos)
-            or defaults.meta.get("fingerprint", "") != fingerprint):
+            or defaults.meta.get("fingerprint", "") != fingerprint or defaults.meta.get("maps_kept") != MAPS_KEPT):
         defaults = build_gallery(defaults_dir, key, dim, photos, embed, fingerprint)
         try:
             defaults.save()

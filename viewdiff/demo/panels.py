@@ -158,3 +158,71 @@ class Panels:
         best = result.best
         return plots.pose_sweep_figure(SWEEP_YAWS, result.sweep, float(result.raw[best]), result.names[best],
                                        float(result.target[0]), self.threshold)
+
+
+EXPLANATION_CAPTION = (
+    "Why the score is what it is. The face embedder reads the aligned face as 7×7 regions and ends in a plain "
+    "sum over them, so a score splits exactly into one number per region plus a constant (the embedder's own "
+    "offset, which belongs to no region): the numbers under each face add up to the score. Teal: the region "
+    "makes the two faces agree (it adds to the score); brown: it disagrees (it takes from it); white: no say. "
+    "Left: your photo's regions; middle: the same score split over the gallery photo's regions; right: what "
+    "the pose transformer changed in each region (it mixes in the mirrored photo and changes the face's map; "
+    "tap a region for the parts).")
+NO_GALLERY_MAPS = "no face maps kept<br>for this entry:<br>add its photos again"
+
+
+def shown_terms(total: float, terms: list[tuple[str, float]], first: str = "regions") -> list[tuple[str, float]]:
+    """``[(first, rest), *terms]`` rounded to 3 decimals so that the numbers shown add up to ``total`` shown
+    (``rest``: total minus the others, each as shown; it differs from the exact sum by less than the rounding)."""
+    rounded = [(name, round(float(v), 3)) for name, v in terms if round(float(v), 3) != 0 or name == "constant"]
+    return [(first, round(round(float(total), 3) - sum(v for _, v in rounded), 3))] + rounded
+
+
+def _explanation_panels(e, result: PoseResult, record, i: int) -> list[dict]:
+    from viewdiff.demo.explain import CHANGE, MIRROR, PHOTO
+    crop = getattr(record, "aligned_crop", None)
+    probe = e.transformed if e.transformed is not None else e.raw
+    score = float(result.transformed[i] if e.transformed is not None else result.raw[i])
+    others = [(name.split(" (")[0], float(v[i])) for name, v in probe.other.items()]
+    panels = [{"label": "your face", "crop": crop, "regions": probe.regions[i], "total": score,
+               "terms": shown_terms(score, [("constant", float(probe.constant[i]))] + others),
+               "parts": {k: v[i] for k, v in probe.parts.items()}}]
+    side = e.gallery_transformed if e.gallery_transformed is not None else e.gallery_raw
+    label = result.names[i] if len(result.names[i]) <= 22 else result.names[i][:21] + "…"
+    if side is None or e.gallery_missing[i] is not None:
+        panels.append({"label": label, "crop": e.gallery_faces[i] if e.gallery_faces else None, "regions": None,
+                       "note": NO_GALLERY_MAPS})
+    else:
+        parts = {k: v[i] for k, v in side.parts.items() if k != MIRROR or np.abs(v[i]).max() > 0}
+        panels.append({"label": label, "crop": e.gallery_faces[i], "regions": side.regions[i], "total": score,
+                       "terms": shown_terms(score, [("constant", float(side.constant[i]))]), "parts": parts})
+    if e.transformed is not None:
+        change, constant, other = e.change(i)
+        raw = float(result.raw[i])
+        parts = {"map change": e.transformed.parts[CHANGE][i] if CHANGE in e.transformed.parts else 0 * change,
+                 "mirror view": e.transformed.parts.get(MIRROR, np.zeros((1, *change.shape)))[i],
+                 "photo, rescaled": e.transformed.parts[PHOTO][i] - e.raw.regions[i]}
+        panels.append({"label": f"turn: {raw:.3f} → {score:.3f}", "crop": crop, "regions": change,
+                       "total": score - raw, "parts": parts,
+                       "terms": shown_terms(score - raw, [("constant", constant)]
+                                            + [(k.split(" (")[0], v) for k, v in other.items()])})
+    return panels
+
+
+def explanation_figure(result: PoseResult | None, record=None, name: str | None = None,
+                       missing: str = "Drop in a face photo.") -> plots.PlotSpec:
+    """Why the photo scores what it does against gallery identity ``name`` (default: the best one), region by
+    region: your face, the gallery face, and what the pose transformer changed (`PoseResult.explanation`).
+    The numbers under each face add up to the score in the similarity plot (`EXPLANATION_CAPTION`)."""
+    title = "Why this score, region by region"
+    if result is None:
+        return plots.message_figure(title, missing)
+    e = result.explanation
+    if not result.names:
+        return plots.message_figure(title, "Your gallery is empty: add a face below.")
+    if e is None:
+        return plots.message_figure(title, "No split for this face embedder: only the shipped w600k_mbf<br>"
+                                           "exposes the 7×7 map its score is a sum over.")
+    i = result.names.index(name) if name in result.names else result.best
+    score = float(result.transformed[i] if e.transformed is not None else result.raw[i])
+    return plots.score_split_figure(f"Why {score:.3f} for {result.names[i]}", _explanation_panels(e, result, record, i))

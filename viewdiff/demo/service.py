@@ -39,7 +39,7 @@ from viewdiff.demo.calibration import same_person_threshold, weights_for
 from viewdiff.demo.engine import PoseEngine, PoseResult
 from viewdiff.demo.examples import GALLERY_ASSETS, LOCAL_ASSETS, populate_assets_from_shared
 from viewdiff.demo.gallery import (Gallery, GalleryError, clean_name, default_gallery, default_identity_photos,
-                                   open_gallery)
+                                   open_gallery, record_maps)
 from viewdiff.demo.messages import display_path, markdown_text, sentence, user_message
 from viewdiff.demo.model_card import model_card
 from viewdiff.demo.panels import Panels, ViewOptions
@@ -181,7 +181,8 @@ class DemoService:
     def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, model: torch.nn.Module | None,
                  weights_dir: Path, weights_info: dict | None = None, weights_error: str | None = None,
                  persistent: bool = False):
-        self.analyzer, self.gallery, self.engine = analyzer, gallery, PoseEngine(model)
+        maps = analyzer.feature_maps   # the embedder's affine head splits every score (PoseResult.explanation)
+        self.analyzer, self.gallery, self.engine = analyzer, gallery, PoseEngine(model, maps and maps.head)
         self.weights_dir, self.weights_info, self.weights_error = weights_dir, weights_info or {}, weights_error
         self.persistent = persistent
         self.fingerprint = analyzer.fingerprint
@@ -226,13 +227,14 @@ class DemoService:
             log.warning("pose transformer not loaded: %s", error)
         photos = default_identity_photos(GALLERY_ASSETS, shared_dir()) if default_photos is None else default_photos
         gallery = default_gallery(Path(defaults_dir or DEFAULT_GALLERY_CACHE), gallery_key(analyzer),
-                                  analyzer.embedding_dim, photos, lambda path: analyzer.analyze(path).embedding,
+                                  analyzer.embedding_dim, photos, analyzer.analyze,
                                   fingerprint=json.dumps(describe, sort_keys=True, default=str))
         if persistent_gallery:
             gallery = open_gallery(persistent_gallery, gallery)
         service = cls(analyzer, gallery, model, weights, info, error, persistent=bool(persistent_gallery))
         if model is not None:
             service.engine.warm_up(analyzer.embedding_dim)
+        service.engine.warm_explanations(gallery)
         return service
 
     # ----- what the UI is built from -----
@@ -434,7 +436,7 @@ class DemoService:
         embedding = session.record.embedding
         others = [(n, float(score)) for n, score in zip(gallery.names, gallery.similarities(embedding))
                   if gallery.find(n) != gallery.find(name)] if len(gallery) else []
-        entry = gallery.add(name, embedding)
+        entry = gallery.add(name, embedding, maps=record_maps(session.record), crop=session.record.aligned_crop)
         info = f"Added this face to '{entry['name']}' ({entry['count']} photo{'s' * (entry['count'] > 1)})."
         warnings = []
         yaw = float(session.record.source_pose[0])
