@@ -371,3 +371,25 @@ def test_a_12_megapixel_photo_is_decoded_at_half_size_and_mapped_back(fa):
     shown = FaceAnalyzer.load_image(data)   # what the demo draws on: the same reduced decode
     assert shown.shape == (1384, 2000, 3)
     np.testing.assert_allclose(fa.analyze(shown).bbox * 2, rec.bbox, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- warm-up, detector input
+
+def test_warm_up_runs_every_model_once_and_keeps_nothing():
+    analyzer = FaceAnalyzer()
+    ran = []
+    for owner, name in ((analyzer._impl, "detect"), (analyzer._impl.maps, "run"), (analyzer.head_pose, "tddfa_angles"),
+                        (analyzer.head_pose, "fsanet_angles")):
+        inner = getattr(owner, name)
+        setattr(owner, name, lambda *a, _inner=inner, _name=name, **k: ran.append(_name) or _inner(*a, **k))
+    analyzer.warm_up()
+    assert sorted(ran) == ["detect", "fsanet_angles", "run", "tddfa_angles"] and analyzer.calls == 0
+    rec = analyzer.analyze(HANKS)
+    assert analyzer.calls == 1 and rec.num_faces == 1
+
+
+def test_det_size_is_named_by_describe_only_when_not_the_default(fa):
+    assert "det_size" not in fa.describe()   # the extraction cache key of default records is unchanged
+    small = FaceAnalyzer(det_size=320)
+    assert small.describe() == {**fa.describe(), "det_size": 320}
+    assert small.analyze(T1).num_faces == fa.analyze(T1).num_faces

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from viewdiff.embeddings import l2_normalize
-from viewdiff.faces.backends import DetectedFace, DlibBackend, FaceBackend, InsightFaceBackend
+from viewdiff.faces.backends import ARCFACE_TEMPLATE, DetectedFace, DlibBackend, FaceBackend, InsightFaceBackend
 from viewdiff.faces.errors import ModelNotFoundError, NoFaceError
 from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.faces.head_pose import POSE_SOURCE, HeadPoseEstimator
@@ -35,6 +35,7 @@ from viewdiff.faces.records import FaceRecord
 WORK_MAX_SIDE = 1280             # bigger images are downscaled for detection, coordinates mapped back
 DESCRIBE_MAX_FACE = 512          # faces of huge images are described at most this big (pixels)
 TINY_FACE_PX = 40                # smaller boxes are accepted with a warning
+DEFAULT_DET_SIZE = 640           # the detector's largest input side (what the extraction cache was made with)
 
 
 class FaceAnalyzer:
@@ -45,10 +46,12 @@ class FaceAnalyzer:
     pack is on this machine (never downloads), else dlib.
     allow_download: whether the insightface backend may download a missing pack (default: yes,
     unless ``$VIEWDIFF_OFFLINE`` is set or under pytest).
+    det_size: the detector's largest input side. `DEFAULT_DET_SIZE` for records that training and
+    evaluation use; `describe` names any other value (their cost: ``benchmarks/bench_analysis.py``).
     """
 
     def __init__(self, backend: str = "auto", pack: str | None = None, model_dir=None,
-                 det_size: int = 640, providers=None, allow_download: bool | None = None):
+                 det_size: int = DEFAULT_DET_SIZE, providers=None, allow_download: bool | None = None):
         if backend not in ("auto", "dlib", "insightface"):
             raise ValueError(f"backend must be 'auto', 'dlib' or 'insightface', not {backend!r}")
         self.fallback_reason: str | None = None   # why "auto" did not pick insightface
@@ -70,6 +73,7 @@ class FaceAnalyzer:
         self.backend = backend
         self.embedding_dim = self._impl.embedding_dim
         self.fingerprint = self._impl.fingerprint
+        self.det_size = det_size
         self.calls = 0   # number of analysed images (for cache tests)
 
     @staticmethod
@@ -83,9 +87,29 @@ class FaceAnalyzer:
         """The embedder's `viewdiff.faces.feature_map.FeatureMapModel` (7x7 map + affine head), or None."""
         return getattr(self._impl, "maps", None)
 
+    def warm_up(self) -> None:
+        """Run every model and first-call path once on a blank photo, so that the first visitor does not pay for
+        them: the JPEG decoder, the detector, the alignment (scikit-image), the embedder and the head-pose
+        models (each onnxruntime session's first run allocates). Computes nothing that stays; not counted in
+        ``calls``."""
+        import io
+
+        from PIL import Image
+        side = 640   # the detector's largest input: the first real photo runs at the same size
+        jpeg = io.BytesIO()
+        Image.new("RGB", (side, side), (128, 128, 128)).save(jpeg, "JPEG")
+        rgb = load_image(jpeg.getvalue())
+        self._impl.detect(np.ascontiguousarray(rgb[..., ::-1]))
+        box = np.array([192, 160, 448, 480, 1.0], np.float32)   # a face-sized box, ArcFace's keypoints in it
+        kps = (ARCFACE_TEMPLATE * (box[2] - box[0]) / 112 + box[:2]).astype(np.float32)
+        self._describe(rgb, box, kps)
+
     def describe(self) -> dict:
         """What is loaded (backend, models, detector, head pose), for model cards and caches."""
-        return {**self._impl.describe(), **self.head_pose.describe()}
+        described = {**self._impl.describe(), **self.head_pose.describe()}
+        if self.det_size != DEFAULT_DET_SIZE:   # named only when not the default: the caches of default records stay valid
+            described["det_size"] = self.det_size
+        return described
 
     def analyze(self, image) -> FaceRecord:
         """The largest face of `image`; `num_faces` and `warning` tell about the others."""
