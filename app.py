@@ -20,6 +20,7 @@ from pathlib import Path
 from viewdiff.demo.allocator import bound_native_memory
 
 bound_native_memory()   # before torch, onnxruntime and gradio start their threads
+os.environ.setdefault("VIEWDIFF_ORT_THREADS", "1")   # one thread per model: two photo analyses share the 2 cores
 
 import gradio as gr
 import plotly
@@ -303,7 +304,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
 
         state = [session, gallery]
         photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
-                     concurrency_limit=1, concurrency_id="face", api_name="photo").then(None, js=CLEAR_BROKEN_PHOTO)
+                     concurrency_limit=2, concurrency_id="face", api_name="photo").then(None, js=CLEAR_BROKEN_PHOTO)
         # the plots follow a slider while it is dragged or typed into (input); "always_last": a move that
         # arrives while one runs waits and replaces any older waiting one, so the last value is always shown
         for slider in pose_inputs:
