@@ -203,8 +203,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
     layers, heads = service.attention_shape
     resolution = service.voxel_resolution
     (yaw_lo, yaw_hi), (pitch_lo, pitch_hi), (roll_lo, roll_hi) = POSE_LIMITS
-    # uploaded photos and annotated images are files in gradio's cache: drop those older than an hour
-    with gr.Blocks(title="viewdiff-face demo", delete_cache=(SESSION_TTL_S, SESSION_TTL_S)) as demo:
+    # uploaded photos and annotated images are files in gradio's cache: drop those older than an hour; head:
+    # plotly.js loads with the page, not when the plots first appear (the first photo waited for it)
+    with gr.Blocks(title="viewdiff-face demo", delete_cache=(SESSION_TTL_S, SESSION_TTL_S), head=PLOT_HEAD) as demo:
         session = gr.State(None, time_to_live=SESSION_TTL_S)
         gallery = gr.State(None, time_to_live=SESSION_TTL_S)  # the visitor's own gallery (None: the defaults)
         gr.Markdown(INTRO)
