@@ -22,6 +22,7 @@ from pathlib import Path
 from viewdiff.demo.allocator import bound_native_memory
 
 bound_native_memory()   # before torch, onnxruntime and gradio start their threads
+os.environ.setdefault("VIEWDIFF_ORT_THREADS", "1")   # one thread per model: two photo analyses share the 2 cores
 
 import gradio as gr
 import plotly
@@ -276,8 +277,10 @@ def build_demo(service: DemoService) -> gr.Blocks:
     layers, heads = service.attention_shape
     resolution = service.voxel_resolution
     (yaw_lo, yaw_hi), (pitch_lo, pitch_hi), (roll_lo, roll_hi) = POSE_LIMITS
-    # uploaded photos and annotated images are files in gradio's cache: drop those older than an hour
-    with gr.Blocks(title="viewdiff-face demo", delete_cache=(SESSION_TTL_S, SESSION_TTL_S), css=CSS) as demo:
+    # uploaded photos and annotated images are files in gradio's cache: drop those older than an hour; head:
+    # plotly.js loads with the page, not when the plots first appear (the first photo waited for it)
+    with gr.Blocks(title="viewdiff-face demo", delete_cache=(SESSION_TTL_S, SESSION_TTL_S), css=CSS,
+                   head=PLOT_HEAD) as demo:
         session = gr.State(None, time_to_live=SESSION_TTL_S)
         gallery = gr.State(None, time_to_live=SESSION_TTL_S)  # the visitor's own gallery (None: the defaults)
         gr.Markdown(INTRO)
@@ -391,7 +394,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
 
         state = [session, gallery]
         photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
-                     concurrency_limit=1, concurrency_id="face", api_name="photo").then(None, js=CLEAR_BROKEN_PHOTO)
+                     concurrency_limit=2, concurrency_id="face", api_name="photo").then(None, js=CLEAR_BROKEN_PHOTO)
         # the plots follow a slider while it is dragged or typed into (input); "always_last": a move that
         # arrives while one runs waits and replaces any older waiting one, so the last value is always shown
         for slider in pose_inputs:

@@ -1,7 +1,7 @@
 """Demo latency as a visitor feels it, measured in headless Chromium (prints numbers, not a test).
 
-    python benchmarks/bench_demo.py [--moves 30] [--window 1400,1000] [--url http://127.0.0.1:7860/] [--space]
-                                    [-- APP ARGS]
+    python benchmarks/bench_demo.py [--moves 30] [--toggles 3] [--window 1400,1000] [--url http://127.0.0.1:7860/]
+                                    [--space] [-- APP ARGS]
 
 Starts ``app.py`` on a free 127.0.0.1 port (or uses ``--url``), uploads photos and drags the yaw
 slider. Times are taken inside the page (``performance.now()``). The page draws a plot only when it is
@@ -13,6 +13,11 @@ them. ``--window 1400,2400`` puts every plot in view while the slider moves.
 - slider release -> plots: from the slider's ``pointerup`` until the plots in view that a yaw move
   changes (similarity, attention, voxels) have been redrawn by plotly, the pose sweep's target-yaw
   marker sits at the new yaw, and the next frame has been painted;
+- first photo after load: the first of these uploads, on a freshly started app (not with ``--url``): the
+  plots appear for the first time and the server analyses its first photo;
+- the 12 MP photo: assets/t1.jpg upscaled to 4000 x 2768 (JPEG quality 92), a phone photo's size;
+- 3D view toggle: from clicking "3D isosurface view" until the voxel plot is redrawn (on: a 3D scene,
+  WebGL software-rendered in headless Chromium; off: back to the slice), each ``--toggles`` times;
 - dragging: the yaw slider held and moved across its width for 3 s; the similarity plot's redraws per
   second while it is held (the plots follow a drag). Without transformer weights only the similarity
   plot changes on a photo, and a slider move changes nothing: the slider figures are then not measured.
@@ -200,12 +205,39 @@ def one_megapixel_photo(folder: Path) -> Path:
     return path
 
 
-def run(url: str, moves: int, photos: list[Path], window: str) -> None:
+def twelve_megapixel_photo(folder: Path) -> Path:
+    """assets/t1.jpg (1280 x 886, six faces) upscaled to 4000 x 2768 (11 MP, a phone photo), JPEG quality 92."""
+    from PIL import Image
+    path = folder / "t1_12mp.jpg"
+    Image.open(REPO / "assets" / "t1.jpg").resize((4000, 2768), Image.LANCZOS).save(path, quality=92)
+    return path
+
+
+def toggle_3d(browser, toggles: int) -> dict[str, list[float]]:
+    """Click the 3D view checkbox `toggles` times each way; ms until the voxel plot is redrawn."""
+    from selenium.webdriver.common.by import By
+    box = browser.find_element(By.CSS_SELECTOR, "#as-3d input[type=checkbox]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    browser.execute_script("document.getElementById('voxel-plot').scrollIntoView({block: 'nearest'})")
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(toggles):
+        for way in ("on", "off"):
+            browser.execute_script(JS_ARM, ["voxel-plot"], None)
+            browser.execute_script("window.__bench.t0 = performance.now()")
+            box.click()
+            times[way].append(wait_for(browser))
+            time.sleep(0.5)
+    return times
+
+
+def run(url: str, moves: int, photos: list[Path], window: str, toggles: int = 3, fresh: bool = True) -> None:
     browser = driver(window)
     try:
         browser.get(url)
         time.sleep(2)
-        upload(browser, photos[-1])   # untimed: the plot areas (and the model's controls) show after a first photo
+        first = upload(browser, photos[-1])   # the plot areas (and the model's controls) show after a first photo
+        if fresh:
+            print(f"first photo after load ({photos[-1].name}, app just started): {first:.0f} ms")
         photo_ms: dict[str, list[float]] = {}
         for _ in range(3):
             for path in photos:
@@ -219,6 +251,7 @@ def run(url: str, moves: int, photos: list[Path], window: str) -> None:
             slider_ms.append(move_yaw(browser, 0.1 + 0.8 * ((i * 7) % 11) / 10))
             time.sleep(0.2)
         drags = [drag_yaw(browser) for _ in range(3 if moves else 0)]
+        flips = toggle_3d(browser, toggles) if moves and toggles else {}
         for name, values in photo_ms.items():
             print(summary(f"photo -> result ({name})", values))
         if slider_ms:
@@ -226,6 +259,8 @@ def run(url: str, moves: int, photos: list[Path], window: str) -> None:
         if drags:
             print(f"yaw slider dragged for 3 s: {statistics.median(drags):.1f} plot updates per second (median of "
                   f"{len(drags)} drags: {', '.join(f'{d:.1f}' for d in drags)})")
+        for way, values in flips.items():
+            print(summary(f"3D view toggled {way} -> voxel plot redrawn", values))
         for key, values in BREAKDOWN.items():
             print("   " + summary(f"release -> {'status text (reply arrived)' if key == 'status' else key + ' redrawn'}",
                                   values))
@@ -261,6 +296,7 @@ def main() -> None:
     parser.add_argument("--space", action="store_true", help="run app.py as a simulated Space")
     parser.add_argument("--window", default="1400,1000",
                         help="browser window WIDTH,HEIGHT (1400,2400: every plot in view while the slider moves)")
+    parser.add_argument("--toggles", type=int, default=3, help="times the 3D view is switched on and off")
     parser.add_argument("--server", action="store_true", help="time the slider callback in this process only")
     parser.add_argument("--weights", default=None, help="transformer weights for --server")
     parser.add_argument("app_args", nargs="*", help="arguments for app.py (after --)")
@@ -269,15 +305,16 @@ def main() -> None:
         server_only(args.moves, args.weights)
         return
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
-        photos = [one_megapixel_photo(Path(tmp)), REPO / "assets" / "t1.jpg", REPO / "assets" / "t1_face_yaw55.jpg"]
+        photos = [one_megapixel_photo(Path(tmp)), twelve_megapixel_photo(Path(tmp)), REPO / "assets" / "t1.jpg",
+                  REPO / "assets" / "t1_face_yaw55.jpg"]
         if args.url:
-            run(args.url, args.moves, photos, args.window)
+            run(args.url, args.moves, photos, args.window, args.toggles, fresh=False)
             return
         env = space_env(Path(tmp)) if args.space else None
         with contextlib.ExitStack() as stack:
             url, _ = stack.enter_context(running_app(args.app_args, Path(tmp) / "app.log", env))
             print(f"app.py {' '.join(args.app_args)} at {url}{' (Space mode)' if args.space else ''}")
-            run(url, args.moves, photos, args.window)
+            run(url, args.moves, photos, args.window, args.toggles)
 
 
 if __name__ == "__main__":

@@ -338,3 +338,58 @@ def test_dlib_fallback_backend():
 def test_unknown_backend():
     with pytest.raises(ValueError, match="backend must be"):
         FaceAnalyzer(backend="arcface")
+
+
+# ----------------------------------------------------------------------------- reduced decode of big JPEGs
+
+def test_ordinary_photos_give_identical_records_through_the_reduced_decode_path(fa):
+    """Under 2 x WORK_MAX_SIDE (t1.jpg: 1280 px) the file is decoded in full, exactly as a decoded array."""
+    from_file, from_array = fa.analyze(T1), fa.analyze(load_image(T1))
+    for name in ("bbox", "keypoints", "embedding", "embedding_mirror", "source_pose", "pose_features", "aligned_crop"):
+        assert np.array_equal(getattr(from_file, name), getattr(from_array, name)), name
+    assert np.array_equal(FaceAnalyzer.load_image(T1), load_image(T1))
+
+
+def test_a_12_megapixel_photo_is_decoded_at_half_size_and_mapped_back(fa):
+    """t1.jpg upscaled to 4000 x 2768 (a phone photo's size): decoded at 2000 px, coordinates in the 4000 px
+    original, the same face as the full decode described on its full-resolution region."""
+    big = Image.open(T1).resize((4000, 2768), Image.LANCZOS)
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=92)
+    data = buf.getvalue()
+    reduced, full = fa.analyze_all(data), fa.analyze_all(load_image(data))   # an array: never reduced
+    assert len(reduced) == len(full) == 6   # t1.jpg's six faces, of nearly equal size: matched by position
+    for face in full:
+        rec = min(reduced, key=lambda r: np.abs(r.bbox - face.bbox).max())
+        check_record(rec, 4000, 2768)
+        side = float(face.bbox[2] - face.bbox[0])
+        assert np.abs(rec.bbox - face.bbox).max() < 0.05 * side, (rec.bbox, face.bbox)
+        assert np.abs(rec.keypoints - face.keypoints).max() < 0.03 * side
+        assert cos(rec.embedding, face.embedding) > 0.95
+        assert np.abs(rec.source_pose - face.source_pose).max() < 3
+    rec = fa.analyze(data)
+    shown = FaceAnalyzer.load_image(data)   # what the demo draws on: the same reduced decode
+    assert shown.shape == (1384, 2000, 3)
+    np.testing.assert_allclose(fa.analyze(shown).bbox * 2, rec.bbox, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- warm-up, detector input
+
+def test_warm_up_runs_every_model_once_and_keeps_nothing():
+    analyzer = FaceAnalyzer()
+    ran = []
+    for owner, name in ((analyzer._impl, "detect"), (analyzer._impl.maps, "run"), (analyzer.head_pose, "tddfa_angles"),
+                        (analyzer.head_pose, "fsanet_angles")):
+        inner = getattr(owner, name)
+        setattr(owner, name, lambda *a, _inner=inner, _name=name, **k: ran.append(_name) or _inner(*a, **k))
+    analyzer.warm_up()
+    assert sorted(ran) == ["detect", "fsanet_angles", "run", "tddfa_angles"] and analyzer.calls == 0
+    rec = analyzer.analyze(HANKS)
+    assert analyzer.calls == 1 and rec.num_faces == 1
+
+
+def test_det_size_is_named_by_describe_only_when_not_the_default(fa):
+    assert "det_size" not in fa.describe()   # the extraction cache key of default records is unchanged
+    small = FaceAnalyzer(det_size=320)
+    assert small.describe() == {**fa.describe(), "det_size": 320}
+    assert small.analyze(T1).num_faces == fa.analyze(T1).num_faces

@@ -214,6 +214,7 @@ class DemoService:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         analyzer = FaceAnalyzer(backend=backend)
+        analyzer.warm_up()   # the first visitor's photo does not pay for the models' first runs
         describe = analyzer.describe()
         fingerprint = analyzer.fingerprint
         weights = Path(weights_dir) if weights_dir else weights_for(fingerprint)

@@ -9,8 +9,11 @@ face on the best-resolution region, and returns coordinates in original-image pi
 - Every failure is a `FaceAnalysisError` with a message meant for the user (`viewdiff.faces.errors`):
   `ImageReadError`, `ImageTooLargeError`, `NoFaceError`, `ModelNotFoundError` (a model file or pack
   is missing; the message says where it looked and how to fix it).
+- JPEGs of at least twice `WORK_MAX_SIDE` are decoded at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling,
+  never below `WORK_MAX_SIDE`; `viewdiff.faces.images.load_image_scaled`): a 12 MP photo costs a quarter
+  of its full decode; smaller images are decoded and analysed exactly as before.
 - Images larger than `WORK_MAX_SIDE` are downscaled for detection only; each face is then
-  described (landmarks, embedding, crop) on a full-resolution region of the original, and every
+  described (landmarks, embedding, crop) on a full-resolution region of the decoded image, and every
   coordinate is returned in original-image pixels. Faces that fill the frame are found by retrying
   detection with a border. Several faces: `analyze` returns the largest (box area) with
   ``num_faces`` and a ``warning``; faces under `TINY_FACE_PX` get a warning too.
@@ -21,17 +24,18 @@ import cv2
 import numpy as np
 
 from viewdiff.embeddings import l2_normalize
-from viewdiff.faces.backends import DetectedFace, DlibBackend, FaceBackend, InsightFaceBackend
+from viewdiff.faces.backends import ARCFACE_TEMPLATE, DetectedFace, DlibBackend, FaceBackend, InsightFaceBackend
 from viewdiff.faces.errors import ModelNotFoundError, NoFaceError
 from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.faces.head_pose import POSE_SOURCE, HeadPoseEstimator
-from viewdiff.faces.images import load_image
+from viewdiff.faces.images import load_image, load_image_scaled
 from viewdiff.faces.model_files import DEFAULT_PACK, resolve_pack
 from viewdiff.faces.records import FaceRecord
 
 WORK_MAX_SIDE = 1280             # bigger images are downscaled for detection, coordinates mapped back
 DESCRIBE_MAX_FACE = 512          # faces of huge images are described at most this big (pixels)
 TINY_FACE_PX = 40                # smaller boxes are accepted with a warning
+DEFAULT_DET_SIZE = 640           # the detector's largest input side (what the extraction cache was made with)
 
 
 class FaceAnalyzer:
@@ -42,10 +46,12 @@ class FaceAnalyzer:
     pack is on this machine (never downloads), else dlib.
     allow_download: whether the insightface backend may download a missing pack (default: yes,
     unless ``$VIEWDIFF_OFFLINE`` is set or under pytest).
+    det_size: the detector's largest input side. `DEFAULT_DET_SIZE` for records that training and
+    evaluation use; `describe` names any other value (their cost: ``benchmarks/bench_analysis.py``).
     """
 
     def __init__(self, backend: str = "auto", pack: str | None = None, model_dir=None,
-                 det_size: int = 640, providers=None, allow_download: bool | None = None):
+                 det_size: int = DEFAULT_DET_SIZE, providers=None, allow_download: bool | None = None):
         if backend not in ("auto", "dlib", "insightface"):
             raise ValueError(f"backend must be 'auto', 'dlib' or 'insightface', not {backend!r}")
         self.fallback_reason: str | None = None   # why "auto" did not pick insightface
@@ -67,18 +73,43 @@ class FaceAnalyzer:
         self.backend = backend
         self.embedding_dim = self._impl.embedding_dim
         self.fingerprint = self._impl.fingerprint
+        self.det_size = det_size
         self.calls = 0   # number of analysed images (for cache tests)
 
-    load_image = staticmethod(load_image)
+    @staticmethod
+    def load_image(image) -> np.ndarray:
+        """The photo as `analyze` decodes it: `load_image`, big JPEGs at reduced size (module doc). Give the
+        array to `analyze` and the record's coordinates are in its pixels (what the demo draws on)."""
+        return load_image(image, min_side=WORK_MAX_SIDE)
 
     @property
     def feature_maps(self):
         """The embedder's `viewdiff.faces.feature_map.FeatureMapModel` (7x7 map + affine head), or None."""
         return getattr(self._impl, "maps", None)
 
+    def warm_up(self) -> None:
+        """Run every model and first-call path once on a blank photo, so that the first visitor does not pay for
+        them: the JPEG decoder, the detector, the alignment (scikit-image), the embedder and the head-pose
+        models (each onnxruntime session's first run allocates). Computes nothing that stays; not counted in
+        ``calls``."""
+        import io
+
+        from PIL import Image
+        side = 640   # the detector's largest input: the first real photo runs at the same size
+        jpeg = io.BytesIO()
+        Image.new("RGB", (side, side), (128, 128, 128)).save(jpeg, "JPEG")
+        rgb = load_image(jpeg.getvalue())
+        self._impl.detect(np.ascontiguousarray(rgb[..., ::-1]))
+        box = np.array([192, 160, 448, 480, 1.0], np.float32)   # a face-sized box, ArcFace's keypoints in it
+        kps = (ARCFACE_TEMPLATE * (box[2] - box[0]) / 112 + box[:2]).astype(np.float32)
+        self._describe(rgb, box, kps)
+
     def describe(self) -> dict:
         """What is loaded (backend, models, detector, head pose), for model cards and caches."""
-        return {**self._impl.describe(), **self.head_pose.describe()}
+        described = {**self._impl.describe(), **self.head_pose.describe()}
+        if self.det_size != DEFAULT_DET_SIZE:   # named only when not the default: the caches of default records stay valid
+            described["det_size"] = self.det_size
+        return described
 
     def analyze(self, image) -> FaceRecord:
         """The largest face of `image`; `num_faces` and `warning` tell about the others."""
@@ -90,7 +121,7 @@ class FaceAnalyzer:
 
     def _run(self, image, largest_only: bool) -> list[FaceRecord]:
         self.calls += 1
-        rgb = load_image(image)
+        rgb, factor = load_image_scaled(image, min_side=WORK_MAX_SIDE)   # factor: original px per decoded px
         h, w = rgb.shape[:2]
         scale = min(1.0, WORK_MAX_SIDE / max(h, w))
         work = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
@@ -101,13 +132,13 @@ class FaceAnalyzer:
             work = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_CONSTANT)
             boxes, kps = self._impl.detect(np.ascontiguousarray(work[..., ::-1]))
         if len(boxes) == 0:
-            raise NoFaceError(f"no face found in the {w}x{h} image: use a photo where the face is "
+            raise NoFaceError(f"no face found in the {w * factor}x{h * factor} image: use a photo where the face is "
                               f"visible, not turned away, and at least ~{TINY_FACE_PX} pixels wide")
         order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
         n = len(order)
         warning = (f"{n} faces found; the largest is used" if n > 1 and largest_only else None)
-        all_boxes = ((boxes[:, :4] - pad) / scale).astype(np.float32)   # original pixels
-        all_kps = (np.zeros((n, 5, 2)) if kps is None else (kps - pad) / scale).astype(np.float32)
+        all_boxes = ((boxes[:, :4] - pad) / scale * factor).astype(np.float32)   # original pixels
+        all_kps = (np.zeros((n, 5, 2)) if kps is None else (kps - pad) / scale * factor).astype(np.float32)
         records = []
         for i in order[:1] if largest_only else order:
             face_kps = None if kps is None else kps[i]
@@ -115,7 +146,8 @@ class FaceAnalyzer:
                 face, to_orig = self._describe_full_res(rgb, boxes[i], face_kps, pad, scale)
             else:   # work is the image itself (maybe with a border)
                 face, to_orig = self._describe(work, boxes[i], face_kps), (1.0, -pad, -pad)
-            record = self._record(face, to_orig, (w, h), n, warning)
+            s, ox, oy = to_orig   # decoded pixels -> original pixels
+            record = self._record(face, (s / factor, ox * factor, oy * factor), (w * factor, h * factor), n, warning)
             others = order[order != i]
             record.other_boxes, record.other_keypoints = all_boxes[others], all_kps[others]
             records.append(record)

@@ -30,7 +30,8 @@ import numpy as np
 from viewdiff.faces.detectors import DlibDetector, ScrfdDetector
 from viewdiff.faces.errors import ModelNotFoundError
 from viewdiff.faces.model_files import (DEFAULT_PACK, ctx_id, dlib_model_dir, download_pack, downloads_allowed,
-                                        file_sha256, find_scrfd, onnx_providers, pack_search_dirs, resolve_pack,
+                                        file_sha256, find_scrfd, onnx_providers, ort_session_options, pack_search_dirs,
+                                        resolve_pack,
                                         verify_sha256)
 
 FINGERPRINT_DIGITS = 16
@@ -157,7 +158,7 @@ class InsightFaceBackend:
         verify_sha256(local)
         self.providers = onnx_providers(providers)
         try:
-            self.app = FaceAnalysis(name=str(local), providers=self.providers,
+            self.app = FaceAnalysis(name=str(local), providers=self.providers, sess_options=ort_session_options(),
                                     allowed_modules=["detection", "recognition"])
         except AssertionError as e:   # insightface asserts that a detection model was found
             raise ModelNotFoundError(

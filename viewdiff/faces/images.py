@@ -7,6 +7,11 @@ Grey and palette images are converted to RGB, transparency is composited over wh
 `ImageReadError` (missing, 0-byte, truncated or corrupt file, unsupported type) and
 `ImageTooLargeError` (more than `MAX_PIXELS`, refused from the file header before decoding:
 decompression bombs).
+
+``min_side`` (`load_image_scaled`): a JPEG whose long side is at least twice ``min_side`` is decoded at
+1/2, 1/4 or 1/8 of its size by libjpeg's DCT scaling, the smallest that keeps the long side at least
+``min_side`` (a 12 MP photo: 2000 px in ~1/4 of the time of a full decode, and no resize of 12 MP);
+smaller images, other formats, arrays and PIL images are decoded exactly as without it.
 """
 from __future__ import annotations
 
@@ -24,14 +29,21 @@ from viewdiff.faces.errors import ImageReadError, ImageTooLargeError
 MAX_PIXELS = 100_000_000         # refuse larger images, from the header (decompression-bomb guard)
 
 
-def load_image(image) -> np.ndarray:
+def load_image(image, min_side: int | None = None) -> np.ndarray:
     """Any supported input -> RGB uint8 [H, W, 3] (contiguous).
 
     `image`: path (str / Path), bytes / bytearray / memoryview, a binary file object, a PIL image, or
     a numpy array [H, W], [H, W, 1], [H, W, 2] (grey + alpha), [H, W, 3] RGB, [H, W, 4] RGBA of
     uint8, uint16 (scaled to 8 bits), bool, other integers (clipped to 0..255) or floats (in [0, 1],
-    or 0..255 when larger values occur). Raises `ImageReadError`, `ImageTooLargeError`.
+    or 0..255 when larger values occur). min_side: decode big JPEGs at reduced size (module doc).
+    Raises `ImageReadError`, `ImageTooLargeError`.
     """
+    return load_image_scaled(image, min_side)[0]
+
+
+def load_image_scaled(image, min_side: int | None = None) -> tuple[np.ndarray, int]:
+    """`load_image` -> (RGB uint8 [H, W, 3], factor): factor 1, 2, 4 or 8 original pixels per decoded
+    pixel (1 unless a big JPEG was decoded at reduced size for ``min_side``, see the module doc)."""
     from PIL import Image
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
@@ -46,12 +58,12 @@ def load_image(image) -> np.ndarray:
     elif hasattr(image, "read") and not isinstance(image, np.ndarray):
         image = image.read()
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return _decode(bytes(image))
+        return _decode(bytes(image), min_side)
     if isinstance(image, Image.Image):
         _check_size(*image.size)
-        return _pil_to_rgb(image)
+        return _pil_to_rgb(image), 1
     if isinstance(image, np.ndarray):
-        return _array_to_rgb(image)
+        return _array_to_rgb(image), 1
     raise ImageReadError(f"unsupported image type {type(image).__name__}: give a file path, bytes, "
                          "a PIL image or a numpy array")
 
@@ -67,8 +79,8 @@ def _check_size(w: int, h: int) -> None:
         raise ImageTooLargeError(_too_large(w, h))
 
 
-def _decode(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8; the size is checked from the header before decoding."""
+def _decode(data: bytes, min_side: int | None = None) -> tuple[np.ndarray, int]:
+    """Encoded image bytes -> (RGB uint8, factor); the size is checked from the header before decoding."""
     from PIL import Image, UnidentifiedImageError
     if not data:
         raise ImageReadError("the image is empty (0 bytes): upload a JPEG or PNG photo")
@@ -88,14 +100,25 @@ def _decode(data: bytes) -> np.ndarray:
             raise ImageReadError(f"the image data is corrupt ({type(e).__name__}: {e}): use another "
                                  "JPEG or PNG photo") from e
         if im is None:
-            return _decode_cv2(data)
+            return _decode_cv2(data), 1
         _check_size(*im.size)
+        factor = _draft(im, min_side)
         try:
             im.load()
         except Exception as e:  # truncated files, bad compressed data
             raise ImageReadError(f"the {im.format or 'image'} file is truncated or corrupt ({e}): "
                                  "use another copy of the photo") from e
-        return _pil_to_rgb(im)
+        return _pil_to_rgb(im), factor
+
+
+def _draft(im, min_side: int | None) -> int:
+    """Ask libjpeg for a reduced decode of a JPEG of at least 2 x `min_side` px (module doc) -> the factor."""
+    w, h = im.size
+    if not min_side or im.format != "JPEG" or max(w, h) < 2 * min_side:
+        return 1
+    ratio = min_side / max(w, h)
+    im.draft(im.mode, (max(1, int(w * ratio)), max(1, int(h * ratio))))   # Pillow: scale = min(w // w', h // h')
+    return int(2 ** round(np.log2(w / im.size[0])))   # libjpeg scales by 1/2, 1/4 or 1/8 (sizes rounded up)
 
 
 def _decode_cv2(data: bytes) -> np.ndarray:
