@@ -145,3 +145,24 @@ def test_bootstrap_resamples_every_method_alike_so_paired_differences_are_tight(
     lo, hi = interval(better - ff)
     assert 0 <= lo <= hi and hi - lo < np.ptp(interval(ff))
     assert np.isnan(interval(np.array([0.5, np.nan]))).all()   # NaN in (a subset without such pairs), NaN out
+
+
+def test_extra_training_datasets_are_checked_before_any_training(tmp_path, data_root, analyzer, capsys):
+    """--datasets: CFP first (its training folds); a folder dataset holding a CFP person is refused with the fix."""
+    import shutil
+    from viewdiff.training.records import cfp_names, extract_records
+    for bad in ("cplfw_train", "cfp,pointing04"):
+        with pytest.raises(SystemExit):
+            main(["--data_dir", str(tmp_path), "--datasets", bad, "--out", str(tmp_path / "out")])
+    cplfw = data_root / "cplfw_train" / "images"
+    if not cplfw.is_dir():
+        pytest.skip("cplfw_train not found beside the project")
+    person = cfp_names(data_root)["cfp_007"].replace(" ", "_")
+    folder = tmp_path / "faces" / person
+    folder.mkdir(parents=True)
+    shutil.copy(next(iter(sorted(next(iter(sorted(cplfw.iterdir()))).iterdir()))), folder / "1.jpg")
+    extract_records(f"folder:{tmp_path / 'faces'}", data_root, analyzer, tmp_path / "cache", progress=False)
+    with pytest.raises(SystemExit):
+        main(["--data_dir", str(tmp_path / "cache"), "--data_root", str(data_root), "--datasets",
+              f"cfp,folder:{tmp_path / 'faces'}", "--out", str(tmp_path / "out")])
+    assert "are CFP people" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -52,7 +52,7 @@ from viewdiff.training.datasets import cfp_fp_pairs
 from viewdiff.training.metrics import best_threshold, far_threshold, identity_bootstrap_weights
 from viewdiff.training.protocols import (PROTOCOLS, bootstrap_rates, fold_metrics, pair_scores, paired_test,
                                          pointing04_rank1, profile_rank1)
-from viewdiff.training.records import FaceRecords, first_identities, load_records
+from viewdiff.training.records import FaceRecords, first_identities, load_records, refuse_shared_identities
 from viewdiff.training.report import write_report
 from viewdiff.training.train import TrainConfig, train
 
@@ -136,7 +136,7 @@ def fold_config(method: str, test_fold: int, seed: int, args: argparse.Namespace
     base = METHODS[method]
     tag = f"{method}_seed{seed}_fold{(val_fold or test_fold):02d}" + \
         (f"_test{test_fold:02d}_{recipe_name(recipe)}" if val_fold else "")
-    config = replace(TrainConfig(), data_dir=args.data_dir, backend=args.backend, datasets="cfp", val_fold=val_fold,
+    config = replace(TrainConfig(), data_dir=args.data_dir, backend=args.backend, datasets=args.datasets, val_fold=val_fold,
                      exclude_fold=test_fold, seed=seed, quiet=True, checkpoint_every=10 ** 6,
                      save_dir=str(Path(args.work_dir) / tag), max_identities=args.max_identities or None,
                      **{**base, **(recipe or {})})
@@ -351,6 +351,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data_dir", default="data/cache")
     p.add_argument("--data_root", default=None, help="folder holding cfp/ (default: ../shared/data)")
     p.add_argument("--backend", default="insightface", help="face-record cache folder (the embedder's backend)")
+    p.add_argument("--datasets", default="cfp", help="what each fold model trains on: cfp plus, comma-separated, "
+                   "folder datasets (cplfw_train, folder:PATH) whose people join every fold's training set (a CFP "
+                   "person among them is refused)")
     p.add_argument("--folds", default="1-10", help="CFP-FP folds to hold out, e.g. 1-10 or 1,2")
     p.add_argument("--methods", default="global_shift,dream,enhanced",
                    help=f"comma list of {', '.join(METHODS)} (raw and flip_fused are always evaluated)")
@@ -372,6 +375,15 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown := [m for m in methods if m != "raw" and m not in METHODS]:
         p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    extra = [d.strip() for d in args.datasets.split(",") if d.strip() and d.strip() != "cfp"]
+    if "cfp" not in [d.strip() for d in args.datasets.split(",")] or "pointing04" in extra:
+        p.error(f"--datasets {args.datasets}: the 10-fold evaluation trains on CFP's training folds, so start with cfp "
+                "(e.g. cfp,cplfw_train); Pointing'04 is evaluated, not trained on")
+    for name in extra:   # before any training: a folder dataset holding a CFP person would train on a test identity
+        try:
+            refuse_shared_identities(load_records(args.data_dir, name, args.backend), args.data_root or shared_dir() / "data")
+        except (ValueError, FileNotFoundError) as err:
+            p.error(str(err))
 
     t0 = time.time()
     maps = any(m != "raw" and METHODS[m] is not None and fold_config(m, 1, 0, args).map_channels for m in methods)
@@ -388,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
             else contextlib.nullcontext() as pool:
         runs = {m: [evaluate_method(m, seed, folds, cfp, p04, pairs, all_pairs["FP"], args, pool)
                     for seed in (seeds if m != "raw" and METHODS[m] is not None else seeds[:1])] for m in methods}
-    results = {"folds": folds, "seeds": seeds, "backend": args.backend, "fingerprint": cfp.fingerprint,
+    results = {"folds": folds, "seeds": seeds, "datasets": args.datasets, "backend": args.backend, "fingerprint": cfp.fingerprint,
                "train_args": args.train_args, "coverage": f"{int(cfp.found.sum())}/{len(cfp)} CFP photos with a face",
                "bootstrap": {"resamples": BOOTSTRAP, "seed": BOOTSTRAP_SEED, "over": "identities within each fold"},
                "methods": {}}
