@@ -69,3 +69,18 @@ def test_no_photo_or_no_split_says_why(result_and_probe):
     assert "Drop in" in explanation_figure(None).layout["annotations"][0]["text"]
     from dataclasses import replace
     assert "7×7 map" in explanation_figure(replace(result, explanation=None)).layout["annotations"][0]["text"]
+
+
+def test_the_explanation_shows_a_visitors_name_as_text(analyzer):
+    """The split figure's title and the gallery face's label carry the identity's name: escaped like every plot."""
+    from viewdiff.models.checkpoint import load_pretrained
+    if not (SHIPPED / "model.safetensors").is_file():
+        pytest.skip(f"no shipped weights in {SHIPPED}")
+    model, _ = load_pretrained(SHIPPED, embedding_dim=512, embedder_fingerprint=analyzer.fingerprint)
+    hostile = '<a href="https://example.com">click me</a> <img src=x>'
+    record = analyzer.analyze(REPO / "assets" / "t1_face_yaw55.jpg")
+    gallery = Gallery(None, "test", 512)
+    gallery.add(hostile, record.embedding, maps=record_maps(record), crop=record.aligned_crop)
+    result = PoseEngine(model.eval(), analyzer.feature_maps.head).transform(record, np.zeros(3, np.float32), gallery)
+    text = explanation_figure(result, record, hostile).to_json()
+    assert "<a " not in text and "<img" not in text and "&lt;a href" in text

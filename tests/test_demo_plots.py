@@ -185,6 +185,7 @@ def test_attention_shares_are_on_two_lines():
 
 
 def test_score_split_figure_colours_regions_on_one_scale_with_zero_in_the_middle():
+    from viewdiff.demo import split_plot
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
     a, b = rng.normal(0, 0.01, (7, 7)), rng.normal(0, 0.03, (7, 7))
@@ -192,7 +193,7 @@ def test_score_split_figure_colours_regions_on_one_scale_with_zero_in_the_middle
                "parts": {"map change": a / 2}},
               {"label": "gallery", "crop": None, "regions": b, "total": 0.5, "terms": [("regions", 0.5)]},
               {"label": "old entry", "crop": crop, "regions": None, "note": "add its photos again"}]
-    fig = figure(demo_plots.score_split_figure("Why 0.500 for Ada", panels))
+    fig = figure(split_plot.score_split_figure("Why 0.500 for Ada", panels))
     heat = [t for t in fig.data if t.type == "heatmap"]
     assert len(heat) == 2 and len([t for t in fig.data if t.type == "image"]) == 3
     assert heat[0].zmin == heat[1].zmin == -heat[0].zmax and heat[0].zmax == pytest.approx(np.abs(b).max(), rel=1e-4)
@@ -201,4 +202,4 @@ def test_score_split_figure_colours_regions_on_one_scale_with_zero_in_the_middle
     texts = [n.text for n in fig.layout.annotations]
     assert "regions +0.450<br>constant +0.050<br>= <b>+0.500</b>" in texts
     assert "add its photos again" in texts and any("agrees" in t and "disagrees" in t for t in texts)
-    assert len(spec_json := demo_plots.score_split_figure("t", panels).to_json()) < 40_000, len(spec_json)
+    assert len(spec_json := split_plot.score_split_figure("t", panels).to_json()) < 40_000, len(spec_json)

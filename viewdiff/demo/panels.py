@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from viewdiff.demo import plots
+from viewdiff.demo import plots, split_plot
 from viewdiff.demo.calibration import Threshold
 from viewdiff.demo.engine import SWEEP_YAWS, PoseResult
 
@@ -188,7 +188,7 @@ def _explanation_panels(e, result: PoseResult, record, i: int) -> list[dict]:
                "terms": shown_terms(score, [("constant", float(probe.constant[i]))] + others),
                "parts": {k: v[i] for k, v in probe.parts.items()}}]
     side = e.gallery_transformed if e.gallery_transformed is not None else e.gallery_raw
-    label = result.names[i] if len(result.names[i]) <= 22 else result.names[i][:21] + "…"
+    label = plots.plot_text(plots.short_name(result.names[i]))   # a visitor's name is text, never markup
     if side is None or e.gallery_missing[i] is not None:
         panels.append({"label": label, "crop": e.gallery_faces[i] if e.gallery_faces else None, "regions": None,
                        "note": NO_GALLERY_MAPS})
@@ -225,4 +225,5 @@ def explanation_figure(result: PoseResult | None, record=None, name: str | None 
                                            "exposes the 7×7 map its score is a sum over.")
     i = result.names.index(name) if name in result.names else result.best
     score = float(result.transformed[i] if e.transformed is not None else result.raw[i])
-    return plots.score_split_figure(f"Why {score:.3f} for {result.names[i]}", _explanation_panels(e, result, record, i))
+    who = plots.plot_text(plots.short_name(result.names[i], plots.TITLE_NAME_CHARS))   # a visitor's name is text
+    return split_plot.score_split_figure(f"Why {score:.3f} for {who}", _explanation_panels(e, result, record, i))

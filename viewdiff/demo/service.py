@@ -20,13 +20,10 @@ from plain plotly JSON. Model runs: `viewdiff.demo.engine`; figures: `viewdiff.d
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +35,12 @@ from viewdiff.demo import plots
 from viewdiff.demo.calibration import same_person_threshold, weights_for
 from viewdiff.demo.engine import PoseEngine, PoseResult
 from viewdiff.demo.examples import GALLERY_ASSETS, LOCAL_ASSETS, populate_assets_from_shared
-from viewdiff.demo.gallery import (Gallery, GalleryError, clean_name, default_gallery, default_identity_photos,
+from viewdiff.demo.gallery import (Gallery, clean_name, default_gallery, default_identity_photos,
                                    open_gallery, record_maps)
-from viewdiff.demo.messages import display_path, markdown_text, sentence, user_message
+from viewdiff.demo.messages import (TURNED_ENROL_DEG, display_path, face_info, markdown_text, photo_status,  # noqa: F401
+                                     pose_gate_note, sentence, user_message)
 from viewdiff.demo.model_card import model_card
+from viewdiff.demo.session import Reply, Session, SessionRegistry, guarded  # noqa: F401
 from viewdiff.demo.panels import Panels, ViewOptions
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.faces.errors import FaceAnalysisError
@@ -59,7 +58,6 @@ NO_PHOTO_INFO = "No photo yet."   # the face panel before a photo and after the 
 PLOT_AREAS = ("results", "views", "jump")   # shown only with a photo's results (else `results_hint`); jump: the
 #                                             "see the results" button (only on a narrow screen, app.CSS)
 NEAR_DUPLICATE = 0.6   # cosine above which a new entry "also matches" another one, when no threshold is calibrated
-TURNED_ENROL_DEG = 20   # |yaw| above this: the enrolled photo is turned, and a frontal one would make a better entry
 
 
 def plots_shown(shown: bool) -> dict[str, dict]:
@@ -70,92 +68,6 @@ def plots_shown(shown: bool) -> dict[str, dict]:
 def face_choices(num_faces: int) -> list[tuple[str, int]]:
     """The "Face to use" choices of a photo with ``num_faces`` faces, largest first."""
     return [(f"face {i + 1}" + (" (largest)" if i == 0 else ""), i) for i in range(num_faces)]
-
-
-@dataclass
-class Session:
-    """Per-browser-session state of the current photo: its analysis, the last pose result and the sweep cache.
-
-    ``sweeps``: (target pitch, target roll) -> unit transformed embeddings ``[len(SWEEP_YAWS), D]`` of
-    the yaw sweep; it does not depend on the target yaw, so a yaw move runs the model on one pose only.
-    ``sweep_shown``: what the pose-sweep plot on the page shows (`sweep_key`): a yaw move that keeps it
-    sends no new sweep figure (the page moves its target-yaw marker itself, `app.SWEEP_MARKER`).
-    """
-
-    photo_name: str
-    record: FaceRecord | None   # None once released (`SessionRegistry`): the page was closed
-    result: PoseResult | None = None
-    sweeps: dict[tuple[float, float], np.ndarray] = field(default_factory=dict)
-    sweep_shown: tuple | None = None
-    image: Any = None   # the photo as given (a path in gradio's cache): analysed again for another face
-    face: int = 0   # which face of the photo is used, largest first
-    faces: list[FaceRecord] | None = None   # every face (`FaceAnalyzer.analyze_all`), once another one was asked for
-    heads: dict[int, int] = field(default_factory=dict)   # layer -> the photo's most selective head, chosen once
-
-    def release(self) -> None:
-        """Drop the photo's analysis and results (the object itself stays in gradio's state for a while)."""
-        self.record, self.result, self.sweeps, self.sweep_shown = None, None, {}, None
-        self.image, self.faces, self.heads = None, None, {}
-
-
-class SessionRegistry:
-    """Which `Session` each browser session (gradio's session hash) holds, so that closing the page frees it.
-
-    gradio keeps a closed page's state for an hour (in case it reconnects); with a Session of ~0.5 MB per
-    visitor that grew the server by ~1 MB per visitor who had left. `track` after every callback that
-    returns a session, `release` when the page unloads; `live` turns a released session into None (the
-    callbacks then ask for a photo, as for a new visitor).
-    """
-
-    def __init__(self):
-        self._held: dict[str, Session] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def track(self, session_id: str | None, session: Session | None) -> None:
-        if not session_id:
-            return
-        with self._lock:
-            if session is None:
-                self._held.pop(session_id, None)
-            else:
-                self._held[session_id] = session
-
-    def release(self, session_id: str | None) -> None:
-        with self._lock:
-            session = self._held.pop(session_id, None) if session_id else None
-        if session is not None:
-            session.release()
-
-    @staticmethod
-    def live(session: Session | None) -> Session | None:
-        return None if session is None or session.record is None else session
-
-
-@dataclass
-class Reply:
-    values: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    infos: list[str] = field(default_factory=list)
-
-
-def _guarded(callback):
-    """Turn bad input into a warning and anything unexpected into a logged, short message."""
-
-    @functools.wraps(callback)
-    def wrapper(*args, **kwargs) -> Reply:
-        try:
-            return callback(*args, **kwargs)
-        except (FaceAnalysisError, GalleryError) as exc:
-            return Reply(warnings=[user_message(exc)])
-        except Exception as exc:
-            log.exception("unexpected error in %s", callback.__name__)
-            return Reply(warnings=[f"Something went wrong ({type(exc).__name__}); it was logged. "
-                                   "Your previous results are kept."])
-
-    return wrapper
 
 
 def target_pose(values) -> np.ndarray:
@@ -338,7 +250,7 @@ class DemoService:
             values["status"] += pose_gate_note(session.record, result.target)
         return values
 
-    @_guarded
+    @guarded
     def on_photo(self, image: Any, target, view: ViewOptions, session: Session | None,
                  gallery: Gallery | None = None) -> Reply:
         """A new photo: analyse it once, then transform to the target pose.
@@ -367,7 +279,7 @@ class DemoService:
                                    "visible": new.record.num_faces > 1})
         return Reply(values)
 
-    @_guarded
+    @guarded
     def on_face(self, index, target, view: ViewOptions, session: Session | None,
                 gallery: Gallery | None = None) -> Reply:
         """The visitor picked another face of a group photo ("Face to use", largest first)."""
@@ -386,7 +298,7 @@ class DemoService:
                       photo_status=photo_status(new, []))
         return Reply(values)
 
-    @_guarded
+    @guarded
     def on_target(self, target, view: ViewOptions, session: Session | None, gallery: Gallery | None = None,
                   client_moves_marker: bool = False) -> Reply:
         """A slider moved: rerun only the pose transformer on the cached analysis.
@@ -398,7 +310,7 @@ class DemoService:
             return Reply({"status": NO_PHOTO})
         return Reply(self._rerun(session, target, view, self.gallery_for(gallery), client_moves_marker))
 
-    @_guarded
+    @guarded
     def on_view(self, view: ViewOptions, session: Session | None) -> Reply:
         """Layer/head or voxel controls changed: redraw from the last result, no model run."""
         result = session.result if session is not None else None
@@ -406,7 +318,7 @@ class DemoService:
         return Reply({"attention": self.panels.attention(result, view, record, session.heads if session else None),
                       "voxels": self.panels.voxels(result, view, record)})
 
-    @_guarded
+    @guarded
     def on_load(self, gallery: Gallery | None = None) -> Reply:
         """A page (re)load: the visitor's gallery as it is now."""
         return Reply(self._gallery_values(self.gallery_for(gallery), None))
@@ -426,7 +338,7 @@ class DemoService:
             values |= self._rerun(session, target, view, gallery)
         return values
 
-    @_guarded
+    @guarded
     def on_add(self, name: str, target, view: ViewOptions, session: Session | None,
                gallery: Gallery | None = None) -> Reply:
         """Add the current face to the visitor's gallery as ``name`` (any case and spacing of an existing name
@@ -451,7 +363,7 @@ class DemoService:
         # nothing pre-selected beside the Remove button: a new entry is never one click from removal
         return Reply(self._changed(gallery, None, target, view, session), warnings=warnings, infos=[info])
 
-    @_guarded
+    @guarded
     def on_remove(self, name: str | None, target, view: ViewOptions, session: Session | None,
                   gallery: Gallery | None = None) -> Reply:
         """Remove identity ``name`` from the visitor's gallery (undo brings it back)."""
@@ -463,7 +375,7 @@ class DemoService:
         return Reply(self._changed(gallery, None, target, view, session),
                      infos=[f"Removed '{name}' from the gallery. \"Undo remove\" brings it back."])
 
-    @_guarded
+    @guarded
     def on_undo(self, target, view: ViewOptions, session: Session | None, gallery: Gallery | None = None) -> Reply:
         """Bring back the last removed identity."""
         gallery = self.gallery_for(gallery)
@@ -494,40 +406,6 @@ def gallery_key(analyzer: FaceAnalyzer) -> str:
     fingerprint = analyzer.fingerprint
     pack = analyzer.describe().get("pack")
     return analyzer.backend + (f"-{Path(str(pack)).name}" if pack else "") + (f"-{fingerprint}" if fingerprint else "")
-
-
-def face_info(session: Session) -> str:
-    """Markdown about the face used: its estimated head pose in words, size and detector confidence."""
-    r = session.record
-    yaw, pitch, roll = (float(v) for v in r.source_pose)
-    width, height = r.bbox[2] - r.bbox[0], r.bbox[3] - r.bbox[1]
-    which = f", face {session.face + 1} of {r.num_faces}" if r.num_faces > 1 else ""
-    return (f"**{markdown_text(session.photo_name)}**{which}: estimated head pose: turned **{yaw:+.0f}°** "
-            f"sideways (yaw; + = towards the image's left), **{pitch:+.0f}°** up or down (pitch; + = up), tilted "
-            f"**{roll:+.0f}°** (roll); 0, 0, 0 faces the camera.  \n"
-            f"Face {width:.0f}×{height:.0f} px, detector confidence {float(r.det_score):.2f}, "
-            f"{r.num_faces} face{'s' * (r.num_faces != 1)} in the photo.")
-
-
-def photo_status(session: Session, notes: list[str]) -> str:
-    """The line beside the photo box: what was found, and the notes of this photo only (no stale toasts)."""
-    r = session.record
-    yaw = float(r.source_pose[0])
-    facing = "facing the camera" if abs(yaw) <= TURNED_ENROL_DEG else f"turned {abs(yaw):.0f}° to the side"
-    text = f"**Face found** ({facing})."
-    return " ".join([text, *notes])   # notes are ours (no visitor text in them)
-
-
-POSE_GATE_DEG = 10   # near the photo's own yaw the model barely changes the face (its PoseGate is 0 there)
-
-
-def pose_gate_note(record: FaceRecord, target: np.ndarray) -> str:
-    """What the status line adds when target pitch or roll are set but do nothing: the model changes a face only
-    together with a left-right turn away from the photo's own yaw."""
-    if abs(float(target[0]) - float(record.source_pose[0])) >= POSE_GATE_DEG or not np.any(target[1:]):
-        return ""
-    return (f" Pitch and roll change little until the target yaw moves away from the photo's own "
-            f"({float(record.source_pose[0]):+.0f}°): the model learned from faces turned sideways.")
 
 
 def main(argv: list[str] | None = None) -> None:
