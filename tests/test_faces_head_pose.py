@@ -113,3 +113,17 @@ def test_missing_or_damaged_model_files_say_how_to_restore(tmp_path, monkeypatch
     (damaged / head_pose.FSANET_FILES[0]).write_bytes(b"not a model")
     with pytest.raises(ModelNotFoundError, match="missing or damaged"):
         HeadPoseEstimator(model_dir=damaged)
+
+
+def test_3ddfa_angles_read_in_our_axis_order_are_defined_at_the_profile():
+    """3DDFA turns yaw last: at |yaw| ~ 90 its pitch is noise (a level profile read pitch -175). Read as the
+    elevation of the face's forward direction (our order: nod first, then turn), the pitch stays near level."""
+    from viewdiff.faces.geometry import angles_to_rotation
+    from viewdiff.faces.head_pose import tddfa_in_our_order
+    np.testing.assert_allclose(tddfa_in_our_order([[0, 20], [30, 0]]), [[0, 20], [30, 0]], atol=1e-4)
+    yaw, pitch = tddfa_in_our_order([[88.0, 80.0], [-85.0, -175.0]]).T
+    assert (np.abs(pitch) < 3).all() and abs(yaw[0]) > 85 and abs(yaw[1]) > 90   # -175: the face points slightly away
+    # our order's forward direction: the pitch is its elevation at every yaw
+    for y, p in [(10, 20), (60, -25), (85, 30)]:
+        forward = angles_to_rotation((y, p, 0)) @ np.array([0.0, 0.0, 1.0])
+        assert abs(np.degrees(np.arcsin(forward[1])) - p) < 1e-6

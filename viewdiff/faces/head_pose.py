@@ -125,9 +125,11 @@ def fused_roll(features: np.ndarray, yaw: np.ndarray, pitch: np.ndarray) -> np.n
 
 
 def design_matrix(features: np.ndarray) -> np.ndarray:
-    """features [..., 7] -> [`FEATURES`, 1] [..., len(FEATURES) + 1] (the solvePnP roll is not a regressor)."""
+    """features [..., 7] -> [`FEATURES`, 1] [..., len(FEATURES) + 1] (the solvePnP roll is not a regressor); 3DDFA's
+    angles in this package's axis order (`tddfa_in_our_order`)."""
     features = np.asarray(features, np.float64)
-    return np.concatenate([features[..., :len(FEATURES)], np.ones_like(features[..., :1])], -1)
+    return np.concatenate([tddfa_in_our_order(features[..., 0:2]), features[..., 2:len(FEATURES)],
+                           np.ones_like(features[..., :1])], -1)
 
 
 def default_calibration() -> Calibration:
@@ -187,7 +189,7 @@ class HeadPoseEstimator:
         r1, r2 = (row / max(np.linalg.norm(row), 1e-12) for row in camera[:2])
         r3 = np.cross(r1, r2)
         # 3DDFA's matrix2angle: its yaw = asin(r3[0]) is ours; its pitch = atan2(r3[1], r3[2]) is ours negated
-        return upright_yaw_pitch(np.degrees([np.arcsin(np.clip(r3[0], -1, 1)), -np.arctan2(r3[1], r3[2])]))
+        return np.degrees([np.arcsin(np.clip(r3[0], -1, 1)), -np.arctan2(r3[1], r3[2])]).astype(np.float32)
 
     def fsanet_angles(self, bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
         """(yaw, pitch) [2], the mean of the two FSA-Net models (already in our signs)."""
@@ -209,23 +211,30 @@ class HeadPoseEstimator:
         return self.calibration.apply(feats), feats
 
 
-def upright_yaw_pitch(yaw_pitch) -> np.ndarray:
-    """(yaw, pitch) [..., 2] of a decomposition that may land on the other triple of a rotation (see
-    `viewdiff.faces.geometry.upright`; the roll is not known here) -> the one with |pitch| <= 90 (float32)."""
-    yaw, pitch = np.asarray(yaw_pitch, np.float64)[..., 0], wrap_degrees(np.asarray(yaw_pitch, np.float64)[..., 1])
-    flip = np.abs(pitch) > 90
-    return np.stack([np.where(flip, wrap_degrees(np.where(yaw >= 0, 180.0, -180.0) - yaw), yaw),
-                     np.where(flip, wrap_degrees(pitch + 180.0), pitch)], -1).astype(np.float32)
+def tddfa_in_our_order(yaw_pitch) -> np.ndarray:
+    """3DDFA's (yaw, pitch) [..., 2] as its matrix2angle reads them -> the same head direction in this package's
+    axis order (float32).
+
+    3DDFA turns yaw last (yaw = asin(r3[0]), pitch = atan2 of r3's other two entries), so its gimbal lock sits at
+    the profile: at |yaw| ~ 90 those two entries are ~0 and its pitch is noise (CFP and cplfw profiles read
+    +-75..90 on level heads). This package (`viewdiff.faces.geometry`, Pointing'04's pan / tilt) nods first, then
+    turns: pitch is the elevation of the face's forward direction r3, asin(-r3[1]), defined at every yaw, and yaw
+    = atan2(r3[0], r3[2]) (past 90 when the face points slightly away). r3 is rebuilt from 3DDFA's two angles:
+    r3 = (sin y, -cos y sin p, cos y cos p).
+    """
+    a = np.deg2rad(np.asarray(yaw_pitch, np.float64))
+    y, p = a[..., 0], a[..., 1]
+    r3 = np.sin(y), -np.cos(y) * np.sin(p), np.cos(y) * np.cos(p)
+    return np.degrees(np.stack([np.arctan2(r3[0], r3[2]), np.arcsin(np.clip(-r3[1], -1, 1))], -1)).astype(np.float32)
 
 
 def refresh_features(features: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Cached raw estimates [N, 7] -> the estimates today's code computes from the same model outputs: the
-    learned yaw / pitch written upright (`upright_yaw_pitch`), the solvePnP columns recomputed from the cached
-    keypoints [N, 5, 2] and boxes [N, 4] (`estimate_pose`). Rows whose keypoints are all zero (no face) stay."""
+    solvePnP columns recomputed from the cached keypoints [N, 5, 2] and boxes [N, 4] (`estimate_pose`). Rows whose
+    keypoints are all zero (no face) stay."""
     out = np.array(features, np.float32, copy=True)
     if not len(out):
         return out
-    out[:, 0:2] = upright_yaw_pitch(out[:, 0:2])
     for i in np.flatnonzero(np.asarray(keypoints).reshape(len(out), -1).any(axis=1)):
         out[i, len(FEATURES) - 2:] = estimate_pose(keypoints[i], boxes[i])
     return out
