@@ -28,16 +28,17 @@ import gradio as gr
 import plotly
 
 from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_label, example_photos
-from viewdiff.demo.panels import FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_QUANTITIES, caption
+from viewdiff.demo.panels import (EXPLANATION_CAPTION, FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_QUANTITIES,
+                                  caption)
 from viewdiff.demo.plots import PlotSpec
-from viewdiff.demo.service import POSE_LIMITS, DemoService, Reply, ViewOptions
+from viewdiff.demo.service import BEST_MATCH, POSE_LIMITS, DemoService, Reply, ViewOptions
 
 OUTPUTS = ("session", "gallery", "face_image", "face_info", "attention", "voxels", "similarity", "sweep",
-           "status", "results", "views", "results_hint", "gallery_table", "gallery_choice", "undo",
-           "photo_status", "face_choice", "jump")
-POSE_OUTPUTS = ("session", "attention", "voxels", "similarity", "sweep", "status")  # what a slider move changes
-VIEW_OUTPUTS = ("attention", "voxels")
-GALLERY_OUTPUTS = ("gallery", "gallery_table", "gallery_choice", "undo")
+           "explanation", "status", "results", "views", "results_hint", "gallery_table", "gallery_choice", "undo",
+           "photo_status", "face_choice", "jump", "explain_choice")
+POSE_OUTPUTS = ("session", "attention", "voxels", "similarity", "sweep", "explanation", "status")  # a slider move
+VIEW_OUTPUTS = ("attention", "voxels", "explanation")
+GALLERY_OUTPUTS = ("gallery", "gallery_table", "gallery_choice", "undo", "explain_choice")
 INTRO = """# viewdiff-face: recognising a face whose head is turned
 **Can a computer still recognise someone whose head is turned to the side?** Drop in a face photo (or pick an
 example): the page compares the face with a gallery of people, once as it is (grey) and once after a model has
@@ -320,6 +321,11 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 with gr.Column(visible=False, elem_id="results") as results:   # shown with a photo's results
                     similarity = plot_panel("similarity-plot")
                     gr.Markdown(f"<small>{SIMILARITY_CAPTION}</small>", elem_id="similarity-caption")
+                    explain_choice = gr.Dropdown([(BEST_MATCH, "")] + [(n, n) for n in service.gallery_names()],
+                                                 value="", label="Why this score? Split it region by region for",
+                                                 elem_id="explain-choice")
+                    explanation = plot_panel("explanation-plot")
+                    gr.Markdown(f"<small>{EXPLANATION_CAPTION}</small>", elem_id="explanation-caption")
                     sweep = plot_panel("sweep-plot", SWEEP_MARKER)
         with gr.Row(equal_height=False, visible=False, elem_id="views") as views:
             with gr.Column():
@@ -365,12 +371,13 @@ def build_demo(service: DemoService) -> gr.Blocks:
                           attention=attention, voxels=voxels, similarity=similarity, sweep=sweep, status=status,
                           results=results, views=views, results_hint=results_hint,
                           gallery_table=gallery_table, gallery_choice=gallery_choice, undo=undo,
-                          photo_status=photo_status, face_choice=face_choice, jump=jump)
+                          photo_status=photo_status, face_choice=face_choice, jump=jump, explanation=explanation,
+                          explain_choice=explain_choice)
 
         def outputs(names):
             return [components[n] for n in names]
         pose_inputs = [yaw, pitch, roll]
-        view_inputs = [layer, head, quantity, axis, index, as_3d]
+        view_inputs = [layer, head, quantity, axis, index, as_3d, explain_choice]
 
         sessions = service.sessions   # which photo analysis each open page holds: freed when the page closes
 
@@ -404,7 +411,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
         reset.click(lambda: (0, 0, 0), None, pose_inputs, queue=False).then(
             bind(service.on_target, 0, POSE_OUTPUTS), [*pose_inputs, *view_inputs, *state], outputs(POSE_OUTPUTS),
             show_progress="hidden")
-        for control in (layer, head, quantity, axis, as_3d):
+        for control in (layer, head, quantity, axis, as_3d, explain_choice):
             control.change(redraw, [*view_inputs, session], outputs(VIEW_OUTPUTS), show_progress="hidden")
         index.release(redraw, [*view_inputs, session], outputs(VIEW_OUTPUTS), show_progress="hidden",
                       trigger_mode="always_last")

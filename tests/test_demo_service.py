@@ -316,7 +316,7 @@ def test_view_controls_redraw_without_running_anything(service, monkeypatch):
     calls = service.analyzer.calls
     monkeypatch.setattr(service, "transform", lambda *a, **k: pytest.fail("the model must not run"))
     reply = service.on_view(ViewOptions(layer=2, head=5, quantity="density", axis="x", index=3), session)
-    assert set(reply.values) == {"attention", "voxels"} and service.analyzer.calls == calls
+    assert set(reply.values) == {"attention", "voxels", "explanation"} and service.analyzer.calls == calls
     assert reply.values["attention"].layout["title"]["text"] == "Attention: layer 3, head 6"
     np.testing.assert_allclose(reply.values["attention"].data[0]["z"], session.result.attention[2, 5])
     voxels = reply.values["voxels"]
@@ -328,7 +328,7 @@ def test_view_controls_redraw_without_running_anything(service, monkeypatch):
     assert clipped.layout["title"]["text"] == f"Attention: layer {service.attention_shape[0]}, head 8"
     mean = service.on_view(ViewOptions(layer=1, head=MEAN_HEAD), session).values["attention"]
     np.testing.assert_allclose(mean.data[0]["z"], session.result.attention[1].mean(0), rtol=1e-5)
-    assert set(service.on_view(ViewOptions(), None).values) == {"attention", "voxels"}  # no photo: messages
+    assert set(service.on_view(ViewOptions(), None).values) == {"attention", "voxels", "explanation"}  # no photo: messages
 
 
 # ----------------------------------------------------------------------------- gallery
@@ -553,3 +553,27 @@ def test_pitch_and_roll_without_a_turn_say_so(service):
     assert "Pitch and roll change little" in service.on_target((yaw, 20, 0), ViewOptions(), session).values["status"]
     assert "Pitch and roll" not in service.on_target((yaw + 40, 20, 0), ViewOptions(), session).values["status"]
     assert "Pitch and roll" not in service.on_target((yaw, 0, 0), ViewOptions(), session).values["status"]
+
+
+def test_the_explanation_follows_the_identity_picked_and_its_numbers_add_up(tmp_path):
+    """Issue 26: the split panel is part of every result; picking an identity redraws it for that identity, and the
+    numbers under the photo add up to that identity's score (the shipped embedder and transformer)."""
+    import re
+    threads = torch.get_num_threads()
+    service = DemoService.load("auto", None, None, tmp_path / "defaults", small_gallery_photos())
+    torch.set_num_threads(threads)
+    session = photo(service, ASSETS / "astronaut.jpg").values["session"]
+    result = session.result
+    default = service.on_view(ViewOptions(), session).values["explanation"]
+    best = result.names[result.best]
+    assert best in default.layout["title"]["text"]
+    other = next(n for n in result.names if n != best)
+    picked = service.on_view(ViewOptions(explain=other), session).values["explanation"]
+    i = result.names.index(other)
+    assert other in picked.layout["title"]["text"] and f"{float(result.transformed[i]):.3f}" in picked.layout["title"]["text"]
+    sums = [a["text"] for a in picked.layout["annotations"] if "= <b>" in a["text"]]
+    terms = [float(x) for x in re.findall(r"[+-]\d+\.\d+", sums[0].split("= <b>")[0])]
+    assert abs(sum(terms) - float(result.transformed[i])) < 2e-3
+    gallery = service.on_load(None).values["explain_choice"]
+    assert gallery["value"] == "" and [v for _, v in gallery["choices"]] == [""] + result.names[::-1] or \
+        sorted(v for _, v in gallery["choices"] if v) == sorted(result.names)

@@ -68,6 +68,7 @@ class ViewOptions:
     axis: str = "z"
     index: int | None = 0
     as_3d: bool = False
+    explain: str | None = None   # the gallery identity whose score the explanation splits (None: the best one)
 
     def __post_init__(self):  # values straight from the UI: None when a control is empty
         self.layer, self.index = int(self.layer or 0), int(self.index or 0)
@@ -75,6 +76,7 @@ class ViewOptions:
         self.quantity = self.quantity if self.quantity in VOXEL_QUANTITIES else VOXEL_QUANTITIES[0]
         self.axis = self.axis if self.axis in plots.VOXEL_AXES else "z"
         self.as_3d = bool(self.as_3d)
+        self.explain = self.explain or None
 
 
 def most_focused_head(attention: np.ndarray) -> int:

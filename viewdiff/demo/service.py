@@ -41,7 +41,7 @@ from viewdiff.demo.messages import (TURNED_ENROL_DEG, display_path, face_info, m
                                      pose_gate_note, sentence, user_message)
 from viewdiff.demo.model_card import model_card
 from viewdiff.demo.session import Reply, Session, SessionRegistry, guarded  # noqa: F401
-from viewdiff.demo.panels import Panels, ViewOptions
+from viewdiff.demo.panels import Panels, ViewOptions, explanation_figure
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.faces.records import FaceRecord
@@ -54,6 +54,7 @@ DEFAULT_GALLERY_CACHE = REPO_ROOT / "data" / "cache" / "demo_gallery"
 POSE_LIMITS = ((-90.0, 90.0), (-60.0, 60.0), (-45.0, 45.0))  # target yaw, pitch, roll (degrees)
 DISPLAY_MAX_SIDE = 1024  # the annotated photo is shown at most this big
 NO_PHOTO = "Drop in a photo with a face first (or pick an example)."
+BEST_MATCH = "the best match"   # the explanation's default identity (`ViewOptions.explain` None)
 NO_PHOTO_INFO = "No photo yet."   # the face panel before a photo and after the photo is removed
 PLOT_AREAS = ("results", "views", "jump")   # shown only with a photo's results (else `results_hint`); jump: the
 #                                             "see the results" button (only on a narrow screen, app.CSS)
@@ -229,7 +230,8 @@ class DemoService:
         heads = session.heads if session is not None else None
         return {"attention": self.panels.attention(result, view, record, heads),
                 "voxels": self.panels.voxels(result, view, record),
-                "similarity": self.panels.similarity(result), "sweep": self.panels.sweep(result)}
+                "similarity": self.panels.similarity(result), "sweep": self.panels.sweep(result),
+                "explanation": explanation_figure(result, record, view.explain)}
 
     def _rerun(self, session: Session, target, view: ViewOptions, gallery: Gallery,
                client_moves_marker: bool = False) -> dict[str, Any]:
@@ -316,7 +318,8 @@ class DemoService:
         result = session.result if session is not None else None
         record = session.record if session is not None else None
         return Reply({"attention": self.panels.attention(result, view, record, session.heads if session else None),
-                      "voxels": self.panels.voxels(result, view, record)})
+                      "voxels": self.panels.voxels(result, view, record),
+                      "explanation": explanation_figure(result, record, view.explain)})
 
     @guarded
     def on_load(self, gallery: Gallery | None = None) -> Reply:
@@ -388,6 +391,8 @@ class DemoService:
         return {"gallery": None if self.persistent or gallery is self.gallery else gallery,
                 "gallery_table": self.gallery_rows(gallery),
                 "gallery_choice": {"choices": self.gallery_names(gallery), "value": selected},
+                "explain_choice": {"choices": [(BEST_MATCH, "")] + [(n, n) for n in self.gallery_names(gallery)],
+                                   "value": ""},   # a changed gallery: back to its best match
                 "undo": {"interactive": undo is not None,
                          "value": f"Undo remove '{undo}'" if undo else "Undo remove"}}
 
