@@ -393,6 +393,13 @@ def test_space_mode_tells_the_whole_story(space_url, browser):
     into_view(browser, "similarity-plot")
     wait(browser, lambda d: "Eileen Collins" in title(d, "similarity-plot"), "the enrolled face is not the best match")
     assert "Enrol, then probe" in text(browser, "enrol-howto")
+    # issue 26: why the score is what it is, region by region, for the best match: the numbers add up to it
+    into_view(browser, "explanation-plot")
+    wait(browser, lambda d: "Eileen Collins" in title(d, "explanation-plot"), "no explanation for the best match")
+    sums = [t for t in browser.execute_script(
+        "return [...document.querySelectorAll('#explanation-plot .annotation')].map(a => a.textContent)") if "=" in t]
+    assert sums and all(t.count("=") == 1 for t in sums), sums
+    screenshot(browser, OUTPUT / "app_browser_explanation.png", down_to="#explanation-caption")
     for close in browser.find_elements(By.CSS_SELECTOR, ".toast-close"):   # the picture without the toast
         close.click()
     screenshot(browser, OUTPUT / "app_browser_space.png", down_to="#voxel-plot")
@@ -501,7 +508,7 @@ def test_space_mode_on_a_phone(space_url, browser):
     listed = text(browser, "gallery-table")
     assert listed.index(HOSTILE) < listed.index(LONG_NAME) < listed.index("Tom Hanks"), listed   # newest first
 
-    for plot in ("similarity-plot", "sweep-plot", "attention-plot"):
+    for plot in ("similarity-plot", "explanation-plot", "sweep-plot", "attention-plot"):
         into_view(browser, plot)
         wait(browser, lambda d: figure(d, plot), f"{plot} was not drawn")
         time.sleep(0.5)
@@ -519,7 +526,7 @@ def test_space_mode_on_a_phone(space_url, browser):
             assert parts["margin"] <= 200 and parts["width"] - parts["margin"] > 120, parts   # room for the bars
             ticks = browser.execute_script("return [...document.querySelectorAll('#similarity-plot .ytick text')]"
                                            ".map(t => t.textContent)")
-            assert any(t.endswith("…") for t in ticks) and HOSTILE[:12] in "".join(ticks), ticks   # as text
+            assert any("…" in t for t in ticks) and HOSTILE[:12] in "".join(ticks), ticks   # as text (▲/▼ may follow)
     screenshot(browser, OUTPUT / "app_browser_phone_results.png")
 
     # a typed yaw of 500: the box and the sweep's marker say 90, and the server logs no traceback (`app`)
