@@ -278,10 +278,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
     layers, heads = service.attention_shape
     resolution = service.voxel_resolution
     (yaw_lo, yaw_hi), (pitch_lo, pitch_hi), (roll_lo, roll_hi) = POSE_LIMITS
-    # uploaded photos and annotated images are files in gradio's cache: drop those older than an hour; head:
-    # plotly.js loads with the page, not when the plots first appear (the first photo waited for it)
-    with gr.Blocks(title="viewdiff-face demo", delete_cache=(SESSION_TTL_S, SESSION_TTL_S), css=CSS,
-                   head=PLOT_HEAD) as demo:
+    # uploaded photos and annotated images are files in gradio's cache: drop those older than an hour (the page's
+    # CSS and plotly.js, loaded with the page rather than when the plots first appear, go to launch(): gradio 6)
+    with gr.Blocks(title="viewdiff-face demo", delete_cache=(SESSION_TTL_S, SESSION_TTL_S)) as demo:
         session = gr.State(None, time_to_live=SESSION_TTL_S)
         gallery = gr.State(None, time_to_live=SESSION_TTL_S)  # the visitor's own gallery (None: the defaults)
         gr.Markdown(INTRO)
@@ -443,4 +442,4 @@ if __name__ == "__main__":
     # visitor's localStorage, and re-read and rewrite that whole history three times per call (a slider
     # drag spent more time on it than on the model and the plots together)
     demo.launch(server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share, allowed_paths=[str(ASSETS), str(PLOTLY_JS)],
-                max_file_size="40mb", run_history=False)
+                max_file_size="40mb", run_history=False, css=CSS, head=PLOT_HEAD)   # head: the first photo waited for plotly.js
