@@ -519,6 +519,9 @@ def test_space_mode_on_a_phone(space_url, browser):
         assert not overlaps(parts["title"], parts["legend"]), (plot, parts)
         if parts["xtitle"]:
             assert inside(parts["xtitle"], parts["plot"]), (plot, parts)   # the x-axis title is not clipped
+        if plot == "explanation-plot":   # three faces side by side: their labels and sums never print over each other
+            boxes = [box for _, box in parts["notes"] if box]
+            assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if overlaps(a, b)], parts["notes"]
         notes = [box for label, box in parts["notes"] if label.startswith(("the photo", "its mirror"))]
         for i, a in enumerate(notes):
             assert not any(overlaps(a, b) for b in notes[i + 1:]), (plot, parts["notes"])

@@ -162,6 +162,7 @@ class Panels:
                                        float(result.target[0]), self.threshold)
 
 
+SPLIT_LABEL_CHARS = 13   # the gallery face's label: three faces side by side fit a phone's width
 EXPLANATION_CAPTION = (
     "Why the score is what it is. The face embedder reads the aligned face as 7×7 regions and ends in a plain "
     "sum over them, so a score splits exactly into one number per region plus a constant (the embedder's own "
@@ -190,7 +191,7 @@ def _explanation_panels(e, result: PoseResult, record, i: int) -> list[dict]:
                "terms": shown_terms(score, [("constant", float(probe.constant[i]))] + others),
                "parts": {k: v[i] for k, v in probe.parts.items()}}]
     side = e.gallery_transformed if e.gallery_transformed is not None else e.gallery_raw
-    label = plots.plot_text(plots.short_name(result.names[i]))   # a visitor's name is text, never markup
+    label = plots.plot_text(plots.short_name(result.names[i], SPLIT_LABEL_CHARS))   # a visitor's name is text
     if side is None or e.gallery_missing[i] is not None:
         panels.append({"label": label, "crop": e.gallery_faces[i] if e.gallery_faces else None, "regions": None,
                        "note": NO_GALLERY_MAPS})
@@ -204,7 +205,7 @@ def _explanation_panels(e, result: PoseResult, record, i: int) -> list[dict]:
         parts = {"map change": e.transformed.parts[CHANGE][i] if CHANGE in e.transformed.parts else 0 * change,
                  "mirror view": e.transformed.parts.get(MIRROR, np.zeros((1, *change.shape)))[i],
                  "photo, rescaled": e.transformed.parts[PHOTO][i] - e.raw.regions[i]}
-        panels.append({"label": f"turn: {raw:.3f} → {score:.3f}", "crop": crop, "regions": change,
+        panels.append({"label": "the turn", "crop": crop, "regions": change,
                        "total": score - raw, "parts": parts,
                        "terms": shown_terms(score - raw, [("constant", constant)]
                                             + [(k.split(" (")[0], v) for k, v in other.items()])})

@@ -42,7 +42,7 @@ def score_split_figure(title: str, panels: Sequence[dict], height: int = 300) ->
                                   "scaleanchor": f"x{axis}"}
         centre = sum(domain) / 2
         notes.append({"text": f"<b>{panel['label']}</b>", "x": centre, "xref": "paper", "y": 0.95, "yref": "paper",
-                      "yanchor": "bottom", "showarrow": False, "font": {"size": 11}})
+                      "yanchor": "bottom", "showarrow": False, "font": {"size": 10}})
         if panel.get("regions") is None:
             notes.append({"text": panel.get("note", "no split"), "x": centre, "xref": "paper", "y": 0.6,
                           "yref": "paper", "showarrow": False, "font": {"size": 10}, "bgcolor": "white"})
@@ -62,7 +62,7 @@ def score_split_figure(title: str, panels: Sequence[dict], height: int = 300) ->
                      "hovertemplate": hover + "<extra></extra>", "showscale": False})
         lines = [f"{name} {value:+.3f}" for name, value in panel["terms"]] + [f"= <b>{panel['total']:+.3f}</b>"]
         notes.append({"text": "<br>".join(lines), "x": centre, "xref": "paper", "y": 0.28, "yref": "paper",
-                      "yanchor": "top", "showarrow": False, "font": {"size": 10}, "align": "center"})
+                      "yanchor": "top", "showarrow": False, "font": {"size": 9}, "align": "center"})   # 3 fit 412 px
     notes.append({"text": f"<span style='color:{SPLIT_SCALE[-1][1]}'>■</span> agrees (adds to the score)   "
                           f"<span style='color:{SPLIT_SCALE[0][1]}'>■</span> disagrees (takes from it)",
                   "x": 0, "xref": "paper", "xanchor": "left", "y": 1.06, "yref": "paper", "yanchor": "bottom",
