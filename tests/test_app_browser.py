@@ -278,6 +278,8 @@ def test_layout_holds_through_window_resizes_and_bad_uploads(app_url, browser, t
 
     browser.get(app_url)
     upload(browser, ASSETS / "t1_face_yaw55.jpg")
+    wait(browser, lambda d: "estimated head pose" in text(d, "face-info"), "the photo was not analysed")
+    into_view(browser, "sweep-plot")   # below the explanation panel: a plot is drawn when it is in view
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#sweep-plot .scatterlayer .trace"), "no pose sweep")
     into_view(browser, "voxel-plot")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#voxel-plot .heatmaplayer image"), "no voxel slice")

@@ -95,7 +95,7 @@ def test_one_fold_is_refused_early_with_the_fix(tmp_path):
 
 
 def test_fold_recipes_are_train_configs_with_the_extra_flags_last(tmp_path):
-    args = argparse.Namespace(data_dir="cache", backend="insightface", work_dir=str(tmp_path), max_identities=10,
+    args = argparse.Namespace(data_dir="cache", datasets="cfp", backend="insightface", work_dir=str(tmp_path), max_identities=10,
                               train_args="--voxel_resolution 4 --epochs 5")
     config = fold_config("dream_l2", 7, 3, args)
     assert config == replace(replace(TrainConfig(), **METHODS["dream_l2"]), data_dir="cache", datasets="cfp",
@@ -113,7 +113,7 @@ def test_inner_folds_follow_the_test_fold_and_skip_it():
 
 
 def test_a_fold_model_is_never_validated_on_its_test_fold(tmp_path):
-    args = argparse.Namespace(data_dir=str(tmp_path / "no_cache"), backend="insightface", work_dir=str(tmp_path),
+    args = argparse.Namespace(data_dir=str(tmp_path / "no_cache"), datasets="cfp", backend="insightface", work_dir=str(tmp_path),
                               max_identities=10, train_args="")
     for method in (m for m, recipe in METHODS.items() if recipe is not None):   # the trained ones
         config = fold_config(method, 4, 0, args)
