@@ -27,7 +27,7 @@ def _value(key: str, value) -> str:
 
 
 ONE_IN = {"1%": "1 in 100", "0.1%": "1 in 1000"}   # a false-accept rate in words
-DATASET_NAMES = {"cfp": "CFP", "pointing04": "Pointing'04"}
+DATASET_NAMES = {"cfp": "CFP", "pointing04": "Pointing'04", "cplfw_train": "1,605 more people from CPLFW (in-the-wild photos)"}
 
 
 def _summary(describe: dict, fallback_reason: str | None, gallery_line: str, threshold: Threshold | None,
