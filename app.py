@@ -193,6 +193,10 @@ CSS = """
 @media (min-width: 900px) { #jump-results { display: none !important; } }
 #gallery-table td, #gallery-table th { white-space: normal !important; overflow-wrap: anywhere; }
 """
+# On a phone the toasts ("Added ...") sit at the bottom: at the top they covered the page's first screen. In the
+# page's <head>, since gradio scopes `css` to its container and the toasts live outside it.
+PHONE_TOASTS = ("<style>@media (max-width: 640px) { .toast-wrap { top: auto !important; bottom: 12px !important; } }"
+                "</style>")
 JUMP_TO_RESULTS = "() => { document.getElementById('results').scrollIntoView({behavior: 'smooth', block: 'start'}); }"
 # The example thumbnails get alt text (gradio leaves it empty): what each photo shows, for screen readers.
 EXAMPLE_ALT = """(labels) => {
@@ -442,4 +446,4 @@ if __name__ == "__main__":
     # visitor's localStorage, and re-read and rewrite that whole history three times per call (a slider
     # drag spent more time on it than on the model and the plots together)
     demo.launch(server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share, allowed_paths=[str(ASSETS), str(PLOTLY_JS)],
-                max_file_size="40mb", run_history=False, css=CSS, head=PLOT_HEAD)   # head: the first photo waited for plotly.js
+                max_file_size="40mb", run_history=False, css=CSS, head=PLOT_HEAD + PHONE_TOASTS)   # head: the first photo waited for plotly.js

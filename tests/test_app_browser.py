@@ -502,6 +502,9 @@ def test_space_mode_on_a_phone(space_url, browser):
     toasts = [t.get_attribute("innerHTML") for t in browser.find_elements(By.CSS_SELECTOR, ".toast-body")]
     assert toasts and not [t for t in toasts if "<img" in t or "<a " in t], toasts   # a toast shows names as text
     assert any("click me" in t.text for t in browser.find_elements(By.CSS_SELECTOR, ".toast-body"))
+    toast_box = browser.execute_script("const r = document.querySelector('.toast-wrap').getBoundingClientRect();"
+                                       "return [r.top, r.bottom, window.innerHeight]")
+    assert toast_box[1] >= toast_box[2] - 40 and toast_box[0] > 0, toast_box   # at the bottom, not over the page's top
     assert not browser.find_elements(By.CSS_SELECTOR, "#gallery-table a, #gallery-table img")
     table = browser.execute_script("const t = document.querySelector('#gallery-table table');"
                                    "const w = t.closest('.table-wrap') || t.parentElement;"
