@@ -197,8 +197,8 @@ def test_default_gallery_keeps_the_maps_of_its_photos(tmp_path):
 
     def record(path):
         m, mm = maps(len(str(path)))
-        return SimpleNamespace(embedding=unit(1, 2, 3), feature_map=m, feature_map_mirror=mm,
-                               aligned_crop=np.zeros((112, 112, 3), np.uint8))
+        return SimpleNamespace(embedding=unit(1, 2, 3), embedding_mirror=unit(3, 2, 1), feature_map=m,
+                               feature_map_mirror=mm, aligned_crop=np.zeros((112, 112, 3), np.uint8))
 
     photos = {"Ada": [Path("a.jpg"), Path("bb.jpg")]}
     old = build_gallery(tmp_path, "insightface", 3, photos, lambda path: unit(1, 2, 3))
@@ -207,3 +207,6 @@ def test_default_gallery_keeps_the_maps_of_its_photos(tmp_path):
     defaults = default_gallery(tmp_path, "insightface", 3, photos, record)
     np.testing.assert_array_equal(defaults.face_maps("Ada")["maps"][1], maps(len("bb.jpg"))[0])
     assert Gallery.load(tmp_path, "insightface", 3).face_maps("Ada")["maps"].shape == (2, 4, 7, 7)
+    # every photo enters flip-fused (the demo's protocol): the template is the photo's and its mirror's mean
+    np.testing.assert_allclose(defaults.templates[0], unit(4, 4, 4), atol=1e-6)
+    assert defaults.face_maps("Ada")["fused"].all() and defaults.meta["templates"] == "flip_fused"

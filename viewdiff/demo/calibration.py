@@ -14,7 +14,7 @@ from pathlib import Path
 from viewdiff.paths import REPO_ROOT
 
 THRESHOLDS = REPO_ROOT / "weights" / "thresholds.json"
-FARS = {"cosine_far1": "1%", "cosine_far01": "0.1%"}
+FARS = {"cosine_far1": "1%", "cosine_far01": "0.1%", "fused_cosine_far1": "1%", "fused_cosine_far01": "0.1%"}
 
 
 @dataclass(frozen=True)

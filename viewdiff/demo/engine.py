@@ -2,8 +2,9 @@
 
 `PoseEngine.transform(record, target, gallery)` runs the model on the photo's embedding at one target
 pose (plus the 19-pose yaw sweep when the session has no sweep for the target pitch/roll) and compares
-the raw and the transformed probe with the same *raw* gallery (the evaluated protocol: transformed
-probe vs raw gallery), so both similarities are on one scale and one threshold applies to both.
+the raw and the transformed probe with the same gallery templates (the evaluated protocol: transformed
+probe vs the gallery's flip-fused templates, docs/results.md 4.0), so both similarities are on one scale
+and one threshold applies to both.
 The sweep cache drops its oldest entries first (`put_bounded`). With the embedder's affine head
 (``head``), every score is also split exactly over the face's 7x7 regions (`PoseResult.explanation`,
 `viewdiff.demo.explain`); the gallery templates' map forms are cached per entry.
@@ -47,7 +48,7 @@ class PoseResult:
 
     target: np.ndarray  # [3]
     names: list[str]
-    raw: np.ndarray  # [N] cosine of the photo's raw embedding to each identity's raw template
+    raw: np.ndarray  # [N] cosine of the photo's raw embedding to each identity's template
     transformed: np.ndarray | None = None  # [N] same for the transformed embedding (None: no model)
     sweep: np.ndarray | None = None  # [len(SWEEP_YAWS)] transformed similarity to the best identity along the sweep
     attention: np.ndarray | None = None  # [L, H, T, T]
@@ -145,7 +146,7 @@ class PoseEngine:
             put_bounded(sweeps, key, out[1:], SWEEP_CACHE_SIZE)
         result = PoseResult(target, names, raw, attention=attention, token_labels=labels, volumes=volumes,
                             keypoints_grid=keypoints, model_ms=model_ms, model_poses=batch)
-        if names:  # transformed probe vs the raw gallery: the same templates as the raw scores
+        if names:  # transformed probe vs the gallery: the same templates as the raw scores
             result.transformed = cosine_matrix(out[:1], templates)[0]
             result.sweep = sweeps[key] @ templates[result.best]
         self._explain(result, record, gallery, templates, output, mix)

@@ -1,8 +1,10 @@
 """Galleries of named identities for one face embedder: in memory (a visitor's own) or saved
 (``<dir>/<key>.npz`` + ``.json``: the cached default gallery, or a local ``--persistent-gallery``).
 
-An identity's template is the L2-normalised sum of its photos' L2-normalised *raw* embeddings (what
-the embedder gives); adding a photo under an existing name refines that template. Embeddings are per
+An identity's template is the L2-normalised sum of its photos' L2-normalised embeddings; the demo adds each
+photo *flip-fused* (`photo_embedding`: the photo's embedding plus its mirror image's, normalised), the
+protocol measured best with the pose transformer (docs/results.md 4.0); adding a photo under an existing
+name refines that template. Embeddings are per
 embedder (128-d dlib, 128-d ArcFace MobileFaceNet, 512-d ArcFace), so each key has its own files.
 Names are matched the way a person reads them: case-insensitively and ignoring surrounding or repeated
 whitespace ("alan  secret" is "Alan Secret"; the first spelling stays). Removals can be undone one after
@@ -332,6 +334,13 @@ def default_identity_photos(gallery_assets: str | os.PathLike, shared_dir: str |
 
 
 MAPS_KEPT = 1   # default galleries cached before their photos' maps were kept are rebuilt once
+TEMPLATES = "flip_fused"   # how the demo's galleries enter a photo (`photo_embedding`); older caches are rebuilt
+
+
+def photo_embedding(record) -> np.ndarray:
+    """The embedding a gallery keeps for a photo's `FaceRecord`: its embedding plus its mirror image's,
+    normalised (flip-fused; InsightFace's own evaluation fuses the same way)."""
+    return l2_normalize(np.asarray(record.embedding, np.float32) + np.asarray(record.embedding_mirror, np.float32))
 
 
 def record_maps(record) -> tuple[np.ndarray, np.ndarray] | None:
@@ -344,13 +353,13 @@ def build_gallery(directory, key: str, dim: int, photos: dict[str, list[Path]], 
     """A gallery of ``photos`` where ``embed(path)`` gives an embedding, or a `FaceRecord` (its maps and
     aligned crop are kept too), or raises to skip a photo."""
     gallery = Gallery(directory, key, dim, {"photos": _photo_list(photos), "fingerprint": fingerprint, "skipped": {},
-                                            "maps_kept": MAPS_KEPT})
+                                            "maps_kept": MAPS_KEPT, "templates": TEMPLATES})
     for name, files in photos.items():
         for file in files:
             try:
                 got = embed(file)
                 if hasattr(got, "embedding"):
-                    gallery.add(name, got.embedding, source="default", maps=record_maps(got),
+                    gallery.add(name, photo_embedding(got), source="default", maps=record_maps(got), fused=True,
                                 crop=getattr(got, "aligned_crop", None))
                 else:
                     gallery.add(name, got, source="default")
@@ -373,7 +382,8 @@ def default_gallery(defaults_dir, key: str, dim: int, photos: dict[str, list[Pat
     """
     defaults = Gallery.load(defaults_dir, key, dim)
     if (defaults is None or defaults.meta.get("photos") != _photo_list(photos)
-            or defaults.meta.get("fingerprint", "") != fingerprint or defaults.meta.get("maps_kept") != MAPS_KEPT):
+            or defaults.meta.get("fingerprint", "") != fingerprint or defaults.meta.get("maps_kept") != MAPS_KEPT
+            or defaults.meta.get("templates") != TEMPLATES):
         defaults = build_gallery(defaults_dir, key, dim, photos, embed, fingerprint)
         try:
             defaults.save()

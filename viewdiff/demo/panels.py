@@ -1,7 +1,7 @@
 """What each plot panel of the demo shows for a pose result and the view controls, or why it is empty.
 
 `Panels` turns a `PoseResult` (or None) into the four figures (`viewdiff.demo.plots`): the gallery
-similarity (raw and transformed probe against the same raw gallery, with the embedder's same-person
+similarity (raw and transformed probe against the same gallery templates, with the embedder's same-person
 threshold when one is known), the pose sweep, the attention map and the voxel grid with the face's 3D
 keypoints. An empty panel says why and what to do (drop a photo, add to the gallery, get weights).
 """

@@ -297,7 +297,7 @@ def similarity_figure(names: Sequence[str], raw: np.ndarray, transformed: np.nda
                       threshold=None) -> PlotSpec:
     """Horizontal bars of cosine similarity per identity on one fixed scale, best first.
 
-    raw and transformed are both against the same raw gallery. Sorted (and "best") by the
+    raw and transformed are both against the same gallery templates. Sorted (and "best") by the
     transformed similarity when there is one, else by the raw one; each name carries its rank
     change (raw -> transformed). threshold (`Threshold` or None): a same-person line; the best
     match is named (and its row shaded) only above it, else the title says "not in the gallery";

@@ -36,7 +36,7 @@ from viewdiff.demo.calibration import same_person_threshold, weights_for
 from viewdiff.demo.engine import PoseEngine, PoseResult
 from viewdiff.demo.examples import GALLERY_ASSETS, LOCAL_ASSETS, populate_assets_from_shared
 from viewdiff.demo.gallery import (Gallery, clean_name, default_gallery, default_identity_photos,
-                                   open_gallery, record_maps)
+                                   open_gallery, photo_embedding, record_maps)
 from viewdiff.demo.messages import (TURNED_ENROL_DEG, display_path, face_info, markdown_text, photo_status,  # noqa: F401
                                      pose_gate_note, sentence, user_message)
 from viewdiff.demo.model_card import model_card
@@ -349,10 +349,11 @@ class DemoService:
         if session is None:
             return Reply(warnings=["Drop in a face photo first, then add it to the gallery."])
         gallery = self._own(gallery)
-        embedding = session.record.embedding
+        embedding = photo_embedding(session.record)   # flip-fused, like every gallery photo (`gallery.TEMPLATES`)
         others = [(n, float(score)) for n, score in zip(gallery.names, gallery.similarities(embedding))
                   if gallery.find(n) != gallery.find(name)] if len(gallery) else []
-        entry = gallery.add(name, embedding, maps=record_maps(session.record), crop=session.record.aligned_crop)
+        entry = gallery.add(name, embedding, maps=record_maps(session.record), fused=True,
+                            crop=session.record.aligned_crop)
         info = f"Added this face to '{entry['name']}' ({entry['count']} photo{'s' * (entry['count'] > 1)})."
         warnings = []
         yaw = float(session.record.source_pose[0])

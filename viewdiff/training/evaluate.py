@@ -53,6 +53,8 @@ from viewdiff.training.metrics import best_threshold, far_threshold, identity_bo
 from viewdiff.training.protocols import (PROTOCOLS, bootstrap_rates, fold_metrics, pair_scores, paired_test,
                                          pointing04_rank1, profile_rank1)
 from viewdiff.training.records import FaceRecords, first_identities, load_records, refuse_shared_identities
+from viewdiff.training.thresholds import (DEMO_THRESHOLD, FUSED_DEMO_THRESHOLD, THRESHOLD_FARS,  # noqa: F401
+                                          fused_thresholds, same_person_thresholds, write_threshold)
 from viewdiff.training.report import write_report
 from viewdiff.training.train import TrainConfig, train
 
@@ -299,27 +301,6 @@ def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, 
     return result
 
 
-THRESHOLD_FARS = {"cosine_far1": 0.01, "cosine_far01": 0.001}
-DEMO_THRESHOLD = "cosine_far01"   # a demo gallery holds look-alikes (people of one group photo): the stricter one
-
-
-def same_person_thresholds(cfp: FaceRecords, pairs: dict[str, np.ndarray]) -> dict[str, float]:
-    """{cosine_far1, cosine_far01}: the cosines that 1% / 0.1% of the different-person CFP-FP pairs exceed
-    (raw frontal vs raw profile); NaN without such pairs (a small identity subset)."""
-    raw = l2_normalize(cfp.embedding)
-    negatives = pair_scores(raw, raw, cfp, pairs, "probe")[~pairs["same"]]
-    return {key: far_threshold(negatives, far) if len(negatives) else float("nan")
-            for key, far in THRESHOLD_FARS.items()}
-
-
-def write_threshold(path: Path, fingerprint: str, cosines: dict[str, float], source: str) -> None:
-    """Add (or replace) `fingerprint`'s entry of a thresholds file: {fingerprint: {cosine_far1, cosine_far01,
-    demo (the key the demo uses), source}}."""
-    table = json.loads(path.read_text()) if path.is_file() else {}
-    table[fingerprint] = {**{k: round(v, 4) for k, v in cosines.items()}, "demo": DEMO_THRESHOLD, "source": source}
-    path.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
-
-
 def summarize(runs: list[dict], key: str, proto: str, metric: str) -> list[float]:
     """Per-fold values of a metric averaged over the seeds' runs."""
     return np.mean([run[key][proto][metric] for run in runs], axis=0).tolist()
@@ -427,11 +408,19 @@ def main(argv: list[str] | None = None) -> dict:
                                    for i, row in enumerate(method_runs[0]["pointing04"])]
         if method_runs[0]["selections"]:
             entry["selections"] = method_runs[0]["selections"]
+        if m not in BASELINES and METHODS[m] is not None:   # a trained method: its fused-protocol thresholds
+            entry["fused_thresholds"] = fused_thresholds([r["fp_scores"]["fused"] for r in method_runs], pairs["FP"])
         results["methods"][m] = entry
     results["same_person_thresholds"] = same_person_thresholds(cfp, pairs["FP"])
     if args.thresholds:
-        write_threshold(Path(args.thresholds), cfp.fingerprint, results["same_person_thresholds"],
-                        f"raw CFP-FP pairs, folds {args.folds}, {int(cfp.found.sum())} photos")
+        trained = [m for m in results["methods"] if "fused_thresholds" in results["methods"][m]]
+        cosines, demo = results["same_person_thresholds"], DEMO_THRESHOLD
+        source = f"raw CFP-FP pairs, folds {args.folds}, {int(cfp.found.sum())} photos"
+        if len(trained) == 1:   # the demo's protocol: that method's transformed probe vs flip-fused gallery photos
+            cosines, demo = {**cosines, **results["methods"][trained[0]]["fused_thresholds"]}, FUSED_DEMO_THRESHOLD
+            source += (f"; fused_*: {trained[0]} (out-of-fold, --datasets {args.datasets}) vs flip-fused frontal photos,"
+                       f" seeds {args.seeds}")
+        write_threshold(Path(args.thresholds), cfp.fingerprint, cosines, source, demo)
     results["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
