@@ -24,7 +24,6 @@ costs, whatever else runs).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics

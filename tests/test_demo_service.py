@@ -523,7 +523,7 @@ def test_enrolling_the_same_face_under_a_second_name_warns(service):
     again = service.on_add("  eileen   COLLINS", (0, 0, 0), ViewOptions(), session, first.values["gallery"])
     assert again.infos == ["Added this face to 'Eileen Collins' (2 photos)."]   # that entry, refined
     assert [w for w in again.warnings if "also matches" in w] == [   # ... and it names the other one, not itself
-        f"This face also matches 'Somebody Else' (similarity 1.00): the same person under two names? To refine "
+        "This face also matches 'Somebody Else' (similarity 1.00): the same person under two names? To refine "
         "one entry, add the photo under its name."]
 
 

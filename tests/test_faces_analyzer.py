@@ -286,7 +286,7 @@ def test_cfp_frontal_vs_profile_pose_and_identity(fa):
 
 @needs_p04
 def test_pointing04_yaw_sign_follows_the_pan_in_the_file_name(fa):
-    from viewdiff.training.records import P04_NAME
+    from viewdiff.training.listings import P04_NAME
     person = P04 / "Person01"
     pans, yaws = [], []
     for pan in range(-90, 91, 15):   # series 1, tilt 0

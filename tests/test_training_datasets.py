@@ -6,7 +6,8 @@ import pytest
 
 from viewdiff.paths import shared_dir
 from viewdiff.training.datasets import PosePairDataset, cfp_fp_pairs, fold_split
-from viewdiff.training.records import FaceRecords, list_cfp
+from viewdiff.training.listings import list_cfp
+from viewdiff.training.records import FaceRecords
 
 DATA = shared_dir() / "data"
 needs_data = pytest.mark.skipif(not ((DATA / "cfp").is_dir() and (DATA / "pointing04").is_dir()),

@@ -150,7 +150,8 @@ def test_bootstrap_resamples_every_method_alike_so_paired_differences_are_tight(
 def test_extra_training_datasets_are_checked_before_any_training(tmp_path, data_root, analyzer, capsys):
     """--datasets: CFP first (its training folds); a folder dataset holding a CFP person is refused with the fix."""
     import shutil
-    from viewdiff.training.records import cfp_names, extract_records
+    from viewdiff.training.listings import cfp_names
+    from viewdiff.training.records import extract_records
     for bad in ("cplfw_train", "cfp,pointing04"):
         with pytest.raises(SystemExit):
             main(["--data_dir", str(tmp_path), "--datasets", bad, "--out", str(tmp_path / "out")])

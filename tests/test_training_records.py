@@ -14,8 +14,8 @@ import pytest
 
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.paths import shared_dir
-from viewdiff.training.records import (P04_NAME, cfp_identity_folds, extract_records, list_cfp, list_pointing04,
-                                      load_records)
+from viewdiff.training.listings import P04_NAME, cfp_identity_folds, list_cfp, list_pointing04
+from viewdiff.training.records import extract_records, load_records
 
 from conftest import P04_PANS, p04_subset
 
@@ -240,7 +240,7 @@ needs_cplfw = pytest.mark.skipif(not CPLFW.is_dir(), reason=f"{CPLFW} not found 
 
 
 def test_dataset_specs(tmp_path):
-    from viewdiff.training.records import dataset_name, resolve_dataset
+    from viewdiff.training.listings import dataset_name, resolve_dataset
     assert resolve_dataset("cfp", tmp_path).root == tmp_path
     cplfw = resolve_dataset("cplfw_train", tmp_path)
     assert cplfw.photos == tmp_path / "cplfw_train" / "images" and cplfw.name == "cplfw_train"
@@ -285,7 +285,7 @@ def test_a_folder_dataset_is_extracted_in_parallel_with_its_misses_counted(fa, t
 
 
 def test_extra_training_identities_that_are_cfp_people_are_refused(tiny_extracted):
-    from viewdiff.training.records import cfp_names, refuse_shared_identities
+    from viewdiff.training.listings import cfp_names, refuse_shared_identities
     cfp = tiny_extracted[1]
     names = cfp_names(DATA)
     extra = cfp.subset(np.arange(3))

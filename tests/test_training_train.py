@@ -202,7 +202,8 @@ def test_a_folder_dataset_joins_the_training_set(small_cache, analyzer, tmp_path
     """``--datasets cfp,cplfw_train``: the folder dataset's people train beside CFP's (in every fold), a map
     model reads their maps too; a folder dataset holding a CFP person is refused."""
     import shutil
-    from viewdiff.training.records import cfp_names, extract_maps, extract_records
+    from viewdiff.training.listings import cfp_names
+    from viewdiff.training.records import extract_maps, extract_records
     from viewdiff.paths import data_root
     if not (data_root() / "cplfw_train").is_dir():
         pytest.skip("cplfw_train not found beside the project")

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from viewdiff.faces.errors import ModelNotFoundError
-from viewdiff.faces.geometry import estimate_pose, roll_given, wrap_degrees
+from viewdiff.faces.geometry import estimate_pose, roll_given
 from viewdiff.faces.model_files import onnx_session, verify_sha256
 from viewdiff.paths import REPO_ROOT, models_env_dir, shared_dir
 

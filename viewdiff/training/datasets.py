@@ -9,7 +9,8 @@ import torch
 
 from viewdiff.embeddings import l2_normalize
 from viewdiff.faces.geometry import keypoints_3d_from_pose
-from viewdiff.training.records import FaceRecords, pair_list
+from viewdiff.training.listings import pair_list
+from viewdiff.training.records import FaceRecords
 
 PAIR_KEYS = ("src", "src_mirror", "source_pose", "keypoints_3d", "target", "target_pose", "identity")
 MAP_KEYS = ("feature_map", "feature_map_mirror")   # when the records carry the embedder's maps

@@ -52,9 +52,10 @@ from viewdiff.training.datasets import cfp_fp_pairs
 from viewdiff.training.metrics import best_threshold, far_threshold, identity_bootstrap_weights
 from viewdiff.training.protocols import (PROTOCOLS, bootstrap_rates, fold_metrics, pair_scores, paired_test,
                                          pointing04_rank1, profile_rank1)
-from viewdiff.training.records import FaceRecords, first_identities, load_records, refuse_shared_identities
-from viewdiff.training.thresholds import (DEMO_THRESHOLD, FUSED_DEMO_THRESHOLD, THRESHOLD_FARS,  # noqa: F401
-                                          fused_thresholds, same_person_thresholds, write_threshold)
+from viewdiff.training.listings import refuse_shared_identities
+from viewdiff.training.records import FaceRecords, first_identities, load_records
+from viewdiff.training.thresholds import (DEMO_THRESHOLD, FUSED_DEMO_THRESHOLD, fused_thresholds,
+                                          same_person_thresholds, write_threshold)
 from viewdiff.training.report import write_report
 from viewdiff.training.train import TrainConfig, train
 

@@ -19,7 +19,8 @@ import time
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.paths import shared_dir
-from viewdiff.training.records import DATASETS, extract_maps, extract_records
+from viewdiff.training.listings import DATASETS
+from viewdiff.training.records import extract_maps, extract_records
 
 SHOWN_MISSES = 20
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from viewdiff.faces.head_pose import PNP_MAX_PITCH, PNP_MAX_ROLL
+
 YAW_BINS = (0, 15, 30, 45, 60, 75, 90)   # Pointing'04's pans are multiples of 15 deg
-IMPOSSIBLE_ROLL = 45.0    # an upright head (eyes near level) read with |roll| above this, or
-IMPOSSIBLE_PITCH = 60.0   # |pitch| above this, is a reading no such head gives
+# an upright head (eyes near level) read with |roll| or |pitch| above these is a reading no such head gives (the
+# bounds the head-pose fusion itself uses on solvePnP's split)
+IMPOSSIBLE_ROLL, IMPOSSIBLE_PITCH = PNP_MAX_ROLL, PNP_MAX_PITCH
 
 
 def yaw_bin(true_yaw: np.ndarray, lo: float) -> np.ndarray:

@@ -24,10 +24,7 @@ import numpy as np
 from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.faces.head_pose import FEATURES, default_calibration, refresh_features
-from viewdiff.training.listings import (DATASETS, FOLDER_DATASETS, FOLDER_PREFIX, IMAGE_SUFFIXES, P04_NAME,  # noqa: F401
-                                        DatasetSource, ImageItem, cfp_identity_folds, cfp_names, dataset_name,
-                                        list_cfp, list_folder, list_pointing04, pair_list, person_key,
-                                        refuse_shared_identities, resolve_dataset, spread_over_folds)
+from viewdiff.training.listings import DATASETS, ImageItem, dataset_name, resolve_dataset, spread_over_folds
 
 CACHE_VERSION = 4   # 2: mirror embeddings, raw head-pose estimates, embedder fingerprint; 3: crops; 4: box, keypoints
 CROP_SIZE = 112

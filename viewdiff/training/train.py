@@ -42,7 +42,8 @@ from viewdiff.training.datasets import MAP_KEYS, PosePairDataset, fold_split, st
 from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss
 from viewdiff.training.multiview import epoch_batches
 from viewdiff.training.prior import LAMBDA_PRIOR, EnhancedTransformerWithPrior, PriorPreservationDataset
-from viewdiff.training.records import FaceRecords, first_identities, load_records, refuse_shared_identities
+from viewdiff.training.listings import refuse_shared_identities
+from viewdiff.training.records import FaceRecords, first_identities, load_records
 
 
 def option(default, help: str | None = None, **cli):
