@@ -224,14 +224,18 @@ class DemoService:
         return self.engine.transform(record, target, self.gallery if gallery is None else gallery, sweeps)
 
     # ----- callbacks -----
-    def _plots(self, session: Session | None, view: ViewOptions) -> dict[str, Any]:
+    def _view_plots(self, session: Session | None, view: ViewOptions) -> dict[str, Any]:
+        """The panels the view controls choose what they show of (attention, voxels, explanation)."""
         result = session.result if session is not None else None
         record = session.record if session is not None else None
-        heads = session.heads if session is not None else None
-        return {"attention": self.panels.attention(result, view, record, heads),
+        return {"attention": self.panels.attention(result, view, record, session.heads if session else None),
                 "voxels": self.panels.voxels(result, view, record),
-                "similarity": self.panels.similarity(result), "sweep": self.panels.sweep(result),
                 "explanation": explanation_figure(result, record, view.explain)}
+
+    def _plots(self, session: Session | None, view: ViewOptions) -> dict[str, Any]:
+        result = session.result if session is not None else None
+        return {**self._view_plots(session, view), "similarity": self.panels.similarity(result),
+                "sweep": self.panels.sweep(result)}
 
     def _rerun(self, session: Session, target, view: ViewOptions, gallery: Gallery,
                client_moves_marker: bool = False) -> dict[str, Any]:
@@ -314,12 +318,8 @@ class DemoService:
 
     @guarded
     def on_view(self, view: ViewOptions, session: Session | None) -> Reply:
-        """Layer/head or voxel controls changed: redraw from the last result, no model run."""
-        result = session.result if session is not None else None
-        record = session.record if session is not None else None
-        return Reply({"attention": self.panels.attention(result, view, record, session.heads if session else None),
-                      "voxels": self.panels.voxels(result, view, record),
-                      "explanation": explanation_figure(result, record, view.explain)})
+        """Layer/head, voxel or explanation controls changed: redraw from the last result, no model run."""
+        return Reply(self._view_plots(session, view))
 
     @guarded
     def on_load(self, gallery: Gallery | None = None) -> Reply:
