@@ -9,13 +9,15 @@ Datasets (see ../shared/README.md), named by a spec (`resolve_dataset`):
 - any **folder dataset**, ``<root>/<identity>/<photo>`` (the layout of almost every face dataset): by name
   when it lies in the data root (``cplfw_train``: its photos are in ``<data_root>/cplfw_train/images``), or
   ``folder:PATH``. Its rows have view ``"photo"`` (no view labels: `viewdiff.training.datasets` treats an
-  estimated near-frontal photo as frontal), fold 0 (no CFP-FP fold: it trains in every fold) and no
+  estimated near-frontal photo as frontal), a fold 1..10 of its own (`folder_fold`: a stable hash of the identity,
+  so the held-out evaluation leaves a tenth of its people out of each fold model and tests on them) and no
   true pose. Identities are ``<name>:<folder name>``, so two datasets never share one by accident.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,6 +77,16 @@ def spread_over_folds(identities, folds, n: int | None) -> list:
     return [ident for _, _, ident in order][:n]
 
 
+FOLDS = 10   # CFP-FP's folds; a folder dataset's people are spread over as many
+
+
+def folder_fold(identity: str) -> int:
+    """The fold 1..FOLDS of a folder dataset's identity: crc32 of its name, so it never depends on which other
+    people are listed (a subset, a grown folder) and every run agrees. Fold model k (``exclude_fold=k``) never
+    trains on fold k's people, of CFP and of the folder dataset alike: both are its test identities."""
+    return 1 + zlib.crc32(identity.encode()) % FOLDS
+
+
 def list_cfp(data_root: Path, max_identities: int | None = None) -> list[ImageItem]:
     """CFP images (sorted by identity, view, file); `max_identities` spread over the folds."""
     root = Path(data_root) / "cfp"
@@ -104,7 +116,7 @@ def list_pointing04(data_root: Path, max_identities: int | None = None) -> list[
 def list_folder(root: Path, max_identities: int | None = None, name: str = "folder") -> list[ImageItem]:
     """A folder dataset ``<root>/<identity>/<photo>``: every image (`IMAGE_SUFFIXES`) of every identity folder,
     sorted; `max_identities`: the first N identity folders. Identity ``<name>:<folder name>``, view ``"photo"``,
-    fold 0, true pose unknown (nan)."""
+    fold `folder_fold(identity)`, true pose unknown (nan)."""
     root = Path(root)
     nan3 = (float("nan"),) * 3
     items = []
@@ -112,7 +124,8 @@ def list_folder(root: Path, max_identities: int | None = None, name: str = "fold
     for folder in folders:
         photos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if photos:
-            items += [ImageItem(p, f"{name}:{folder.name}", "photo", 0, nan3) for p in photos]
+            identity = f"{name}:{folder.name}"
+            items += [ImageItem(p, identity, "photo", folder_fold(identity), nan3) for p in photos]
             if max_identities and len({i.identity for i in items}) >= max_identities:
                 break
     if not items:

@@ -24,7 +24,8 @@ import numpy as np
 from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.faces.head_pose import FEATURES, default_calibration, refresh_features
-from viewdiff.training.listings import DATASETS, ImageItem, dataset_name, resolve_dataset, spread_over_folds
+from viewdiff.training.listings import (DATASETS, ImageItem, dataset_name, folder_fold, resolve_dataset,
+                                        spread_over_folds)
 
 CACHE_VERSION = 4   # 2: mirror embeddings, raw head-pose estimates, embedder fingerprint; 3: crops; 4: box, keypoints
 CROP_SIZE = 112
@@ -283,6 +284,8 @@ def load_records(cache_dir: str | Path, dataset: str, backend: str, maps: bool =
     meta, cols = _read_columns(cache_dir, dataset, backend, skip=("aligned_crop",))
     order = np.argsort(cols["path"], kind="stable")
     records = _to_records({k: v[order] for k, v in cols.items()}, meta.get("fingerprint", ""))
+    photo = records.view == "photo"   # a folder dataset's rows: their fold from the identity (caches before it: 0)
+    records.fold[photo] = [folder_fold(i) for i in records.identity[photo]]
     if maps:
         records.feature_map, records.feature_map_mirror = _load_maps(cache_dir, dataset, backend, records)
     return records
