@@ -234,7 +234,7 @@ def test_pose_gate_keeps_a_face_at_its_target_pose_and_opens_for_large_changes()
     wide = model.gate(torch.tensor([[0.0, 0, 0], [9, 85, 0], [90, 0, 0]]), torch.zeros(3, 3)).squeeze(1)
     assert wide[0] == 0 and wide[1] < 0.1 and 0.75 < wide[2] < 1
     ungated = EnhancedTransformerDecoderOnly3D(**SMALL, use_pose_gate=False)
-    assert ungated.gate is None and "gate.centre" not in ungated.state_dict()
+    assert ungated.gate is None and "gate.centre_units" not in ungated.state_dict()
 
 
 def test_mirror_view_is_mixed_in_with_a_learned_weight_starting_at_the_mean_of_the_views():
@@ -249,7 +249,7 @@ def test_mirror_view_is_mixed_in_with_a_learned_weight_starting_at_the_mean_of_t
     torch.testing.assert_close(model(x["src"], profile), x["src"])                       # no mirror: no term
     out = model(x["src"], profile, src_mirror=mirror)
     out.sum().backward()
-    assert model.mirror_weight.grad is not None and model.gate.centre.grad is not None
+    assert model.mirror_weight.grad is not None and model.gate.centre_units.grad is not None
     no_mirror = EnhancedTransformerDecoderOnly3D(**SMALL, use_mirror_view=False)
     assert no_mirror.mirror_weight is None
     torch.testing.assert_close(no_mirror.eval()(x["src"], profile, src_mirror=mirror), x["src"])
@@ -280,7 +280,9 @@ def test_map_model_reads_the_cells_and_changes_the_embedding_through_the_embedde
                           return_residual=True)
     change = model.last_visualization["map_change"]
     gate = model.gate(profile, torch.zeros(2, 3))
-    assert torch.allclose(residual, gate * (change.flatten(1) @ model.embedder_head.weight.T), atol=1e-4)
+    raw_norm = model.embedder_head(maps).norm(dim=-1, keepdim=True)   # the change of the unit embedding
+    assert torch.allclose(residual, gate * (change.flatten(1) @ model.embedder_head.weight.T) / raw_norm, atol=1e-4)
+    assert torch.allclose(model.last_visualization["learned_change"], residual, atol=1e-6)   # src_mirror = src
     assert not torch.allclose(out, src)
     with pytest.raises(ValueError, match="feature_map"):
         model(src, profile, kp)
@@ -297,3 +299,22 @@ def test_map_model_saves_its_head_and_old_vector_configs_still_build(tmp_path):
     with pytest.raises(ValueError, match="no embedder head"):
         EnhancedTransformerDecoderOnly3D(d_model=32, num_layers=1, map_channels=4).eval()(
             torch.randn(1, 32), torch.zeros(1, 3), feature_map=torch.randn(1, 4, 7, 7))
+
+
+def test_one_zero_point_on_the_learned_path_so_every_part_gets_a_first_order_gradient():
+    """Only the fold starts at zero; LoRA's up, adaLN's modulation and the projection's output start small, so
+    one step on the fold gives every other part a gradient (four zeros in series starved them, issue 25)."""
+    model = map_model().train()
+    zero = [name for name, p in model.named_parameters() if p.dim() > 1 and not p.abs().sum()]
+    assert zero == ["map_tokenizer.fold.weight"]
+    src, maps, mirror = torch.randn(4, 32), torch.randn(4, 4, 7, 7), torch.randn(4, 4, 7, 7)
+    kp = torch.randn(4, 5, 3) * 0.5
+    profile = torch.tensor([[70.0, 0.0, 0.0]] * 4)
+    with torch.no_grad():
+        model.map_tokenizer.fold.weight.normal_(std=0.01)   # after the first step
+    out = model(src, profile, kp, None, src_mirror=mirror.mean((2, 3)).repeat(1, 8), feature_map=maps,
+                feature_map_mirror=mirror)
+    out.pow(2).sum().backward()
+    starved = [name for name, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert starved == [], starved

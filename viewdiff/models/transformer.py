@@ -45,7 +45,7 @@ from torch import nn
 from viewdiff.models.adaptive_norm import AdaptiveLayerNorm
 from viewdiff.models.config import TransformerConfig
 from viewdiff.models.cross_view import CrossViewAttention
-from viewdiff.models.lora import lora_parameters, mark_only_lora_trainable
+from viewdiff.models.lora import LoRALinearLayer, lora_parameters, mark_only_lora_trainable
 from viewdiff.models.map_tokens import EmbedderHead, MapTokenizer
 from viewdiff.models.pose_attention import (EmbeddingTokenizer, PoseConditionedLoRAAttention, PoseEmbedding,
                                             pose_arguments)
@@ -91,24 +91,33 @@ class PoseGate(nn.Module):
     of the yaw change d = |delta yaw| (degrees), shifted and rescaled to (s(d) - s(0)) / (1 - s(0)).
 
     Exactly 0 when the yaw does not change, so a face already at the target yaw passes through unchanged
-    however wide training makes the gate (it widens to ~28 degrees on CFP; an unshifted sigmoid then moved
-    frontal faces by a fifth of a full change and flipped Pointing'04's tilted frontals); near 1 for a
-    profile mapped to frontal. The yaw change only: the training data (CFP: frontal and profile photos of
-    little pitch) teaches nothing else, so a pitch-only change (a face looking up or down) is left as it is
-    rather than extrapolated. centre and width are learned, initialised at 45 and 10 degrees. A gate on the
-    pose change, not on the identity, so it cannot memorise the training people.
+    however wide training makes the gate; near 1 for a profile mapped to frontal. The yaw change only: the
+    training data (frontal and turned photos of little pitch) teaches nothing else, so a pitch-only change (a
+    face looking up or down) is left as it is rather than extrapolated. A gate on the pose change, not on the
+    identity, so it cannot memorise the training people.
+
+    Parameterised so that training can move it: the centre is stored in units of `UNIT` degrees and the width
+    as its log (Adam moves a parameter by about its learning rate per step whatever its scale, so a centre
+    stored in degrees moved ~0.01 deg per step and never left its initial 45). Initialised at 45 and 10 degrees.
     """
+
+    UNIT = 10.0   # degrees per unit of `centre_units`
 
     def __init__(self, centre: float = 45.0, width: float = 10.0):
         super().__init__()
-        self.centre = nn.Parameter(torch.tensor(float(centre)))
+        self.centre_units = nn.Parameter(torch.tensor(float(centre) / self.UNIT))
         self.log_width = nn.Parameter(torch.tensor(float(width)).log())
+
+    @property
+    def centre(self) -> torch.Tensor:
+        """The centre of the sigmoid in degrees of yaw change."""
+        return self.centre_units * self.UNIT
 
     def forward(self, source_pose: torch.Tensor, target_pose: torch.Tensor) -> torch.Tensor:
         delta = (source_pose[:, :1] - target_pose[:, :1]).abs()
-        width = self.log_width.exp()
-        at_rest = torch.sigmoid(-self.centre / width)   # s(0)
-        return (torch.sigmoid((delta - self.centre) / width) - at_rest) / (1 - at_rest)
+        width, centre = self.log_width.exp(), self.centre
+        at_rest = torch.sigmoid(-centre / width)   # s(0)
+        return (torch.sigmoid((delta - centre) / width) - at_rest) / (1 - at_rest)
 
 
 class EnhancedTransformerDecoderOnly3D(nn.Module):
@@ -159,7 +168,21 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         self.mirror_weight = nn.Parameter(torch.tensor(0.5)) if c.use_mirror_view else None
         self.gate = PoseGate() if c.use_pose_gate else None
         self.requires_grad_(True)  # full training by default, LoRA bases included (see module doc)
+        self._one_zero_point()
         self._visualization: dict = {}
+
+    def _one_zero_point(self, std: float = 0.02) -> None:
+        """Leave exactly one zero-initialised point on the learned path: the map model's `fold` (or the vector
+        model's `head`), so a fresh model adds no change. The parts that are zero-initialised when they stand
+        alone (LoRA's `up`, adaLN's modulation, the projection layer's output) start small instead: four zeros
+        in series gave every part upstream of them a gradient of second order, and they barely learned."""
+        for module in self.modules():
+            if isinstance(module, AdaptiveLayerNorm):
+                nn.init.normal_(module.modulation.weight, std=std)
+            elif isinstance(module, LoRALinearLayer):
+                nn.init.normal_(module.up.weight, std=std)
+        if self.projection is not None and self.settings.map_channels:
+            nn.init.normal_(self.projection.project.weight, std=std)
 
     # help() and inspect show the keyword names and defaults of TransformerConfig
     __init__.__signature__ = inspect.Signature(
@@ -190,7 +213,8 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         if not viz:
             return {}
         return {"attention": [w.cpu() for w in viz["attention"]], "token_labels": list(viz["token_labels"]),
-                **{k: None if viz[k] is None else viz[k].cpu() for k in ("voxels", "density", "map_change")}}
+                **{k: None if viz[k] is None else viz[k].cpu()
+                   for k in ("voxels", "density", "map_change", "learned_change")}}
 
     def forward(self, src: torch.Tensor, source_pose: torch.Tensor | None = None,
                 keypoints_3d: torch.Tensor | None = None, target_pose: torch.Tensor | None = None,
@@ -216,21 +240,25 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
             if weights is not None:
                 attention.append(weights.detach())
         map_change = None
-        if self.settings.map_channels:   # the photo's cells -> a change of its map -> through the embedder's head
+        if self.settings.map_channels:   # the photo's cells -> a change of its map -> through the embedder's head,
             map_change = self.map_tokenizer.detokenize(self.final_norm(tokens[:, 1:1 + self.settings.map_size ** 2]))
-            residual = self.embedder_head(map_change, bias=False)
+            raw_norm = self.embedder_head(feature_map).norm(dim=-1, keepdim=True).detach()   # in unit-embedding terms:
+            residual = self.embedder_head(map_change, bias=False) / raw_norm   # the change of normalize(head(map))
         else:
             residual = self.tokenizer.detokenize(self.final_norm(tokens[:, 1:1 + self.tokenizer.num_tokens]))
         if self.cross_view is not None and multiview_input:
             residual = residual + self.cross_view(residual)
         if not self.settings.map_channels:
             residual = self.head(residual)
+        learned = residual   # what the tokens add: the learned path
         if self.mirror_weight is not None and src_mirror is not None:
             residual = residual + self.mirror_weight * (src_mirror - src)
         if self.gate is not None:
-            residual = self.gate(source_pose, target_pose).to(src.dtype) * residual
+            gate = self.gate(source_pose, target_pose).to(src.dtype)
+            residual, learned = gate * residual, gate * learned
         self._visualization = {"attention": attention, "token_labels": labels, "voxels": voxels,
-                               "density": density, "map_change": None if map_change is None else map_change.detach()}
+                               "density": density, "map_change": None if map_change is None else map_change.detach(),
+                               "learned_change": learned.detach()}
         out = src + residual
         return (out, residual) if return_residual else out
 
