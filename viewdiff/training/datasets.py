@@ -46,6 +46,8 @@ class PosePairDataset:
     Item i: dict src [D], src_mirror [D], source_pose [3] (estimated), keypoints_3d [5, 3], target [D],
     target_pose [3], identity (int index into `identities`); with maps in the records also feature_map and
     feature_map_mirror [C, 7, 7] (a mirrored pair swaps them, each flipped left-right).
+    `bank` [M, D], `bank_identity` [M]: every frontal photo flip-fused (its embedding + its mirror's, unit), the
+    gallery side of the verification loss and of the validation.
     """
 
     def __init__(self, records: FaceRecords, pose_pairs_per_row: int = 1, seed: int = 0, mirror: bool = False,
@@ -77,6 +79,9 @@ class PosePairDataset:
                     tgt_emb.append(r.embedding[t])
                     tgt_pose.append(r.true_pose[t])
         src = np.asarray(src, dtype=int)
+        bank = np.flatnonzero(frontal_row)   # every frontal photo as the product's gallery stores it: flip-fused
+        self.bank = l2_normalize(r.embedding[bank] + r.embedding_mirror[bank]).astype(np.float32)
+        self.bank_identity = np.array([ident_index[n] for n in r.identity[bank]], dtype=np.int64)
         self.src, self.src_mirror = r.embedding[src], r.embedding_mirror[src]
         self.source_pose, self.keypoints_3d = r.source_pose[src], r.keypoints_3d[src]
         self.target = np.asarray(tgt_emb, np.float32).reshape(len(src), r.embedding.shape[1])
@@ -142,3 +147,41 @@ def cfp_fp_pairs(cfp: FaceRecords, data_root: str | Path, allow_missing: bool = 
                 fold.append(int(fold_dir.name))
     return {"a": np.array(a, dtype=int), "b": np.array(b, dtype=int), "same": np.array(same, dtype=bool),
             "fold": np.array(fold, dtype=int)}
+
+
+CROSS_POSE_TURNED = 35.0   # estimated |yaw| from which a folder dataset's photo is the turned side of a pair
+IMPOSTORS_PER_GENUINE = 10   # different-person pairs drawn per same-person pair, in each fold
+
+
+def cross_pose_pairs(records: FaceRecords, seed: int = 0) -> dict[str, np.ndarray]:
+    """Identity-disjoint cross-pose verification pairs of a folder dataset (the second test beside CFP-FP), as
+    row indices of `records`, in the folds of its identities (`listings.folder_fold`: fold model k never trains
+    on them).
+
+    a: a near-frontal photo (estimated |yaw| and |pitch| <= `PHOTO_FRONTAL_MAX`), b: a turned one (|yaw| >=
+    `CROSS_POSE_TURNED`). Same person: every such pair of one identity. Different person: in each fold,
+    `IMPOSTORS_PER_GENUINE` x as many (a, b) pairs of two different identities of that fold, drawn without
+    replacement (`seed`), so that FAR 0.1% rests on about twenty different-person scores of the other folds.
+    -> a [P], b [P], same [P] bool, fold [P] int.
+    """
+    found = records.found
+    yaw, pitch = np.abs(records.source_pose[:, 0]), np.abs(records.source_pose[:, 1])
+    frontal = found & (yaw <= PHOTO_FRONTAL_MAX) & (pitch <= PHOTO_FRONTAL_MAX)
+    turned = found & (yaw >= CROSS_POSE_TURNED)
+    rng = np.random.default_rng(seed)
+    a, b, same, fold = [], [], [], []
+    for f in sorted(set(records.fold[found].tolist()) - {0}):
+        fa, fb = np.flatnonzero(frontal & (records.fold == f)), np.flatnonzero(turned & (records.fold == f))
+        match = records.identity[fa][:, None] == records.identity[fb][None, :]   # [A, B]
+        gi, gj = np.nonzero(match)
+        ii, ij = np.nonzero(~match)
+        pick = rng.choice(len(ii), size=min(len(ii), IMPOSTORS_PER_GENUINE * len(gi)), replace=False)
+        pick.sort()
+        a += [fa[gi], fa[ii[pick]]]
+        b += [fb[gj], fb[ij[pick]]]
+        same += [np.ones(len(gi), bool), np.zeros(len(pick), bool)]
+        fold += [np.full(len(gi) + len(pick), f)]
+    if not a:
+        raise ValueError("no cross-pose pairs: the folder dataset needs near-frontal and turned photos of one person")
+    return {"a": np.concatenate(a), "b": np.concatenate(b), "same": np.concatenate(same),
+            "fold": np.concatenate(fold)}

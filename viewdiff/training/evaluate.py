@@ -48,7 +48,7 @@ from torch import nn
 
 from viewdiff.embeddings import l2_normalize
 from viewdiff.paths import shared_dir
-from viewdiff.training.datasets import cfp_fp_pairs
+from viewdiff.training.datasets import cfp_fp_pairs, cross_pose_pairs
 from viewdiff.training.metrics import best_threshold, far_threshold, identity_bootstrap_weights
 from viewdiff.training.protocols import (PROTOCOLS, bootstrap_rates, fold_metrics, pair_scores, paired_test,
                                          pointing04_rank1, profile_rank1)
@@ -143,7 +143,16 @@ def fold_config(method: str, test_fold: int, seed: int, args: argparse.Namespace
                      exclude_fold=test_fold, seed=seed, quiet=True, checkpoint_every=10 ** 6,
                      save_dir=str(Path(args.work_dir) / tag), max_identities=args.max_identities or None,
                      **{**base, **(recipe or {})})
-    return TrainConfig.from_args(args.train_args.split(), base=config)
+    config = TrainConfig.from_args(args.train_args.split(), base=config)
+    if config.loss == "verification" and not config.val_fold and test_fold:   # early stopping, on an inner fold
+        config = replace(config, val_fold=early_stopping_fold(test_fold))
+    return config
+
+
+def early_stopping_fold(test_fold: int) -> int:
+    """The inner fold that stops fold model `test_fold` (the next fold, cyclically over 1..10): left out of its
+    training like the test fold, and the only fold its best epoch is chosen on; the test fold is never looked at."""
+    return test_fold % 10 + 1
 
 
 def fitted(config: TrainConfig) -> nn.Module:
@@ -152,14 +161,16 @@ def fitted(config: TrainConfig) -> nn.Module:
     from viewdiff.models.checkpoint import WeightsError, load_pretrained
     current = json.loads(json.dumps(asdict(config), default=str))
     defaults = json.loads(json.dumps(asdict(TrainConfig()), default=str))
+    chosen = Path(config.save_dir) / ("best_model" if config.val_fold else "final_model")   # early stopping's pick
     try:
         model, meta = load_pretrained(Path(config.save_dir) / "final_model")
         saved = meta.get("train_config", {})
         if all(saved.get(k, defaults[k]) == v for k, v in current.items()):   # fields added since: their defaults
-            return model
+            return load_pretrained(chosen)[0] if config.val_fold else model
     except WeightsError:
         pass
-    return train(config).model
+    model = train(config).model
+    return load_pretrained(chosen)[0] if config.val_fold else model
 
 
 def recipe_name(recipe: dict | None) -> str:
@@ -233,42 +244,47 @@ def parse_folds(text: str) -> list[int]:
 
 
 def fold_embeddings(method: str, fold: int, seed: int, cfp: FaceRecords, p04: FaceRecords | None,
-                    fp_pairs: dict[str, np.ndarray], args: argparse.Namespace) -> dict:
-    """`method` fitted without CFP fold `fold` -> its embeddings of every CFP (and Pointing'04) photo, and
-    its gallery side when it is not the raw embedding (``flip_fused``)."""
+                    fp_pairs: dict[str, np.ndarray], args: argparse.Namespace, second: FaceRecords | None = None) -> dict:
+    """`method` fitted without CFP fold `fold` (and the folder dataset's fold `fold`) -> its embeddings of every
+    CFP (and Pointing'04, and `second`: the folder dataset's cross-pose test) photo, and its gallery side when it
+    is not the raw embedding (``flip_fused``)."""
     start = time.time()
-    out: dict = {"selection": None, "gallery_cfp": None, "gallery_p04": None}
-    raw = l2_normalize(cfp.embedding)
+    sets = {"cfp": cfp, "p04": p04, "second": second}
+    out: dict = {"selection": None, **{f"gallery_{k}": None for k in sets}}
     if method == "raw":
-        out["cfp"], out["p04"] = raw, None if p04 is None else l2_normalize(p04.embedding)
+        out.update({k: None if r is None else l2_normalize(r.embedding) for k, r in sets.items()})
     elif METHODS[method] is None:
         fitted_on = cfp.subset(cfp.fold != fold)
-        out["cfp"] = untrained_transform(method, fitted_on, cfp)
-        out["p04"] = None if p04 is None else untrained_transform(method, fitted_on, p04)
+        out.update({k: None if r is None else untrained_transform(method, fitted_on, r) for k, r in sets.items()})
         if method == "flip_fused":
-            out["gallery_cfp"], out["gallery_p04"] = out["cfp"], out["p04"]
+            out.update({f"gallery_{k}": out[k] for k in sets})
     else:
         recipe = None
         if method in NESTED:
             out["selection"] = select_recipe(method, fold, cfp, fp_pairs, args)
             recipe = out["selection"]["recipe"]
         model = fitted(fold_config(method, fold, seed, args, recipe))
-        out["cfp"], out["p04"] = transform(model, cfp), None if p04 is None else transform(model, p04)
+        out.update({k: None if r is None else transform(model, r) for k, r in sets.items()})
     out["seconds"] = time.time() - start
     return out
 
 
 def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, p04: FaceRecords | None,
                     pairs: dict[str, dict], fp_pairs: dict[str, np.ndarray], args: argparse.Namespace,
-                    pool: ProcessPoolExecutor | None = None) -> dict:
+                    pool: ProcessPoolExecutor | None = None, second: FaceRecords | None = None,
+                    second_pairs: dict[str, np.ndarray] | None = None) -> dict:
     """One method, one seed: out-of-fold scores of every protocol on `pairs` (the evaluated folds' FP and FF
     pairs) -> per-fold metrics (+ Pointing'04 with the first fold's model). `fp_pairs` (every fold's FP pairs)
-    serve the nested selection. With a `pool` (`--jobs`), the folds are fitted in its processes."""
+    serve the nested selection. With a `pool` (`--jobs`), the folds are fitted in its processes. With `second` (a
+    folder dataset's records) and its `second_pairs` (`cross_pose_pairs`), the same per-fold metrics there."""
     raw = l2_normalize(cfp.embedding)
     scores = {(name, proto): np.zeros(len(pr["same"])) for name, pr in pairs.items() for proto in PROTOCOLS}
     rank1 = {proto: [] for proto in PROTOCOLS}
     result: dict = {"seconds": 0.0, "selections": []}
-    jobs = [(method, k, seed, cfp, p04 if i == 0 else None, fp_pairs, args) for i, k in enumerate(folds)]
+    jobs = [(method, k, seed, cfp, p04 if i == 0 else None, fp_pairs, args, second) for i, k in enumerate(folds)]
+    second_scores = {proto: np.zeros(len(second_pairs["same"])) for proto in PROTOCOLS} if second is not None else {}
+    second_raw = None if second is None else l2_normalize(second.embedding)
+    second_fused = None if second is None else l2_normalize(second.embedding + second.embedding_mirror)
     outputs = list(pool.map(fold_embeddings, *zip(*jobs)) if pool and method != "raw"
                   else (fold_embeddings(*job) for job in jobs))
     fused = l2_normalize(cfp.embedding + cfp.embedding_mirror)
@@ -285,6 +301,12 @@ def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, 
             s[test] = pair_scores(sides[proto], emb, cfp, pairs[name], proto)[test]
         for proto in PROTOCOLS:
             rank1[proto].append(profile_rank1(sides[proto], emb, cfp, k, proto, among="fold"))
+        if second is not None:
+            own2, test2 = fit["gallery_second"], second_pairs["fold"] == k
+            sides2 = {"probe": second_raw if own2 is None else own2, "both": second_raw if own2 is None else own2,
+                      "fused": second_fused if own2 is None else own2}
+            for proto, s in second_scores.items():
+                s[test2] = pair_scores(sides2[proto], fit["second"], second, second_pairs, proto)[test2]
         if i == 0 and fit["p04"] is not None:
             p04_gallery = l2_normalize(p04.embedding) if fit["gallery_p04"] is None else fit["gallery_p04"]
             result["pointing04"] = pointing04_rank1(p04_gallery, fit["p04"], p04)
@@ -299,6 +321,11 @@ def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, 
         if name == "FP":
             result[key][proto]["rank1_heldout"] = rank1[proto]
     result["fp_scores"] = {proto: scores[("FP", proto)] for proto in PROTOCOLS}   # [P] for the bootstrap
+    if second is not None:
+        test2 = np.isin(second_pairs["fold"], folds)
+        result["second"] = {proto: fold_metrics(s[test2], {k: v[test2] for k, v in second_pairs.items()})
+                            for proto, s in second_scores.items()}
+        result["second_scores"] = {proto: s[test2] for proto, s in second_scores.items()}
     return result
 
 
@@ -307,15 +334,17 @@ def summarize(runs: list[dict], key: str, proto: str, metric: str) -> list[float
     return np.mean([run[key][proto][metric] for run in runs], axis=0).tolist()
 
 
-def bootstrap(runs: dict[str, list[dict]], cfp: FaceRecords, fp_pairs: dict[str, np.ndarray]) -> dict:
+def bootstrap(runs: dict[str, list[dict]], cfp: FaceRecords, fp_pairs: dict[str, np.ndarray],
+              key: str = "fp_scores") -> dict:
     """{method: {protocol: {metric: [BOOTSTRAP]}}}: each method's TAR @ FAR 1% / 0.1% and pAUC (mean over folds,
-    then over seeds, as the tables' figure) under the same BOOTSTRAP resamples of each fold's identities."""
+    then over seeds, as the tables' figure) under the same BOOTSTRAP resamples of each fold's identities; `key`:
+    the runs' scores of these pairs (``second_scores``: the folder dataset's, `cfp` then its records)."""
     weights = identity_bootstrap_weights(cfp.identity[fp_pairs["a"]], cfp.identity[fp_pairs["b"]], fp_pairs["fold"],
                                          BOOTSTRAP, BOOTSTRAP_SEED)
     out: dict = {}
     for m, method_runs in runs.items():
         for proto in PROTOCOLS:
-            per_seed = [bootstrap_rates(r["fp_scores"][proto], fp_pairs, weights) for r in method_runs]
+            per_seed = [bootstrap_rates(r[key][proto], fp_pairs, weights) for r in method_runs]
             out.setdefault(m, {})[proto] = {metric: np.mean([b[metric] for b in per_seed], axis=0)
                                             for metric in per_seed[0]}
     return out
@@ -378,15 +407,25 @@ def main(argv: list[str] | None = None) -> dict:
         p04 = load_records(args.data_dir, "pointing04", args.backend, maps=maps)
     except FileNotFoundError:
         p04 = None
+    second = second_pairs = None
+    if extra:   # the first folder dataset is also a test: its cross-pose pairs, fold by fold (`cross_pose_pairs`)
+        second = first_identities(load_records(args.data_dir, extra[0], args.backend, maps=maps), args.max_identities)
+        second_pairs = cross_pose_pairs(second)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 \
             else contextlib.nullcontext() as pool:
-        runs = {m: [evaluate_method(m, seed, folds, cfp, p04, pairs, all_pairs["FP"], args, pool)
+        runs = {m: [evaluate_method(m, seed, folds, cfp, p04, pairs, all_pairs["FP"], args, pool, second, second_pairs)
                     for seed in (seeds if m != "raw" and METHODS[m] is not None else seeds[:1])] for m in methods}
     results = {"folds": folds, "seeds": seeds, "datasets": args.datasets, "backend": args.backend, "fingerprint": cfp.fingerprint,
                "train_args": args.train_args, "coverage": f"{int(cfp.found.sum())}/{len(cfp)} CFP photos with a face",
                "bootstrap": {"resamples": BOOTSTRAP, "seed": BOOTSTRAP_SEED, "over": "identities within each fold"},
                "methods": {}}
     boot = bootstrap(runs, cfp, pairs["FP"])
+    if second is not None:
+        test2 = {k: v[np.isin(second_pairs["fold"], folds)] for k, v in second_pairs.items()}
+        boot2 = bootstrap(runs, second, test2, key="second_scores")
+        results["second"] = {"dataset": extra[0], "pairs": int(len(test2["same"])), "same": int(test2["same"].sum()),
+                             "definition": "a: near-frontal photo, b: turned photo of a person of the test fold (never "
+                                           "trained on in that fold model); different-person pairs drawn in the fold"}
     for m, method_runs in runs.items():
         entry = {"seconds_per_fold": round(float(np.mean([r["seconds"] for r in method_runs])), 1),
                  "recipe": None if m == "raw" or METHODS[m] is None else fold_config(m, 0, 0, args).command()}
@@ -403,6 +442,18 @@ def main(argv: list[str] | None = None) -> dict:
                 if m != "flip_fused":
                     entry[f"{key}/{proto}/{metric}"]["vs_flip_fused"]["diff_ci95"] = interval(
                         boot[m][proto][metric] - boot["flip_fused"][proto][metric])
+        if second is not None:
+            for proto, metric in [(pr, mt) for pr in PROTOCOLS for mt in FP_METRICS[:-1]]:
+                per_fold = summarize(method_runs, "second", proto, metric)
+                cell = {"per_fold": per_fold, "mean": float(np.mean(per_fold)),
+                        **{f"vs_{ref}": paired_test(per_fold, summarize(runs[ref], "second", proto, metric))
+                           for ref in REFERENCES if ref in runs and ref != m}}
+                if metric in boot2[m][proto]:
+                    cell["ci95"] = interval(boot2[m][proto][metric])
+                    if m != "flip_fused":
+                        cell["vs_flip_fused"]["diff_ci95"] = interval(boot2[m][proto][metric]
+                                                                      - boot2["flip_fused"][proto][metric])
+                entry[f"second/{proto}/{metric}"] = cell
         if p04 is not None:
             entry["pointing04"] = [{**row, "rank1": float(np.mean([r["pointing04"][i]["rank1"] for r in method_runs])),
                                     "similarity": float(np.mean([r["pointing04"][i]["similarity"] for r in method_runs]))}

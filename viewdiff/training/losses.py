@@ -3,6 +3,9 @@
 - ``regression`` (`embedding_loss`): (1 - cos) + squared error to the target (the identity's frontal
   mean) + an in-batch identity InfoNCE. Pulls every profile onto its own identity's mean, which on a
   strong embedder memorises the training identities.
+- ``verification`` (`verification_loss`): every frontal photo of the identity a positive (flip-fused, as
+  the gallery stores them), the hardest frontal photos of other identities the negatives, with a margin;
+  anchored at the flip-fused input.
 - ``gallery`` (`gallery_loss`): what the product measures, a transformed probe against a gallery of raw
   frontal embeddings. InfoNCE of the transformed embedding against the frontal means of *all*
   training identities, plus `source_weight` x the squared distance to an anchor near the input (the
@@ -77,4 +80,37 @@ def gallery_loss(out: torch.Tensor, anchor: torch.Tensor, target: torch.Tensor, 
         loss_src = (o - anchor).pow(2).sum(-1).mean()
         loss = loss + source_weight * loss_src
         parts["source"] = loss_src.item()
+    return loss, parts
+
+
+def verification_loss(out: torch.Tensor, anchor: torch.Tensor, identity: torch.Tensor, bank: torch.Tensor,
+                      bank_identity: torch.Tensor, temperature: float, margin: float, hard_negatives: int,
+                      anchor_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Verification-shaped: every frontal photo of the probe's identity is a positive, the `hard_negatives`
+    most similar frontal photos of other identities are its negatives, and each positive must beat them by
+    `margin` in cosine; + `anchor_weight` * |normalize(out) - anchor|^2.
+
+    out, anchor [B, D] (anchor: the flip-fused input, where the probe starts); identity [B]; bank [M, D] the
+    training frontal photos as flip-fused templates (what the product's gallery stores), bank_identity [M].
+    Per probe and positive p: softplus(logsumexp(s_neg / t) - (s_p - margin) / t), i.e. the InfoNCE of p
+    against the hardest negatives alone, averaged over the probe's positives: the impostor tail, which sets
+    the threshold at a low FAR, is what it pushes down.
+    """
+    o = F.normalize(out, dim=-1)
+    sims = o @ bank.to(o).T   # [B, M]
+    positive = bank_identity[None, :] == identity[:, None]
+    has = positive.any(dim=1)
+    parts, loss = {}, out.new_zeros(())
+    if has.any():
+        sims, positive = sims[has], positive[has]
+        negatives = sims.masked_fill(positive, -float("inf")).topk(min(hard_negatives, sims.shape[1]), dim=1).values
+        lse = torch.logsumexp(negatives / temperature, dim=1, keepdim=True)   # [B', 1]
+        per_positive = F.softplus(lse - (sims - margin) / temperature)       # [B', M]
+        loss_ver = (per_positive * positive).sum(1).div(positive.sum(1)).mean()
+        loss = loss + loss_ver
+        parts["verification"] = loss_ver.item()
+    if anchor_weight > 0:
+        loss_anchor = (o - anchor).pow(2).sum(-1).mean()
+        loss = loss + anchor_weight * loss_anchor
+        parts["anchor"] = loss_anchor.item()
     return loss, parts

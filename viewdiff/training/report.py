@@ -21,10 +21,10 @@ def _signed(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-def _metrics(results: dict, proto: str) -> list[tuple[str, str]]:
-    """The METRICS this results file holds for `proto`."""
+def _metrics(results: dict, proto: str, key: str = "cfp_fp") -> list[tuple[str, str]]:
+    """The METRICS this results file holds for `proto` (on CFP-FP, or `key` ``second``: the folder dataset's test)."""
     first = next(iter(results["methods"].values()))
-    return [(metric, name) for metric, name in METRICS if f"cfp_fp/{proto}/{metric}" in first]
+    return [(metric, name) for metric, name in METRICS if f"{key}/{proto}/{metric}" in first]
 
 
 def _value(cell: dict) -> str:
@@ -46,23 +46,23 @@ def _versus(cell: dict, ref: str) -> str:
             + f", {t['wins']}/{t['ties']}/{t['losses']}, p={t['p']:.3f}")
 
 
-def protocol_table(results: dict, proto: str) -> list[str]:
+def protocol_table(results: dict, proto: str, key: str = "cfp_fp") -> list[str]:
     """Two tables of one protocol: each method's figures (TARs and pAUC with their 95% intervals), then its
     paired comparisons with raw and with flip_fused."""
-    metrics = _metrics(results, proto)
+    metrics = _metrics(results, proto, key)
     first = next(iter(results["methods"].values()))
-    names = " | ".join(name + (" [95% CI]" if "ci95" in first[f"cfp_fp/{proto}/{metric}"] else "")
+    names = " | ".join(name + (" [95% CI]" if "ci95" in first[f"{key}/{proto}/{metric}"] else "")
                        for metric, name in metrics)
     lines = [f"| method | {names} |", "|---|" + "---|" * len(metrics)]
     for m, entry in results["methods"].items():
-        lines.append(f"| {m} | " + " | ".join(_value(entry[f"cfp_fp/{proto}/{metric}"]) for metric, _ in metrics)
+        lines.append(f"| {m} | " + " | ".join(_value(entry[f"{key}/{proto}/{metric}"]) for metric, _ in metrics)
                      + " |")
     lines += ["", "Paired with the baselines: method minus baseline (its bootstrap 95% interval against flip_fused), "
               "wins/ties/losses over folds, p of the sign-flip test:", "",
               f"| method | vs | {' | '.join(name for _, name in metrics)} |", "|---|---|" + "---|" * len(metrics)]
     for m, entry in results["methods"].items():
         for ref in REFERENCES:
-            cells = [_versus(entry[f"cfp_fp/{proto}/{metric}"], ref) for metric, _ in metrics]
+            cells = [_versus(entry[f"{key}/{proto}/{metric}"], ref) for metric, _ in metrics]
             if any(cells):
                 lines.append(f"| {m} | {ref} | " + " | ".join(cells) + " |")
     return lines
@@ -104,6 +104,13 @@ def write_report(results: dict, path: Path) -> str:
         out += ["", "Transformed probe vs a gallery of flip-fused templates (each gallery photo averaged with its "
                 "mirror):", ""]
         out += protocol_table(results, "fused")
+    if "second" in results:
+        second = results["second"]
+        out += ["", f"**Second test: {second['dataset']}, cross-pose, identity-disjoint** ({second['pairs']} pairs, "
+                f"{second['same']} same-person; {second['definition']}). Transformed probe vs raw gallery photo:", ""]
+        out += protocol_table(results, "probe", "second")
+        out += ["", f"{second['dataset']}, transformed probe vs flip-fused gallery photo (the demo's protocol):", ""]
+        out += protocol_table(results, "fused", "second")
     rank1, rank1_name = next((metric, name) for metric, name in _metrics(results, "probe") if metric.startswith("rank1"))
     out += ["", f"CFP-FF (frontal-frontal, probe protocol) and the spread over seeds (CFP-FP probe accuracy / "
             f"{rank1_name}):", "", "| method | FF accuracy | FF TAR @ FAR 1% | FF TAR @ FAR 0.1% | FP accuracy per seed | "

@@ -39,7 +39,7 @@ from viewdiff.models.config import TransformerConfig
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 from viewdiff.paths import data_root, repo_relative
 from viewdiff.training.datasets import MAP_KEYS, PosePairDataset, fold_split, stack_pairs
-from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss
+from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss, verification_loss
 from viewdiff.training.multiview import epoch_batches
 from viewdiff.training.prior import LAMBDA_PRIOR, EnhancedTransformerWithPrior, PriorPreservationDataset
 from viewdiff.training.listings import refuse_shared_identities
@@ -101,12 +101,17 @@ class TrainConfig:
                                   action=argparse.BooleanOptionalAction)
     frontal_sources: int | None = option(2, "frontal photos per identity used as sources (None: all); every "
                                             "frontal photo still enters the identity's target mean")
-    loss: str = option("gallery", "gallery: InfoNCE against the raw frontal means of all training identities "
-                       "(+ source_weight); regression: cos + MSE to the frontal mean + in-batch identity term",
-                       choices=("gallery", "regression"))
-    source_weight: float = option(3.0, "gallery loss: weight of the squared distance to the source (the mean of "
-                                       "the photo's and its mirror's embeddings with --use_mirror_view)")
-    margin: float = option(0.0, "gallery loss: additive cosine margin on the own identity (CosFace)")
+    loss: str = option("gallery", "verification: every flip-fused frontal photo of the identity a positive against "
+                       "the hardest frontal photos of others, with --margin (+ source_weight); gallery: InfoNCE "
+                       "against the raw frontal means of all training identities (+ source_weight); regression: cos "
+                       "+ MSE to the frontal mean + in-batch identity term",
+                       choices=("verification", "gallery", "regression"))
+    hard_negatives: int = option(64, "verification loss: the most similar frontal photos of other identities each "
+                                     "probe is scored against")
+    source_weight: float = option(3.0, "gallery and verification losses: weight of the squared distance to the "
+                                       "source (the mean of the photo's and its mirror's embeddings with "
+                                       "--use_mirror_view)")
+    margin: float = option(0.0, "gallery and verification losses: additive cosine margin on the own identity")
     lr: float = option(1e-3, "learning rate of the non-LoRA parameters")
     lora_lr: float = option(2e-3, "learning rate of the LoRA parameters")
     gate_lr: float = option(1e-2, "learning rate of the pose gate and the mirror weight (scalars)")
@@ -123,8 +128,9 @@ class TrainConfig:
     checkpoint_every: int = option(10, "epochs between .pth checkpoints")
     resume: str | None = option(None, "checkpoint_epoch_N_enhanced.pth to continue from")
     seed: int = option(0)
-    val_fold: int = option(0, "CFP-FP fold (1..10) held out for validation (best_model/ is chosen on it); never "
-                              "the --exclude_fold; 0 trains on every identity")
+    val_fold: int = option(0, "CFP-FP fold (1..10) held out for validation (best_model/ is the epoch that "
+                              "validates best on it: early stopping); never the --exclude_fold; 0 trains on every "
+                              "identity")
     exclude_fold: int = option(0, "CFP-FP fold (1..10) held out for testing: neither trained nor validated on (a "
                                   "--val_fold equal to it is refused); the held-out evaluation sets it for every "
                                   "fold model")
@@ -271,15 +277,31 @@ def select_records(config: TrainConfig) -> FaceRecords:
 
 
 @torch.no_grad()
-def evaluate_pairs(model: nn.Module, pairs: dict[str, torch.Tensor], config: TrainConfig) -> dict:
-    """Validation loss and mean cosine to the target, in eval mode."""
+def evaluate_pairs(model: nn.Module, pairs: dict[str, torch.Tensor], config: TrainConfig,
+                   bank: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """Validation loss and mean cosine to the target, in eval mode; with the validation identities' `bank`
+    (flip-fused frontal photos, identities), `val_score`: the mean of TAR @ FAR 1% and 0.1% of their turned
+    photos (estimated |yaw| >= `VAL_TURNED`) against every frontal photo (the product's fused protocol): what
+    early stopping keeps the best epoch of."""
     model.eval()
     out = torch.cat([model(**model_inputs({k: v[i:i + 512] for k, v in pairs.items()}))
                      for i in range(0, len(pairs["src"]), 512)])
     loss, _ = embedding_loss(out, pairs["target"], pairs["identity"], config.identity_weight, config.temperature)
     cos = F.cosine_similarity(out, pairs["target"], dim=-1).mean().item()
     raw = F.cosine_similarity(pairs["src"], pairs["target"], dim=-1).mean().item()
-    return {"val_loss": loss.item(), "val_cosine": cos, "val_cosine_raw": raw}
+    row = {"val_loss": loss.item(), "val_cosine": cos, "val_cosine_raw": raw}
+    if bank is not None:
+        turned = pairs["source_pose"][:, 0].abs() >= VAL_TURNED
+        sims = F.normalize(out[turned], dim=-1) @ bank[0].T
+        same = pairs["identity"][turned][:, None] == bank[1][None, :]
+        impostor = sims[~same].sort().values
+        tars = [(sims[same] > impostor[min(len(impostor) - 1, math.ceil((1 - far) * len(impostor)) - 1)])
+                .float().mean().item() for far in (0.01, 0.001)]
+        row.update(val_tar_far1=tars[0], val_tar_far01=tars[1], val_score=float(np.mean(tars)))
+    return row
+
+
+VAL_TURNED = 30.0   # degrees of estimated |yaw| from which a validation photo is a probe of `val_score`
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -305,10 +327,14 @@ def train(config: TrainConfig) -> TrainResult:
 
     records = select_records(config)
     train_mask, val_mask = fold_split(records, config.val_fold, config.exclude_fold)
-    train_pairs = stack_pairs(PosePairDataset(records.subset(train_mask), mirror=config.mirror_augment,
-                                              frontal_sources=config.frontal_sources))
-    val_pairs = stack_pairs(PosePairDataset(records.subset(val_mask))) if val_mask.any() else None
+    train_set = PosePairDataset(records.subset(train_mask), mirror=config.mirror_augment,
+                                frontal_sources=config.frontal_sources)
+    train_pairs = stack_pairs(train_set)
+    val_set = PosePairDataset(records.subset(val_mask)) if val_mask.any() else None
+    val_pairs = stack_pairs(val_set) if val_set is not None else None
+    val_bank = (torch.as_tensor(val_set.bank), torch.as_tensor(val_set.bank_identity)) if val_set is not None else None
     gallery = frontal_gallery(train_pairs).to(device)
+    bank = torch.as_tensor(train_set.bank).to(device), torch.as_tensor(train_set.bank_identity).to(device)
     embedding_dim = train_pairs["src"].shape[1]
 
     if config.base_model_path:
@@ -325,6 +351,9 @@ def train(config: TrainConfig) -> TrainResult:
 
     def task_loss(out: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """The recipe's loss (`--loss`) of the outputs [B, D] of a pair batch."""
+        if config.loss == "verification":
+            return verification_loss(out.float(), source_anchor(batch, config), batch["identity"], bank[0], bank[1],
+                                     config.temperature, config.margin, config.hard_negatives, config.source_weight)
         if config.loss == "gallery":
             return gallery_loss(out.float(), source_anchor(batch, config), batch["target"], batch["target_pose"],
                                 batch["identity"], gallery, config.temperature, config.source_weight, config.margin)
@@ -393,11 +422,12 @@ def train(config: TrainConfig) -> TrainResult:
         if prior is not None:   # the weighted prior term's mean (part of train_loss)
             row["train_prior_loss"] = running_prior / max(1, len(batches))
         if val_pairs is not None:
-            row.update(evaluate_pairs(model, val_pairs, config))
+            row.update(evaluate_pairs(model, val_pairs, config, val_bank))
             writer.add_scalar("Epoch/ValLoss", row["val_loss"], epoch)
             writer.add_scalar("Epoch/ValCosineSim", row["val_cosine"], epoch)
-            if row["val_cosine"] > best:
-                best = row["val_cosine"]
+            criterion = row["val_score"] if config.loss == "verification" else row["val_cosine"]
+            if criterion > best:
+                best = criterion
                 save_pretrained(model, save_dir / "best_model", {**metadata, "epoch": epoch, **row})
         history.append(row)
         if not config.quiet:
