@@ -3,15 +3,15 @@
     python scripts/convert_w600k_mbf.py [--tflite ../shared/models/w600k_mbf/w600k_mbf.tflite]
                                         [--out weights/insightface/buffalo_s_w600k/w600k_mbf.onnx]
 
-The TFLite file (`../shared/models/w600k_mbf/README.md`: the official ONNX converted by onnx-tf, then
-dynamic-range quantised) is walked op by op (`scripts/tflite_onnx.py`, shared with `convert_face_mesh.py`)
-and each op written as the ONNX op that computes the same thing, in the same tensor layout: the int8 weights
-are dequantised (scale per output channel), TFLite's NHWC convolutions become ONNX's NCHW ``Conv`` between two
-``Transpose`` nodes (onnxruntime cancels the pairs), and the batch-size arithmetic before the final flatten
-becomes ``Flatten``. The graph has the interface insightface's ``ArcFaceONNX`` expects (input ``[N, 3, 112, 112]``, ``(x - 127.5) / 127.5``
-applied by insightface, output ``[N, 512]``), so ``FaceAnalysis`` loads it as the pack's recognition
-model. The map after the last PReLU, ``[N, 64, 7, 7]``, that the affine
-head (flatten -> fully connected -> + bias) turns into the embedding, is the tensor named ``feature_map``
+The TFLite file (`../shared/models/w600k_mbf/README.md`: the official ONNX converted by onnx-tf, then dynamic-range
+quantised) is walked op by op (`scripts/tflite_onnx.py`, shared with `convert_face_mesh.py`) and each op written as
+the ONNX op that computes the same thing, in the same tensor layout: the int8 weights are dequantised (scale per
+output channel), TFLite's NHWC convolutions become ONNX's NCHW ``Conv`` between two ``Transpose`` nodes
+(onnxruntime cancels the pairs), and the batch-size arithmetic before the final flatten becomes ``Flatten``. The
+graph has the interface insightface's ``ArcFaceONNX`` expects (input ``[N, 3, 112, 112]``, ``(x - 127.5) / 127.5``
+applied by insightface, output ``[N, 512]``), so ``FaceAnalysis`` loads it as the pack's recognition model. The map
+after the last PReLU, ``[N, 64, 7, 7]``, that the affine head (flatten -> fully connected -> + bias) turns into the
+embedding, is the tensor named ``feature_map``
 (not a graph output: ``ArcFaceONNX`` asserts a single output; `viewdiff.faces.backends` exposes it in memory).
 
 Deterministic: the same TFLite file gives the same ONNX bytes (checked by ``tests/test_faces_w600k.py``).
