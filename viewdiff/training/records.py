@@ -297,7 +297,7 @@ def load_records(cache_dir: str | Path, dataset: str, backend: str, maps: bool =
         records.feature_map, records.feature_map_mirror = _load_maps(cache_dir, dataset, backend, records)
     if surface:
         from viewdiff.training.surface import load_surface
-        cols = load_surface(cache_dir, dataset, backend, records.path)
+        cols = load_surface(cache_dir, dataset, backend, records)
         records.keypoints_3d = cols["keypoints_3d"].astype(np.float32)
         records.cell_depth, records.presence = cols["cell_depth"].astype(np.float32), cols["presence"]
     return records

@@ -10,8 +10,8 @@ float32 [N, 7, 7], ``keypoints_3d`` float32 [N, 5, 3] (frames: `viewdiff.faces.f
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from viewdiff.training.listings import resolve_dataset
 
-SURFACE_VERSION = 1
+SURFACE_VERSION = 2   # 2: mesh crop span 1.2, the records' keypoints hash in the key
 _WORKER_MESH = None
 
 
@@ -30,6 +30,14 @@ def surface_path(cache_dir: str | Path, dataset: str, backend: str) -> Path:
 def surface_command(dataset: str, backend: str, cache_dir) -> str:
     return (f"`python -m viewdiff.training.extract_surface --datasets {dataset} --backend {backend} "
             f"--cache_dir {cache_dir}`")
+
+
+def records_key(records) -> dict:
+    """What a surface file was computed from: its version, the rows' count and the sha1 of their keypoints and
+    `found` flags (a re-detection of the records makes the file stale)."""
+    digest = hashlib.sha1(np.ascontiguousarray(records.keypoints, np.float32).tobytes())
+    digest.update(np.ascontiguousarray(records.found, bool).tobytes())
+    return {"version": SURFACE_VERSION, "rows": int(len(records)), "keypoints_sha1": digest.hexdigest()}
 
 
 def _start_worker() -> None:
@@ -56,7 +64,7 @@ def extract_surface(cache_dir: str | Path, dataset: str, backend: str = "insight
                     force: bool = False) -> tuple[Path, dict]:
     """Write `surface_path` for the `dataset` records cache (module docstring) -> (path, stats).
 
-    Skipped (stats["skipped"] True) when the file is there for the same rows, unless `force`.
+    Skipped (stats["skipped"] True) when the file is there for the same rows and keypoints, unless `force`.
     stats: rows, faces (found), measured, unreadable, seconds, presence (array [N]).
     """
     from tqdm import tqdm
@@ -65,11 +73,10 @@ def extract_surface(cache_dir: str | Path, dataset: str, backend: str = "insight
     from viewdiff.training.records import load_records
     records = load_records(cache_dir, dataset, backend)
     out = surface_path(cache_dir, dataset, backend)
-    key = {"version": SURFACE_VERSION, "rows": int(len(records)), "fingerprint": records.fingerprint}
+    key = records_key(records)
     if out.is_file() and not force:
         with np.load(out, allow_pickle=False) as z:
-            if json.loads(str(z["meta"])).get("version") == SURFACE_VERSION and \
-                    np.array_equal(z["path"].astype(str), records.path):
+            if json.loads(str(z["meta"])) == key and np.array_equal(z["path"].astype(str), records.path):
                 return out, {"skipped": True, "rows": len(records), "presence": z["presence"]}
     root = resolve_dataset(dataset, data_root or default_data_root()).root
     n = len(records)
@@ -83,7 +90,6 @@ def extract_surface(cache_dir: str | Path, dataset: str, backend: str = "insight
     pool = None
     if jobs > 1:
         import multiprocessing
-        os.environ["VIEWDIFF_ORT_THREADS"] = "1"
         pool = multiprocessing.get_context("spawn").Pool(jobs, _start_worker)
         results = pool.imap(_surface_row, jobs_list, chunksize=16)
     else:
@@ -108,16 +114,16 @@ def extract_surface(cache_dir: str | Path, dataset: str, backend: str = "insight
                  "unreadable": unreadable, "seconds": time.perf_counter() - start, "presence": presence}
 
 
-def load_surface(cache_dir: str | Path, dataset: str, backend: str, paths: np.ndarray) -> dict[str, np.ndarray]:
-    """The surface columns (vertices, presence, cell_depth, keypoints_3d) for the records of `paths` (in
-    `load_records`' order); a missing or stale file raises `FileNotFoundError` naming the command to run."""
+def load_surface(cache_dir: str | Path, dataset: str, backend: str, records) -> dict[str, np.ndarray]:
+    """The surface columns (vertices, presence, cell_depth, keypoints_3d) for `records` (`load_records`' rows,
+    without a surface); a missing or stale file raises `FileNotFoundError` naming the command to run."""
     out = surface_path(cache_dir, dataset, backend)
     rerun = surface_command(dataset, backend, cache_dir)
     if not out.is_file():
         raise FileNotFoundError(f"no face-surface file at {out}: run {rerun} (after the records extraction)")
     with np.load(out, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
-        if meta.get("version") != SURFACE_VERSION or not np.array_equal(z["path"].astype(str), np.asarray(paths)):
+        if meta != records_key(records) or not np.array_equal(z["path"].astype(str), records.path):
             raise FileNotFoundError(f"the face-surface file {out} is for other rows than the records (or older): "
                                     f"rerun {rerun} --force")
         return {k: z[k] for k in ("vertices", "presence", "cell_depth", "keypoints_3d")}
