@@ -1,4 +1,5 @@
-"""Where the face models are: dlib's files, the SCRFD detector, insightface packs (search, download), ONNX providers.
+"""Where the face models are: dlib's files, the SCRFD detector, insightface packs (search, download), the
+MediaPipe face mesh (`face_mesh_dir`), ONNX providers.
 
 InsightFace packs (`resolve_pack`): ``model_dir`` argument (or a ``pack`` given as a folder), then
 ``$VIEWDIFF_MODELS`` (the pack itself or a folder holding ``<pack>/``), ``weights/insightface/<pack>``,
@@ -19,6 +20,17 @@ from viewdiff.paths import REPO_ROOT, models_env_dir, offline, repo_relative, sh
 
 DEFAULT_PACK = "w600k_mbf"   # shipped in weights/insightface/: SCRFD det_2.5g + w600k_mbf (buffalo_s's 512-d ArcFace)
 CHECKSUMS = "SHA256SUMS"
+
+
+def face_mesh_dir() -> Path:
+    """The shipped MediaPipe Face Mesh folder (``weights/face_mesh``: the ONNX, its triangles and symmetry, checked
+    against its SHA256SUMS by `viewdiff.faces.face_mesh.FaceMesh`); a missing folder raises with the fix."""
+    folder = REPO_ROOT / "weights" / "face_mesh"
+    if not (folder / CHECKSUMS).is_file():
+        raise ModelNotFoundError(f"the face-mesh model folder {_display(folder)} is missing: restore it with "
+                                 "`git checkout -- weights/face_mesh` (or rebuild the ONNX with "
+                                 "`python scripts/convert_face_mesh.py`)")
+    return folder
 
 
 def dlib_model_dir() -> Path:
@@ -195,11 +207,12 @@ def ort_session_options():
     return opts
 
 
-def onnx_session(path: Path, providers=None):
-    """An onnxruntime session for `path` with `ort_session_options`."""
+def onnx_session(path: Path, providers=None, options=None):
+    """An onnxruntime session for `path` with `options` (default `ort_session_options`)."""
     import onnxruntime
     try:
-        return onnxruntime.InferenceSession(str(path), ort_session_options(), providers=onnx_providers(providers))
+        return onnxruntime.InferenceSession(str(path), options or ort_session_options(),
+                                            providers=onnx_providers(providers))
     except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf types
         raise ModelNotFoundError(f"cannot load the model {Path(path).name} ({type(e).__name__}): restore it with "
                                  f"`git checkout -- {_display(Path(path).parent)}`") from e

@@ -27,3 +27,4 @@ class FaceRecord:
     backend: str = ""
     feature_map: np.ndarray | None = None    # [C, 7, 7] the embedder's last map, when it exposes one
     feature_map_mirror: np.ndarray | None = None   # [C, 7, 7] the mirrored face's, flipped back to these cells
+    surface: object | None = None            # viewdiff.faces.face_mesh.FaceSurface when measured (not filled yet)

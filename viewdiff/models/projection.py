@@ -29,12 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from viewdiff.models.crop_frame import CROP_CENTRE, CROP_SCALE, CROP_SIZE  # noqa: F401  (re-exported: the crop's
+# frame, template = (pixel - CROP_CENTRE) * CROP_SCALE, y flipped; viewdiff/models/crop_frame.py)
 from viewdiff.models.rotation import rotation_entries
 
 
-# The aligned 112x112 ArcFace crop in the face template's frame (`viewdiff.faces.geometry.template_5`, checked
-# by tests/test_models_projection.py): template = (pixel - CROP_CENTRE) * CROP_SCALE, y flipped.
-CROP_SIZE, CROP_SCALE, CROP_CENTRE = 112.0, 0.048864582, (56.02616, 71.90078)
 GRID_PER_TEMPLATE = 0.28   # grid units per template unit: the whole crop (+-2.7 x, -2.0..3.5 y) fits in [-1, 1]
 TEMPLATE_TO_GRID = torch.diag(torch.tensor([1.0, -1.0, -1.0]))   # y up -> down, z to camera -> away (a rotation)
 

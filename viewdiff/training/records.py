@@ -45,6 +45,10 @@ class FaceRecords:
     fingerprint: the embedder's (see `viewdiff.faces.backends`), one for all rows.
     feature_map, feature_map_mirror [N, C, 7, 7]: the embedder's last map of the photo and of the mirrored
     photo flipped back to the photo's cells (`load_records(..., maps=True)`; None otherwise).
+    With `load_records(..., surface=True)` (the MediaPipe face mesh, `viewdiff.training.surface`): keypoints_3d
+    is measured on each face's mesh (template frame of the aligned crop, `viewdiff.faces.face_mesh`) instead of
+    the template rotated by `source_pose`; cell_depth [N, 7, 7] the depth of the face surface under each map cell
+    (NaN off the face), presence [N] the mesh's face presence (sigmoid); rows without a face hold NaN there.
     """
     embedding: np.ndarray
     embedding_mirror: np.ndarray
@@ -62,6 +66,8 @@ class FaceRecords:
     fingerprint: str = ""
     feature_map: np.ndarray | None = None
     feature_map_mirror: np.ndarray | None = None
+    cell_depth: np.ndarray | None = None
+    presence: np.ndarray | None = None
 
     def columns(self) -> dict[str, np.ndarray]:
         """The per-row arrays by field name (the maps only when loaded)."""
@@ -83,6 +89,8 @@ class FaceRecords:
         prints = {p.fingerprint for p in parts}
         if len({p.feature_map is None for p in parts}) > 1:
             raise ValueError("some record sets have feature maps and some not: load all with maps=True or none")
+        if len({p.cell_depth is None for p in parts}) > 1:
+            raise ValueError("some record sets have face surfaces and some not: load all with surface=True or none")
         if len(dims) > 1 or len(prints) > 1:
             raise ValueError(f"record sets come from different embedders (widths {sorted(dims)}, fingerprints "
                              f"{sorted(prints)}): extract every dataset with the same backend")
@@ -278,9 +286,11 @@ def _to_records(cols: dict[str, np.ndarray], fingerprint: str) -> FaceRecords:
                           for f in fields(FaceRecords) if f.name in cols}, fingerprint=fingerprint)
 
 
-def load_records(cache_dir: str | Path, dataset: str, backend: str, maps: bool = False) -> FaceRecords:
+def load_records(cache_dir: str | Path, dataset: str, backend: str, maps: bool = False,
+                 surface: bool = False) -> FaceRecords:
     """Every row of the `dataset` cache of `backend` (sorted by path); with `maps`, also the feature maps
-    (`extract_maps`)."""
+    (`extract_maps`); with `surface`, the measured face surfaces (`viewdiff.training.surface`: cell_depth,
+    presence, and keypoints_3d measured on the mesh)."""
     meta, cols = _read_columns(cache_dir, dataset, backend, skip=("aligned_crop",))
     order = np.argsort(cols["path"], kind="stable")
     records = _to_records({k: v[order] for k, v in cols.items()}, meta.get("fingerprint", ""))
@@ -288,6 +298,11 @@ def load_records(cache_dir: str | Path, dataset: str, backend: str, maps: bool =
     records.fold[photo] = [folder_fold(i) for i in records.identity[photo]]
     if maps:
         records.feature_map, records.feature_map_mirror = _load_maps(cache_dir, dataset, backend, records)
+    if surface:
+        from viewdiff.training.surface import load_surface
+        cols = load_surface(cache_dir, dataset, backend, records)
+        records.keypoints_3d = cols["keypoints_3d"].astype(np.float32)
+        records.cell_depth, records.presence = cols["cell_depth"].astype(np.float32), cols["presence"]
     return records
 
 
