@@ -10,7 +10,8 @@ costs, whatever else runs).
 1. Stages of `FaceAnalyzer.analyze` (median over ``--repeats``, after one untimed call) for
    assets/t1.jpg (1280 x 886) and a 12 MP JPEG made from it (upscaled to 4000 x 2768, quality 92, in a
    temporary folder): decode, detection, embedding (alignment + the embedder on the face and its
-   mirror image), head pose (3DDFA_V2 + FSA-Net + solvePnP) and the rest (downscale, region, record), for
+   mirror image), head pose (3DDFA_V2 + FSA-Net + solvePnP), face mesh (MediaPipe Face Mesh: crop, model,
+   the 7x7 cell depth; `FaceMesh.surface`) and the rest (downscale, region, record), for
    each ``--det-sizes`` and with onnxruntime at its default threads and at one thread per session.
 2. Decoding the 12 MP photo: full size + downscale (before) against libjpeg's reduced decode (now), and
    what it changes in the records of its six faces (cosine, head pose, box).
@@ -39,7 +40,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 PHOTO = REPO / "assets" / "t1.jpg"
-STAGES = ("decode", "detect", "embed", "head pose")
+STAGES = ("decode", "detect", "embed", "head pose", "face mesh")
 
 
 def load() -> str:
@@ -67,6 +68,7 @@ class StageClock:
         self._wrap(analyzer._impl, "detect", "detect")
         self._wrap(analyzer._impl, "describe_face", "embed")
         self._wrap(analyzer, "head_pose", "head pose")
+        self._wrap(analyzer.mesh, "surface", "face mesh")
 
     def _wrap(self, owner, name: str, stage: str) -> None:
         inner = getattr(owner, name)

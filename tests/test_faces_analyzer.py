@@ -64,7 +64,8 @@ def check_record(r: FaceRecord, width: int, height: int, dim: int = 512, backend
     assert 0.5 < float(r.embedding @ r.embedding_mirror) < 0.9999   # the same person, another view
     assert r.source_pose.shape == (3,) and np.isfinite(r.source_pose).all()
     assert r.pose_source == POSE_SOURCE and r.pose_features.shape == (7,)
-    assert r.keypoints_3d.shape == (5, 3)
+    assert r.keypoints_3d.shape == (5, 3) and r.keypoints_3d is r.surface.keypoints_3d   # measured on the mesh
+    assert r.surface.vertices.shape == (468, 3) and r.surface.cell_depth.shape == (7, 7)
     assert r.aligned_crop.shape == (112, 112, 3) and r.aligned_crop.dtype == np.uint8
     assert r.num_faces >= 1 and r.backend == backend
 
@@ -378,12 +379,13 @@ def test_a_12_megapixel_photo_is_decoded_at_half_size_and_mapped_back(fa):
 def test_warm_up_runs_every_model_once_and_keeps_nothing():
     analyzer = FaceAnalyzer()
     ran = []
-    for owner, name in ((analyzer._impl, "detect"), (analyzer._impl.maps, "run"), (analyzer.head_pose, "tddfa_angles"),
-                        (analyzer.head_pose, "fsanet_angles")):
+    for owner, name, label in ((analyzer._impl, "detect", "detect"), (analyzer._impl.maps, "run", "run"),
+                               (analyzer.head_pose, "tddfa_angles", "tddfa_angles"),
+                               (analyzer.head_pose, "fsanet_angles", "fsanet_angles"), (analyzer.mesh, "run", "mesh")):
         inner = getattr(owner, name)
-        setattr(owner, name, lambda *a, _inner=inner, _name=name, **k: ran.append(_name) or _inner(*a, **k))
+        setattr(owner, name, lambda *a, _inner=inner, _name=label, **k: ran.append(_name) or _inner(*a, **k))
     analyzer.warm_up()
-    assert sorted(ran) == ["detect", "fsanet_angles", "run", "tddfa_angles"] and analyzer.calls == 0
+    assert sorted(ran) == ["detect", "fsanet_angles", "mesh", "run", "tddfa_angles"] and analyzer.calls == 0
     rec = analyzer.analyze(HANKS)
     assert analyzer.calls == 1 and rec.num_faces == 1
 
@@ -393,3 +395,33 @@ def test_det_size_is_named_by_describe_only_when_not_the_default(fa):
     small = FaceAnalyzer(det_size=320)
     assert small.describe() == {**fa.describe(), "det_size": 320}
     assert small.analyze(T1).num_faces == fa.analyze(T1).num_faces
+
+
+# ----------------------------------------------------------------------------- the measured surface (face mesh)
+
+def test_the_record_carries_the_measured_surface_and_its_keypoints(fa):
+    """astronaut.jpg (frontal, level): the mesh's surface, a finite depth under the nose's cell, in front of the
+    cheeks' cells; keypoints_3d are the surface's measured ones, not the template turned by the pose."""
+    from viewdiff.faces.face_mesh import FaceSurface
+    from viewdiff.faces.geometry import keypoints_3d_from_pose
+    r = fa.analyze(REPO / "assets" / "astronaut.jpg")
+    assert isinstance(r.surface, FaceSurface) and r.surface.presence > 0.9
+    depth = r.surface.cell_depth
+    assert np.isfinite(depth[3, 3]) and depth[3, 3] > max(depth[3, 1], depth[3, 5])   # the nose stands out
+    assert np.isnan(depth[[0, 0, 6, 6], [0, 6, 0, 6]]).all()   # the crop's corners: no face there
+    np.testing.assert_array_equal(r.keypoints_3d, r.surface.keypoints_3d)
+    assert np.abs(r.keypoints_3d - keypoints_3d_from_pose(r.source_pose)).max() > 1e-3
+    assert r.warning is None   # a clear frontal face: nothing to tell the visitor
+
+
+def test_a_damaged_face_mesh_model_stops_the_analyzer_with_the_fix(tmp_path, monkeypatch):
+    import viewdiff.faces.face_mesh as fm
+    from viewdiff.faces.errors import ModelNotFoundError
+    folder = tmp_path / "face_mesh"
+    folder.mkdir()
+    for name in ("SHA256SUMS", "face_mesh_triangles.txt", "face_mesh_mirror.txt"):
+        (folder / name).write_bytes((fm.face_mesh_dir() / name).read_bytes())
+    (folder / "face_landmark.onnx").write_bytes(b"not a model")
+    monkeypatch.setattr(fm, "face_mesh_dir", lambda: folder)
+    with pytest.raises(ModelNotFoundError, match="face_landmark.onnx is missing or damaged.*git checkout"):
+        FaceAnalyzer()

@@ -3,7 +3,9 @@
 `FaceAnalyzer` composes one class per model kind, like insightface's thin ``FaceAnalysis``: a backend
 (`viewdiff.faces.backends`: the shipped ``insightface`` pack by default, 512-d w600k_mbf; an official pack;
 or ``dlib``, offline and licence-clean) detects and embeds, and `viewdiff.faces.head_pose` estimates the
-head pose on the same image. It decodes the image (`viewdiff.faces.images`), detects, describes each
+head pose on the same image, and `viewdiff.faces.face_mesh.FaceMesh` (MediaPipe Face Mesh, for every backend:
+it needs only the image and the 5 keypoints) measures the face's 3D surface, whose 5 keypoints are the record's
+``keypoints_3d``. It decodes the image (`viewdiff.faces.images`), detects, describes each
 face on the best-resolution region, and returns coordinates in original-image pixels.
 
 - Every failure is a `FaceAnalysisError` with a message meant for the user (`viewdiff.faces.errors`):
@@ -26,7 +28,7 @@ import numpy as np
 from viewdiff.embeddings import l2_normalize
 from viewdiff.faces.backends import ARCFACE_TEMPLATE, DetectedFace, DlibBackend, FaceBackend, InsightFaceBackend
 from viewdiff.faces.errors import ModelNotFoundError, NoFaceError
-from viewdiff.faces.geometry import keypoints_3d_from_pose
+from viewdiff.faces.face_mesh import FaceMesh
 from viewdiff.faces.head_pose import POSE_SOURCE, HeadPoseEstimator
 from viewdiff.faces.images import load_image, load_image_scaled
 from viewdiff.faces.model_files import DEFAULT_PACK, resolve_pack
@@ -70,6 +72,7 @@ class FaceAnalyzer:
                     InsightFaceBackend(pack, model_dir, det_size, providers, allow_download))
         self._impl: FaceBackend = impl
         self.head_pose = HeadPoseEstimator(providers=providers)
+        self.mesh = FaceMesh(providers=providers)   # the measured surface (ModelNotFoundError with the fix if damaged)
         self.backend = backend
         self.embedding_dim = self._impl.embedding_dim
         self.fingerprint = self._impl.fingerprint
@@ -89,9 +92,9 @@ class FaceAnalyzer:
 
     def warm_up(self) -> None:
         """Run every model and first-call path once on a blank photo, so that the first visitor does not pay for
-        them: the JPEG decoder, the detector, the alignment (scikit-image), the embedder and the head-pose
-        models (each onnxruntime session's first run allocates). Computes nothing that stays; not counted in
-        ``calls``."""
+        them: the JPEG decoder, the detector, the alignment (scikit-image), the embedder, the head-pose
+        models and the face mesh (each onnxruntime session's first run allocates). Computes nothing that stays;
+        not counted in ``calls``."""
         import io
 
         from PIL import Image
@@ -179,9 +182,10 @@ class FaceAnalyzer:
         return self._describe(np.ascontiguousarray(region), box_r, kps_r), (s, float(x0), float(y0))
 
     def _describe(self, rgb: np.ndarray, box: np.ndarray, kps: np.ndarray | None) -> DetectedFace:
-        """The backend's description of one face plus its head pose, both on `rgb`."""
+        """The backend's description of one face plus its head pose and measured surface, all on `rgb`."""
         face = self._impl.describe_face(rgb, box, kps)
         face.pose, face.pose_features = self.head_pose(np.ascontiguousarray(rgb[..., ::-1]), face.bbox, face.keypoints)
+        face.surface = self.mesh.surface(rgb, face.keypoints)   # in the aligned crop's frame: no mapping back
         return face
 
     def _record(self, face: DetectedFace, to_orig: tuple[float, float, float], size: tuple[int, int], n: int,
@@ -201,7 +205,7 @@ class FaceAnalyzer:
             embedding=l2_normalize(face.embedding).astype(np.float32),
             embedding_mirror=l2_normalize(face.embedding_mirror).astype(np.float32),
             source_pose=face.pose, pose_source=POSE_SOURCE, pose_features=face.pose_features,
-            keypoints_3d=keypoints_3d_from_pose(face.pose), aligned_crop=face.aligned_crop, num_faces=n,
+            keypoints_3d=face.surface.keypoints_3d, surface=face.surface, aligned_crop=face.aligned_crop, num_faces=n,
             warning=warning, backend=self.backend, feature_map=face.feature_map,
             feature_map_mirror=face.feature_map_mirror,
             landmarks_68=None if face.landmarks_68 is None else orig(face.landmarks_68))

@@ -68,6 +68,7 @@ class DetectedFace:
     feature_map_mirror: np.ndarray | None = None   # [C, 7, 7] the mirrored face's, flipped back to the photo's cells
     pose: np.ndarray | None = None           # [3] yaw, pitch, roll, set by the analyzer's head-pose stage
     pose_features: np.ndarray | None = None  # [7] the raw estimates it fused
+    surface: object | None = None            # viewdiff.faces.face_mesh.FaceSurface, set by the analyzer's mesh stage
 
 
 class FaceBackend(Protocol):

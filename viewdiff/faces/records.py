@@ -17,7 +17,8 @@ class FaceRecord:
     source_pose: np.ndarray       # [3] the photo's head pose: yaw, pitch, roll (degrees, see faces.geometry)
     pose_source: str              # how source_pose was estimated (faces.head_pose.POSE_SOURCE)
     pose_features: np.ndarray     # [7] the raw estimates fused into source_pose (faces.head_pose.FEATURES + roll)
-    keypoints_3d: np.ndarray      # [5, 3] canonical face frame, rotated by `source_pose`
+    keypoints_3d: np.ndarray      # [5, 3] measured on the face's mesh (`surface.keypoints_3d`: eye centres, nose
+    #                               tip, mouth corners in the aligned crop's template frame, faces.face_mesh)
     aligned_crop: np.ndarray      # [112, 112, 3] uint8 RGB
     num_faces: int = 1
     warning: str | None = None
@@ -27,4 +28,5 @@ class FaceRecord:
     backend: str = ""
     feature_map: np.ndarray | None = None    # [C, 7, 7] the embedder's last map, when it exposes one
     feature_map_mirror: np.ndarray | None = None   # [C, 7, 7] the mirrored face's, flipped back to these cells
-    surface: object | None = None            # viewdiff.faces.face_mesh.FaceSurface when measured (not filled yet)
+    surface: object | None = None            # viewdiff.faces.face_mesh.FaceSurface: the measured 3D surface (468
+    #                                          vertices, presence, 7x7 cell depth; FaceAnalyzer fills it)
