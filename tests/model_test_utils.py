@@ -31,3 +31,14 @@ def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
     return model
+
+
+def small_map_model(head, d_model: int = 512, channels: int = 64, seed: int = 0):
+    """A small map model (one layer, an 8^3 grid) on an embedder's affine head (weight [D, C*49], bias [D];
+    `FeatureMapModel.head`), every part active (`trained_like`): what the demo runs, small, without shipped weights."""
+    from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
+    torch.manual_seed(seed)
+    model = EnhancedTransformerDecoderOnly3D(d_model=d_model, nhead=4, num_layers=1, voxel_resolution=8,
+                                             map_channels=channels, dropout=0.0)
+    model.set_embedder_head(torch.as_tensor(head[0]), torch.as_tensor(head[1]))
+    return trained_like(model, seed).eval()

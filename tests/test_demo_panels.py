@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from viewdiff.demo.engine import PoseEngine
 from viewdiff.demo.gallery import Gallery, record_maps
-from viewdiff.demo.panels import NO_GALLERY_MAPS, explanation_figure, shown_terms
+from viewdiff.demo.panels import NO_GALLERY_MAPS, Panels, ViewOptions, caption, explanation_figure, shown_terms
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "weights" / "transformer" / "28db0b514695b5c8"
@@ -67,7 +68,6 @@ def test_the_numbers_shown_add_up_to_the_score_shown(result_and_probe):
 def test_no_photo_or_no_split_says_why(result_and_probe):
     result, _ = result_and_probe
     assert "Drop in" in explanation_figure(None).layout["annotations"][0]["text"]
-    from dataclasses import replace
     assert "7×7 map" in explanation_figure(replace(result, explanation=None)).layout["annotations"][0]["text"]
 
 
@@ -84,3 +84,26 @@ def test_the_explanation_shows_a_visitors_name_as_text(analyzer):
     result = PoseEngine(model.eval(), analyzer.feature_maps.head).transform(record, np.zeros(3, np.float32), gallery)
     text = explanation_figure(result, record, hostile).to_json()
     assert "<a " not in text and "<img" not in text and "&lt;a href" in text
+
+
+def test_the_voxel_panel_shows_the_measured_surface_turned_with_the_grid(analyzer):
+    """A small map model on a turned photo: the slice and the 3D view carry the face's measured surface (the 468
+    mesh vertices as moved into the grid) under the keypoints; the caption says what the dots are."""
+    from model_test_utils import small_map_model
+    probe = analyzer.analyze(REPO / "assets" / "t1_face_yaw55.jpg")
+    result = PoseEngine(small_map_model(analyzer.feature_maps.head)).transform(
+        probe, np.array([-30, 0, 0], np.float32), Gallery(None, "test", 512))
+    panels = Panels(True, None)
+    for axis in ("z", "x"):
+        fig = panels.voxels(result, ViewOptions(axis=axis, index=3), probe)
+        fig.to_figure()
+        cloud = [t for t in fig.data if t.get("name", "").startswith("face surface")]
+        assert len(cloud) == 1 and len(cloud[0]["x"]) == 468
+        assert [t.get("name") for t in fig.data][-3:] == ["eyes", "nose", "mouth corners"]   # drawn over it
+    assert cloud[0]["name"] == "face surface" and probe.surface.presence >= 0.5
+    fig = panels.voxels(result, ViewOptions(as_3d=True), probe)
+    fig.to_figure()
+    assert [len(t["x"]) for t in fig.data if t["type"] == "mesh3d"] == [468]
+    unsure = panels.voxels(replace(result, surface_presence=0.2), ViewOptions(), probe)
+    assert [t["name"] for t in unsure.data if t.get("name", "").startswith("face surface")] == ["face surface (unsure)"]
+    assert "measured from the photo" in caption("voxels", "map", 16)

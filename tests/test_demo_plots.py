@@ -63,6 +63,29 @@ def test_voxel_slice_figure_marks_the_keypoints():
     assert isinstance(iso.data[1], go.Scatter3d) and len(iso.data[1].x) == 5
 
 
+def test_voxel_figures_draw_the_measured_surface_under_the_keypoints():
+    """The face mesh's 468 vertices (voxel units): a light point cloud projected onto the slice, drawn before the
+    keypoints' marks (under them); in 3D its triangles. "unsure" in the legend only when asked."""
+    from viewdiff.faces.face_mesh import triangles
+    volume = np.random.default_rng(0).random((8, 8, 8)).astype(np.float32)
+    surface = np.random.default_rng(1).uniform(1, 6, (468, 3)).astype(np.float32)
+    keypoints = surface[:5]
+    names = ["left eye", "right eye", "nose", "left mouth", "right mouth"]
+    for axis, (cols, rows) in {"z": (0, 1), "y": (0, 2), "x": (1, 2)}.items():
+        fig = figure(demo_plots.voxel_slice_figure(volume, axis, 3, "density", keypoints, names, surface))
+        cloud = fig.data[1]
+        assert cloud.name == "face surface" and cloud.mode == "markers" and len(cloud.x) == 468
+        np.testing.assert_allclose(cloud.x, surface[:, cols], rtol=1e-4)
+        np.testing.assert_allclose(cloud.y, surface[:, rows], rtol=1e-4)
+        assert [t.name for t in fig.data[2:]] == ["eyes", "nose", "mouth corners"]
+    unsure = figure(demo_plots.voxel_slice_figure(volume, "z", 3, "density", keypoints, names, surface, True))
+    assert unsure.data[1].name == "face surface (unsure)"
+    fig = figure(demo_plots.voxel_volume_figure(volume, "density", keypoints, names, surface))
+    mesh = [t for t in fig.data if isinstance(t, go.Mesh3d)]
+    assert len(mesh) == 1 and len(mesh[0].x) == 468 and len(mesh[0].i) == len(triangles())
+    assert len(demo_plots.voxel_slice_figure(volume, "z", 3, "density", keypoints, names, surface).to_json()) < 30_000
+
+
 def test_voxel_slice_figure_clips_the_index():
     volume = np.ones((4, 4, 4), np.float32)
     assert "slice z = 3 of 3" in demo_plots.voxel_slice_figure(volume, "z", 99, "density").layout["title"]["text"]

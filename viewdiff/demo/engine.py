@@ -8,9 +8,13 @@ and one threshold applies to both.
 The sweep cache drops its oldest entries first (`put_bounded`). With the embedder's affine head
 (``head``), every score is also split exactly over the face's 7x7 regions (`PoseResult.explanation`,
 `viewdiff.demo.explain`); the gallery templates' map forms are cached per entry.
+The photo's measured face surface (`FaceRecord.surface`, `viewdiff.faces.face_mesh`) goes to a map model that
+takes it (its ``cell_depth`` keyword: the depth under each 7x7 cell, NaN off the face), and its 468 vertices are
+moved into the voxel grid's frame with the keypoints (`PoseResult.surface_grid`) for the voxel panel.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from dataclasses import dataclass, field
@@ -55,6 +59,8 @@ class PoseResult:
     token_labels: list[str] = field(default_factory=list)
     volumes: dict[str, np.ndarray] = field(default_factory=dict)  # quantity -> [R, R, R] (z, y, x)
     keypoints_grid: np.ndarray | None = None  # [K, 3] the face's keypoints moved with the grid (x, y, z voxel units)
+    surface_grid: np.ndarray | None = None  # [468, 3] the measured surface's vertices moved the same way (voxel units)
+    surface_presence: float | None = None   # the face mesh's presence (< 0.5: a doubtful surface)
     model_ms: float = 0.0
     model_poses: int = 0  # target poses in the model batch (1, or 1 + the sweep when not cached)
     explanation: explain.Explanation | None = None   # raw / transformed split per region (None: no map or head)
@@ -76,6 +82,7 @@ class PoseEngine:
         """head: the embedder's affine head (weight [D, C*7*7], bias [D]; `FeatureMapModel.head`) to split the
         scores with; None: no `PoseResult.explanation`."""
         self.model = model
+        self.takes_cell_depth = self.reads_map and "cell_depth" in inspect.signature(model.forward).parameters
         self.lock = threading.Lock()
         self.head = explain.HeadCells(*head) if head is not None else None
         self._templates: dict[tuple[str, int], tuple[explain.MapForm | None, str | None]] = {}
@@ -97,6 +104,8 @@ class PoseEngine:
             c = self.model.settings
             maps = {k: torch.zeros(batch, c.map_channels, c.map_size, c.map_size)
                     for k in ("feature_map", "feature_map_mirror")}
+            if self.takes_cell_depth:
+                maps["cell_depth"] = torch.zeros(batch, c.map_size, c.map_size)
         self.model(torch.zeros(batch, embedding_dim), torch.zeros(batch, 3), torch.zeros(batch, 5, 3),
                    torch.zeros(batch, 3), **maps)
 
@@ -122,6 +131,9 @@ class PoseEngine:
         if self.reads_map:
             for k in ("feature_map", "feature_map_mirror"):
                 inputs[k] = torch.as_tensor(getattr(record, k), dtype=torch.float32).expand(batch, -1, -1, -1)
+        surface = getattr(record, "surface", None)
+        if self.takes_cell_depth and surface is not None:   # the depth under each map cell (NaN: off the face)
+            inputs["cell_depth"] = torch.as_tensor(surface.cell_depth, dtype=torch.float32).expand(batch, -1, -1)
         with self.lock, torch.inference_mode():
             start = time.perf_counter()
             out = self.model(**inputs)
@@ -134,23 +146,31 @@ class PoseEngine:
                 volumes["density"] = viz["density"][0, 0].float().numpy().copy()
             attention = np.stack([a[0].float().numpy() for a in viz["attention"]]) if viz.get("attention") else None
             labels = list(viz.get("token_labels", []))
-            keypoints = None
+            keypoints = surface_grid = None
             if volumes and getattr(self.model, "projection", None) is not None:   # where the grid shows them
-                moved = self.model.projection.keypoints_in_grid(inputs["keypoints_3d"][:1], inputs["source_pose"][:1],
-                                                               inputs["target_pose"][:1])[0]
-                keypoints = ((moved + 1) / 2 * (self.model.projection.resolution - 1)).numpy()
+                keypoints = self._in_grid(inputs["keypoints_3d"][:1], inputs)
+                if surface is not None:
+                    surface_grid = self._in_grid(torch.as_tensor(surface.vertices, dtype=torch.float32)[None], inputs)
             mix = self._mix(inputs, viz)
         output = out[0].float().cpu().numpy()
         out = l2_normalize(out.float().cpu().numpy())
         if key not in sweeps:
             put_bounded(sweeps, key, out[1:], SWEEP_CACHE_SIZE)
         result = PoseResult(target, names, raw, attention=attention, token_labels=labels, volumes=volumes,
-                            keypoints_grid=keypoints, model_ms=model_ms, model_poses=batch)
+                            keypoints_grid=keypoints, surface_grid=surface_grid, model_ms=model_ms, model_poses=batch,
+                            surface_presence=None if surface is None else float(surface.presence))
         if names:  # transformed probe vs the gallery: the same templates as the raw scores
             result.transformed = cosine_matrix(out[:1], templates)[0]
             result.sweep = sweeps[key] @ templates[result.best]
         self._explain(result, record, gallery, templates, output, mix)
         return result
+
+    def _in_grid(self, points: torch.Tensor, inputs: dict) -> np.ndarray:
+        """Points [1, N, 3] of the face (template frame, at the source pose) moved as the projection layer moves
+        row 0's grid (`keypoints_in_grid`), in voxel units (x, y, z): [N, 3]."""
+        projection = self.model.projection
+        moved = projection.keypoints_in_grid(points, inputs["source_pose"][:1], inputs["target_pose"][:1])[0]
+        return ((moved + 1) / 2 * (projection.resolution - 1)).numpy()
 
     def _mix(self, inputs: dict, viz: dict) -> dict:
         """How row 0 of the forward just run is made (`explain.transformed_form`): gate, mirror weight, map change."""

@@ -2,8 +2,8 @@
 
 `Panels` turns a `PoseResult` (or None) into the four figures (`viewdiff.demo.plots`): the gallery
 similarity (raw and transformed probe against the same gallery templates, with the embedder's same-person
-threshold when one is known), the pose sweep, the attention map and the voxel grid with the face's 3D
-keypoints. An empty panel says why and what to do (drop a photo, add to the gallery, get weights).
+threshold when one is known), the pose sweep, the attention map and the voxel grid with the face's measured
+surface and 3D keypoints. An empty panel says why and what to do (drop a photo, add to the gallery, get weights).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ VOXEL_QUANTITIES = ("feature strength", "density")   # the grid's channel norm; 
 MEAN_HEAD = -1  # the head control's value for the mean over heads
 FOCUSED_HEAD = -2  # ... for the head whose rows are most peaked (lowest mean entropy): the default view
 KEYPOINT_NAMES = ("left eye", "right eye", "nose", "left mouth", "right mouth")
+SURE_PRESENCE = 0.5   # the face mesh's presence below which the drawn surface is marked "unsure"
 MAP_CELL = "photo 0,0"   # the first cell token of a model that reads the embedder's 7x7 map
 CAPTIONS = {   # per kind of model: one that reads the embedder's 7x7 map, or its embedding vector
     "attention": {
@@ -38,11 +39,15 @@ CAPTIONS = {   # per kind of model: one that reads the embedder's 7x7 map, or it
                 "panel shows one {r}×{r} slice of that block: each square is one cell, brighter where the "
                 "features are stronger. At {r} cells across it does not look like a face. The marks show where "
                 "the eyes, nose and mouth corners land after the same turn; move the target yaw and they move. "
+                "The light dots (in 3D: the light sheet) are your face's surface as measured from the photo, "
+                "turned the same way: that is where the step places the photo's features before it looks at "
+                "them. \"Unsure\" beside it: the face was hard to measure (turned far away or partly hidden). "
                 "In the project's tests the model recognised people as well without this step: the panel shows "
                 "what the step does, not a measured gain."),
         "vector": ("The model's 3D step: a coarse {r}×{r}×{r} block of cells shaped by the 5 face landmarks, "
                    "turned from the photo's head pose to the target pose (one slice shown; each square is a "
-                   "cell). The marks: the eyes, nose and mouth corners after the same turn. This model's block "
+                   "cell). The marks: the eyes, nose and mouth corners after the same turn; the light dots: your "
+                   "face's surface as measured from the photo, turned the same way. This model's block "
                    "sees no regions of the face, only the landmarks and the identity code.")},
 }
 SIMILARITY_CAPTION = ("How much your face looks like each person in the gallery (1 = the same face). Grey: your "
@@ -140,10 +145,12 @@ class Panels:
         volume = result.volumes.get(view.quantity) if result is not None else None
         if volume is None:
             return plots.message_figure("Voxel grid", self.missing(f"voxel {view.quantity}", result))
-        keypoints = result.keypoints_grid
+        keypoints, surface = result.keypoints_grid, result.surface_grid
+        unsure = result.surface_presence is not None and result.surface_presence < SURE_PRESENCE
         if view.as_3d:
-            return plots.voxel_volume_figure(volume, view.quantity, keypoints, KEYPOINT_NAMES)
-        return plots.voxel_slice_figure(volume, view.axis, view.index, view.quantity, keypoints, KEYPOINT_NAMES)
+            return plots.voxel_volume_figure(volume, view.quantity, keypoints, KEYPOINT_NAMES, surface, unsure)
+        return plots.voxel_slice_figure(volume, view.axis, view.index, view.quantity, keypoints, KEYPOINT_NAMES,
+                                        surface, unsure)
 
     def similarity(self, result: PoseResult | None) -> plots.PlotSpec:
         if result is None or not result.names:

@@ -239,12 +239,29 @@ def _keypoint_marks(keypoints: np.ndarray, names: Sequence[str], rows: str, cols
     return traces
 
 
+SURFACE_COLOUR = "rgba(225, 240, 255, 0.45)"   # the measured face surface: light, under the keypoints' marks
+SURFACE_NAME = "face surface"
+SURFACE_UNSURE = " (unsure)"   # the face mesh's presence < 0.5: the face was hard to measure
+
+
+def _surface_points(surface: np.ndarray, rows: str, cols: str, unsure: bool) -> dict:
+    """The measured surface's vertices [N, 3] (x, y, z voxel units) projected onto the slice plane: a light
+    point cloud (its outline is the face's outline at the target pose, seen along the slice's axis)."""
+    v = {"x": surface[:, 0], "y": surface[:, 1], "z": surface[:, 2]}
+    return {"type": "scatter", "x": v[cols], "y": v[rows], "mode": "markers", "showlegend": True,
+            "name": SURFACE_NAME + (SURFACE_UNSURE if unsure else ""), "hoverinfo": "skip",
+            "marker": {"size": 3, "color": SURFACE_COLOUR}}
+
+
 def voxel_slice_figure(volume: np.ndarray, axis: str, index: int, quantity: str,
-                       keypoints: np.ndarray | None = None, names: Sequence[str] = ()) -> PlotSpec:
+                       keypoints: np.ndarray | None = None, names: Sequence[str] = (),
+                       surface: np.ndarray | None = None, surface_unsure: bool = False) -> PlotSpec:
     """Heatmap of ``voxel_slice(volume, axis, index)`` with the two remaining axes labelled.
 
     The colour range is the whole volume's, so moving the slice compares like with like. keypoints
-    [K, 3] (x, y, z in voxel units) are marked where they project onto the slice plane.
+    [K, 3] (x, y, z in voxel units) are marked where they project onto the slice plane, over the measured
+    face surface's vertices (`surface` [N, 3], same units: a light point cloud; "unsure" in the legend when
+    `surface_unsure`).
     """
     volume = np.asarray(volume, dtype=np.float32)
     index = int(np.clip(index, 0, volume.shape[0] - 1))
@@ -254,6 +271,8 @@ def voxel_slice_figure(volume: np.ndarray, axis: str, index: int, quantity: str,
                "colorbar": {"title": {"text": quantity}, "thickness": 12},
                "hovertemplate": f"{cols} %{{x}}, {rows} %{{y}}<br>{quantity} %{{z:.3g}}<extra></extra>"}
     data = [heatmap]
+    if surface is not None:
+        data.append(_surface_points(np.asarray(surface, np.float32), rows, cols, surface_unsure))
     if keypoints is not None:
         data += _keypoint_marks(np.asarray(keypoints, np.float32), names, rows, cols, axis, index)
     last = volume.shape[0] - 1
@@ -266,8 +285,11 @@ def voxel_slice_figure(volume: np.ndarray, axis: str, index: int, quantity: str,
 
 
 def voxel_volume_figure(volume: np.ndarray, quantity: str, keypoints: np.ndarray | None = None,
-                        names: Sequence[str] = ()) -> PlotSpec:
-    """3D isosurfaces of a ``[R, R, R]`` volume indexed ``[z, y, x]`` (and the keypoints [K, 3] as markers)."""
+                        names: Sequence[str] = (), surface: np.ndarray | None = None,
+                        surface_unsure: bool = False) -> PlotSpec:
+    """3D isosurfaces of a ``[R, R, R]`` volume indexed ``[z, y, x]``, the keypoints [K, 3] as markers and the
+    measured face surface (`surface`: the face mesh's vertices [468, 3], same voxel units) as its triangles
+    (`viewdiff.faces.face_mesh.triangles`), light and half transparent."""
     volume = np.asarray(volume, dtype=np.float32)
     z, y, x = np.mgrid[: volume.shape[0], : volume.shape[1], : volume.shape[2]]
     lo, hi = float(np.quantile(volume, 0.6)), float(volume.max())
@@ -276,6 +298,12 @@ def voxel_volume_figure(volume: np.ndarray, quantity: str, keypoints: np.ndarray
            "caps": {"x": {"show": False}, "y": {"show": False}, "z": {"show": False}},
            "colorbar": {"title": {"text": quantity}}}
     data = [iso]
+    if surface is not None:
+        from viewdiff.faces.face_mesh import triangles
+        v, tri = np.asarray(surface, np.float32), triangles()
+        data.append({"type": "mesh3d", "x": v[:, 0], "y": v[:, 1], "z": v[:, 2], "i": tri[:, 0], "j": tri[:, 1],
+                     "k": tri[:, 2], "color": "#dcebfa", "opacity": 0.5, "flatshading": True, "hoverinfo": "skip",
+                     "name": SURFACE_NAME + (SURFACE_UNSURE if surface_unsure else ""), "showlegend": True})
     if keypoints is not None:
         kp = np.asarray(keypoints, np.float32)
         data.append({"type": "scatter3d", "x": kp[:, 0], "y": kp[:, 1], "z": kp[:, 2], "mode": "markers",
@@ -283,7 +311,8 @@ def voxel_volume_figure(volume: np.ndarray, quantity: str, keypoints: np.ndarray
                      "marker": {"size": 4, "color": "#00c8ff"}, "showlegend": False})
     scene = {"xaxis": {"title": {"text": "x"}}, "yaxis": {"title": {"text": "y"}},
              "zaxis": {"title": {"text": "z (depth)"}}, "aspectmode": "cube"}
-    return _figure(data, f"Voxel grid: {quantity} (isosurfaces above the 60th percentile)", scene=scene)
+    legend = {"legend": {"orientation": "h", "x": 0, "y": 0, "yanchor": "top"}} if surface is not None else {}
+    return _figure(data, f"Voxel grid: {quantity} (isosurfaces above the 60th percentile)", scene=scene, **legend)
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
