@@ -207,7 +207,9 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     assert attention["data"][1]["n"] == 7   # 7 rows of cells over the aligned face
     voxel = figure(browser, "voxel-plot")
     assert voxel["title"].startswith("Voxel grid: feature strength, slice z =")
-    assert [t["type"] for t in voxel["data"]] == ["heatmap"] + ["scatter"] * 3  # the slice; eyes, nose, mouth
+    # the slice; the measured face surface (468 light dots); eyes, nose, mouth
+    assert [t["type"] for t in voxel["data"]] == ["heatmap"] + ["scatter"] * 4
+    assert voxel["data"][1]["n"] == 468   # the mesh's vertices
     similarity = figure(browser, "similarity-plot")
     assert [t["type"] for t in similarity["data"]] == ["bar", "bar"]  # raw and transformed
     assert similarity["title"].startswith(("Closest:", "Match:", "Not in the gallery"))
@@ -513,7 +515,7 @@ def test_space_mode_on_a_phone(space_url, browser):
     listed = text(browser, "gallery-table")
     assert listed.index(HOSTILE) < listed.index(LONG_NAME) < listed.index("Tom Hanks"), listed   # newest first
 
-    for plot in ("similarity-plot", "explanation-plot", "sweep-plot", "attention-plot"):
+    for plot in ("similarity-plot", "explanation-plot", "sweep-plot", "attention-plot", "voxel-plot"):
         into_view(browser, plot)
         wait(browser, lambda d: figure(d, plot), f"{plot} was not drawn")
         time.sleep(0.5)

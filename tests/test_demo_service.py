@@ -94,9 +94,9 @@ def test_new_photo_gives_face_panel_and_all_plots(service):
     assert reply.values["attention"].layout["title"]["text"] == \
         f"Attention: layer 1, head {focused + 1} (the most selective of 8 for this photo)"
     np.testing.assert_allclose(reply.values["attention"].data[0]["z"], attention[focused], rtol=1e-5)
-    voxels = reply.values["voxels"]  # the face's 5 keypoints are marked on the slice
-    assert [t["name"] for t in voxels.data[1:]] == ["eyes", "nose", "mouth corners"]
-    assert sum(len(t["x"]) for t in voxels.data[1:]) == 5
+    voxels = reply.values["voxels"]  # the face's 5 keypoints are marked on the slice, over its measured surface
+    assert [t["name"] for t in voxels.data[1:]] == ["face surface", "eyes", "nose", "mouth corners"]
+    assert len(voxels.data[1]["x"]) == 468 and sum(len(t["x"]) for t in voxels.data[2:]) == 5
 
 
 def test_slider_moves_rerun_only_the_pose_transformer(service, capsys):
