@@ -40,14 +40,22 @@ return g && g.layout ? {data: g.data.map(t => ({type: t.type, n: (t.y || t.z || 
                         title: g.layout.title && g.layout.title.text, shapes: g.layout.shapes || []} : null;"""
 
 
-def fresh_weights(folder: Path) -> Path:
-    """A fresh (identity) model of the shipped kind, saved like the shipped weights."""
+def fresh_weights(folder: Path, shipped: Path, head) -> Path:
+    """A model of the shipped kind (the shipped config.json: a map model) on the embedder's head
+    (`FeatureMapModel.head`), every part slightly perturbed from the fresh identity map so that its output follows
+    the target pose as a trained one does (`model_test_utils.trained_like`), saved like the shipped weights: for
+    when the shipped ones do not load (e.g. while they are retrained for a changed model)."""
+    import json
+
     import torch
+    from model_test_utils import trained_like
 
     from viewdiff.models.checkpoint import save_pretrained
     from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
     torch.manual_seed(0)
-    return save_pretrained(EnhancedTransformerDecoderOnly3D(d_model=512, voxel_resolution=8), folder)
+    model = EnhancedTransformerDecoderOnly3D.from_config(json.loads((shipped / "config.json").read_text())["config"])
+    model.set_embedder_head(torch.as_tensor(head[0]), torch.as_tensor(head[1]))
+    return save_pretrained(trained_like(model), folder)
 
 
 def loadable(weights: Path, fingerprint: str) -> bool:
@@ -80,7 +88,8 @@ def app_url(tmp_path_factory, analyzer):
     from viewdiff.demo.calibration import weights_for
     tmp = tmp_path_factory.mktemp("app")
     shipped = weights_for(analyzer.fingerprint)
-    weights = [] if loadable(shipped, analyzer.fingerprint) else ["--weights", str(fresh_weights(tmp / "weights"))]
+    weights = [] if loadable(shipped, analyzer.fingerprint) else \
+        ["--weights", str(fresh_weights(tmp / "weights", shipped, analyzer.feature_maps.head))]
     with app(tmp, weights) as url:
         yield url
 
