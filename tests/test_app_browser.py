@@ -378,11 +378,16 @@ def test_without_weights_face_analysis_and_raw_similarity_work(no_weights_url, b
 
 
 @pytest.fixture(scope="module")
-def space_url(tmp_path_factory):
-    """A simulated Space: a fresh clone's defaults with no ../shared, no network and an empty home."""
+def space_url(tmp_path_factory, analyzer):
+    """A simulated Space: a fresh clone's defaults with no ../shared, no network and an empty home (with a model of
+    the shipped kind when the shipped weights do not load, as `app_url`)."""
+    from viewdiff.demo.calibration import weights_for
     from viewdiff.demo.local_server import space_env
     tmp = tmp_path_factory.mktemp("space")
-    with app(tmp, [], space_env(tmp)) as url:
+    shipped = weights_for(analyzer.fingerprint)
+    weights = [] if loadable(shipped, analyzer.fingerprint) else \
+        ["--weights", str(fresh_weights(tmp / "weights", shipped, analyzer.feature_maps.head))]
+    with app(tmp, weights, space_env(tmp)) as url:
         yield url
 
 

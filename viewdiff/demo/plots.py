@@ -239,7 +239,8 @@ def _keypoint_marks(keypoints: np.ndarray, names: Sequence[str], rows: str, cols
     return traces
 
 
-SURFACE_COLOUR = "rgba(225, 240, 255, 0.45)"   # the measured face surface: light, under the keypoints' marks
+SURFACE_COLOUR = "rgba(230, 242, 255, 0.5)"   # the measured face surface: light, under the keypoints' marks,
+SURFACE_EDGE = "rgba(70, 90, 120, 0.5)"        # with a thin dark rim (seen on the bright cells and the legend)
 SURFACE_NAME = "face surface"
 SURFACE_UNSURE = " (unsure)"   # the face mesh's presence < 0.5: the face was hard to measure
 
@@ -250,7 +251,7 @@ def _surface_points(surface: np.ndarray, rows: str, cols: str, unsure: bool) -> 
     v = {"x": surface[:, 0], "y": surface[:, 1], "z": surface[:, 2]}
     return {"type": "scatter", "x": v[cols], "y": v[rows], "mode": "markers", "showlegend": True,
             "name": SURFACE_NAME + (SURFACE_UNSURE if unsure else ""), "hoverinfo": "skip",
-            "marker": {"size": 3, "color": SURFACE_COLOUR}}
+            "marker": {"size": 4, "color": SURFACE_COLOUR, "line": {"width": 0.5, "color": SURFACE_EDGE}}}
 
 
 def voxel_slice_figure(volume: np.ndarray, axis: str, index: int, quantity: str,
@@ -277,7 +278,7 @@ def voxel_slice_figure(volume: np.ndarray, axis: str, index: int, quantity: str,
         data += _keypoint_marks(np.asarray(keypoints, np.float32), names, rows, cols, axis, index)
     last = volume.shape[0] - 1
     return _figure(data, f"Voxel grid: {quantity}, slice {axis} = {index} of {last}", height=400, showlegend=True,
-                   legend={"orientation": "h", "x": 0, "y": -0.3, "yanchor": "top"},
+                   legend={"orientation": "h", "x": 0, "y": -0.3, "yanchor": "top", "itemsizing": "constant"},
                    margin={"l": 64, "r": 10, "t": 44, "b": 96},
                    xaxis={"title": {"text": cols}, "constrain": "domain", "range": [-0.5, last + 0.5]},
                    yaxis={"title": {"text": rows + (" (0 = front)" if rows == "z" else "")}, "scaleanchor": "x",
