@@ -11,7 +11,10 @@ term)``):
 - ``target``: the identity's flip-fused frontal template (the mean of its frontal photos, each averaged with its
   mirror: what the product's gallery holds), never seen in training.
 Reported per model and on average: the cosine of ``learned`` with ``target - input`` (does it point where the
-face should go? 0: no better than a random direction), its size against that gap, and the **shuffle test**:
+face should go? 0: no better than a random direction), the same cosine of their parts orthogonal to the input
+(``cos_target_tangent``: only that part changes a cosine score after normalisation; shrinking the input alone, which
+changes no score, already has a cosine of ~0.5 with ``target - input``), its size against that gap, and the
+**shuffle test**:
 the same profiles with their 7x7 maps (photo and mirror) given to other faces of the fold (poses and embeddings
 kept; with a measured surface, the surface and keypoints swapped too), so the change can only use what does not
 depend on the face: the cosine between the learned change with
@@ -66,8 +69,14 @@ def path_stats(model, rows: FaceRecords, templates: dict[str, np.ndarray], seed:
     gap = target - F.normalize(start, dim=-1)
     order = np.random.default_rng(seed).permutation(len(rows))
     _, shuffled = learned_change(model, rows, order)
+    unit = F.normalize(start, dim=-1)
+
+    def tangent(v: torch.Tensor) -> torch.Tensor:   # the part of a change that survives normalisation
+        return v - (v * unit).sum(-1, keepdim=True) * unit
+
     return {"n": len(rows),
             "cos_target": F.cosine_similarity(learned, gap, dim=-1).mean().item(),
+            "cos_target_tangent": F.cosine_similarity(tangent(learned), tangent(gap), dim=-1).mean().item(),
             "size_vs_gap": (learned.norm(dim=-1) / gap.norm(dim=-1)).mean().item(),
             "cos_with_shuffled": F.cosine_similarity(learned, shuffled, dim=-1).mean().item(),
             "shuffled_cos_target": F.cosine_similarity(shuffled, gap, dim=-1).mean().item(),
