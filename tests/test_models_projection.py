@@ -215,18 +215,58 @@ def test_map_mode_grid_matches_the_face_template_and_the_crop():
     assert torch.allclose(moved, in_grid[None], atol=1e-5)
 
 
-def test_map_mode_reads_cells_and_renders_them_back_per_cell():
+def test_map_mode_places_each_cell_on_the_face_surface_at_its_depth():
+    """2D -> 3D: a cell's features go to its point on the surface (its depth), not along its whole depth column;
+    off-face cells (NaN depth) are not placed."""
     from viewdiff.faces.geometry import keypoints_3d_from_pose
     torch.manual_seed(0)
+    layer = LightweightFaceProjectionLayer(16, voxel_resolution=16, map_size=7)
+    kp = torch.as_tensor(keypoints_3d_from_pose([0.0, 0.0, 0.0]))[None]
+    depth = torch.full((1, 7, 7), float("nan"))
+    depth[0, 3, 1], depth[0, 3, 5] = 1.5, -1.5   # a near and a far cell
+    layer(torch.randn(1, 16, 7, 7), kp, torch.zeros(1, 3), torch.zeros(1, 3), cell_depth=depth)
+    density = layer.last_density[0, 0]   # [z, y, x]
+    occupied = density.sum(dim=(1, 2)).nonzero().flatten()
+    near, far = (density[:, :, :8].sum(dim=(1, 2)) > 0).nonzero().flatten(), \
+        (density[:, :, 8:].sum(dim=(1, 2)) > 0).nonzero().flatten()
+    assert len(occupied) <= 4 and near.max() < far.min()   # two thin layers; the near cell in front (z index 0)
+    assert density.sum() > 0 and density[:, :, 7:9].sum() == 0   # nothing between the two columns
+
+
+def test_map_mode_renders_with_visibility_the_nearer_surface_hides_the_farther():
+    """3D -> 2D: two cells of one row turned by 90 degrees of yaw line up on one line of sight; the rendered view
+    shows the one in front, and the coverage says which cells of the target view were seen."""
+    torch.manual_seed(0)
+    layer = LightweightFaceProjectionLayer(16, voxel_resolution=16, map_size=7)
+    depth = torch.full((1, 7, 7), float("nan"))
+    depth[0, 3, 2], depth[0, 3, 4] = 0.0, 0.0
+    cells = torch.zeros(1, 16, 7, 7)
+    cells[0, :, 3, 2], cells[0, :, 3, 4] = 1.0, -1.0
+    code = layer.cell_code(cells.flatten(2).transpose(1, 2))[0]   # [49, V]
+    front = {}
+    for yaw in (90.0, -90.0):
+        _, rotation = layer.grid_frame(torch.zeros(1, 5, 3), torch.zeros(1, 3), torch.tensor([[yaw, 0.0, 0.0]]))
+        view = layer.target_view(cells, rotation, depth)[0]   # [V + 1, 49]
+        seen = view[-1].argmax()
+        shown = view[:-1, seen]
+        front[yaw] = int(torch.cosine_similarity(shown, code[3 * 7 + 2], dim=0)
+                         > torch.cosine_similarity(shown, code[3 * 7 + 4], dim=0))
+        assert view[-1, seen] > 0.3 and view[-1].min() < 0.01   # seen somewhere, nothing elsewhere
+    assert front[90.0] != front[-90.0]   # turning the other way brings the other cell to the front
+    frontal = layer.target_view(cells, torch.eye(3)[None], depth)[0]
+    assert frontal[-1, 3 * 7 + 2] > 0.3 and frontal[-1, 3 * 7 + 4] > 0.3 and frontal[-1, 0] < 0.01
+
+
+def test_map_mode_without_a_surface_uses_the_mean_face_one_shape_for_every_face():
+    from viewdiff.models.projection import MEAN_CELL_DEPTH
     layer = LightweightFaceProjectionLayer(16, voxel_resolution=8, map_size=7)
-    kp = torch.as_tensor(keypoints_3d_from_pose([40.0, 0.0, 0.0]))[None].repeat(2, 1, 1)
+    torch.nn.init.normal_(layer.project.weight)
+    kp = torch.zeros(2, 5, 3)
     cells = torch.randn(2, 16, 7, 7)
-    out = layer(cells, kp, torch.tensor([[40.0, 0, 0]] * 2), torch.zeros(2, 3))
-    assert out.shape == (2, 16, 7, 7) and layer.last_voxels.shape == (2, 8, 8, 8, 8)
-    other = cells.clone()
-    other[:, :, 0, 0] += 5.0   # a change in one corner cell changes the grid near that corner most
-    layer(other, kp, torch.tensor([[40.0, 0, 0]] * 2), torch.tensor([[40.0, 0, 0]] * 2))
-    changed = layer.last_voxels.clone()
-    layer(cells, kp, torch.tensor([[40.0, 0, 0]] * 2), torch.tensor([[40.0, 0, 0]] * 2))
-    diff = (changed - layer.last_voxels).abs().sum(dim=(0, 1, 2))   # [y, x]
-    assert diff[:2, :2].sum() > diff[-2:, -2:].sum()
+    pose = torch.tensor([[50.0, 0, 0]] * 2)
+    mean = torch.tensor(MEAN_CELL_DEPTH)[None].repeat(2, 1, 1)
+    a = layer(cells, kp, pose, torch.zeros(2, 3), cell_depth=None)
+    b = layer(cells, kp, pose, torch.zeros(2, 3), cell_depth=mean)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, layer(cells, kp, pose, torch.zeros(2, 3), cell_depth=mean + 0.5))   # depth matters
+

@@ -154,3 +154,27 @@ def test_a_folder_dataset_targets_its_estimated_frontal_photos(tiny_extracted):
         assert (ds.identity == k).sum() == rows.sum()
     turned = photos.subset(~near)
     assert len(PosePairDataset(turned)) == 0
+
+
+def test_cross_pose_pairs_are_frontal_against_turned_within_a_fold(tiny_extracted):
+    """The folder dataset's second test: every near-frontal x turned photo pair of one person, and ten times as
+    many different-person pairs of the same fold (or all there are), drawn with a seed."""
+    from viewdiff.training.datasets import CROSS_POSE_TURNED, PHOTO_FRONTAL_MAX, cross_pose_pairs
+    cfp = tiny_extracted[1]
+    photos = cfp.subset(cfp.found)
+    photos.view = np.full(len(photos), "photo")
+    photos.fold = np.full(len(photos), 3)
+    pairs = cross_pose_pairs(photos, seed=0)
+    a, b, same = pairs["a"], pairs["b"], pairs["same"]
+    yaw, pitch = np.abs(photos.source_pose[:, 0]), np.abs(photos.source_pose[:, 1])
+    assert (yaw[a] <= PHOTO_FRONTAL_MAX).all() and (pitch[a] <= PHOTO_FRONTAL_MAX).all()
+    assert (yaw[b] >= CROSS_POSE_TURNED).all() and set(pairs["fold"]) == {3}
+    assert (photos.identity[a[same]] == photos.identity[b[same]]).all()
+    assert (photos.identity[a[~same]] != photos.identity[b[~same]]).all()
+    frontal, turned = (yaw <= PHOTO_FRONTAL_MAX) & (pitch <= PHOTO_FRONTAL_MAX), yaw >= CROSS_POSE_TURNED
+    every_same = sum(((photos.identity == i) & frontal).sum() * ((photos.identity == i) & turned).sum()
+                     for i in set(photos.identity))
+    every_other = frontal.sum() * turned.sum() - every_same
+    assert same.sum() == every_same and (~same).sum() == min(every_other, 10 * every_same)
+    again = cross_pose_pairs(photos, seed=0)
+    assert all(np.array_equal(pairs[k], again[k]) for k in pairs)

@@ -59,3 +59,37 @@ def test_regression_loss_is_zero_on_target_without_identity_term():
     pairs, means = _pairs()
     loss, parts = embedding_loss(pairs["target"], pairs["target"], pairs["identity"], 0.0, 0.05)
     assert loss.item() < 1e-6 and "identity" not in parts
+
+
+def _bank():
+    g = torch.Generator().manual_seed(1)
+    bank = F.normalize(torch.randn(12, 16, generator=g), dim=-1)
+    return bank, torch.arange(12) // 3   # 4 identities, 3 frontal photos each
+
+
+def test_verification_loss_rewards_the_own_photos_over_the_hardest_others():
+    from viewdiff.training.losses import verification_loss
+    bank, ids = _bank()
+    identity = torch.tensor([0, 2])
+    near_own = bank[[0, 6]] + 0.05 * bank[[1, 7]]
+    near_other = bank[[3, 9]]
+    args = dict(identity=identity, bank=bank, bank_identity=ids, temperature=0.1, hard_negatives=4, anchor_weight=0.0)
+    good, parts = verification_loss(near_own, near_own, margin=0.0, **args)
+    bad, _ = verification_loss(near_other, near_other, margin=0.0, **args)
+    assert good < bad and set(parts) == {"verification"}
+    with_margin, _ = verification_loss(near_own, near_own, margin=0.2, **args)
+    assert with_margin > good   # the own photos must win by the margin
+
+
+def test_verification_loss_reads_only_the_hardest_negatives_and_keeps_the_anchor():
+    from viewdiff.training.losses import verification_loss
+    bank, ids = _bank()
+    out = bank[[0]] + 0.3 * bank[[4]]
+    easy = torch.cat([bank, -F.normalize(out, dim=-1)])   # a photo of a new identity, opposite the probe
+    kw = dict(identity=torch.tensor([0]), temperature=0.1, margin=0.1, hard_negatives=3, anchor_weight=0.0)
+    a, _ = verification_loss(out, out, bank=bank, bank_identity=ids, **kw)
+    b, _ = verification_loss(out, out, bank=easy, bank_identity=torch.cat([ids, torch.tensor([9])]), **kw)
+    torch.testing.assert_close(a, b)   # an easy negative is not among the 3 hardest
+    anchored, parts = verification_loss(out, bank[[5]], bank=bank, bank_identity=ids,
+                                        **{**kw, "anchor_weight": 2.0})
+    assert anchored > a and parts["anchor"] > 0

@@ -122,9 +122,12 @@ def test_prior_preservation_fine_tuning_caches_prior_samples(small_cache, tmp_pa
 
 @pytest.fixture(scope="module")
 def small_maps(small_cache, analyzer) -> Path:
-    """`small_cache` with the shipped embedder's 7x7 maps of the CFP crops (what a map model reads)."""
+    """`small_cache` with the shipped embedder's 7x7 maps of the CFP crops and the faces' measured surfaces (what a
+    map model reads)."""
     from viewdiff.training.records import extract_maps
+    from viewdiff.training.surface import extract_surface
     extract_maps(small_cache, "cfp", analyzer.backend, analyzer.feature_maps)
+    extract_surface(small_cache, "cfp", analyzer.backend, progress=False)
     return small_cache
 
 
@@ -133,9 +136,9 @@ def test_prior_samples_carry_every_model_input(small_maps):
     earlier prior dropped them, so a map model crashed and a vector model lost its mirror term), sent to the
     source pose of another training photo."""
     from viewdiff.training.train import model_inputs, prior_samples
-    pairs = stack_pairs(PosePairDataset(load_records(small_maps, "cfp", "insightface", maps=True)))
+    pairs = stack_pairs(PosePairDataset(load_records(small_maps, "cfp", "insightface", maps=True, surface=True)))
     samples = prior_samples(pairs, seed=0)
-    assert set(samples) == set(model_inputs(pairs)) >= {"src_mirror", "feature_map", "feature_map_mirror"}
+    assert set(samples) == set(model_inputs(pairs)) >= {"src_mirror", "feature_map", "feature_map_mirror", "cell_depth"}
     assert all(samples[k] is pairs[k] for k in samples if k != "target_pose")
     poses = {tuple(p) for p in pairs["source_pose"].tolist()}
     assert {tuple(p) for p in samples["target_pose"].tolist()} == poses and not (samples["target_pose"] == 0).all()
@@ -223,3 +226,43 @@ def test_a_folder_dataset_joins_the_training_set(small_cache, analyzer, tmp_path
     extract_records(f"folder:{shared}", data_root(), analyzer, small_cache, progress=False)
     with pytest.raises(ValueError, match="CFP people"):
         run_train(small_cache, tmp_path / "refused", "--epochs", "1", "--datasets", f"cfp,folder:{shared}")
+
+
+def test_verification_recipe_trains_on_the_measured_surface_and_stops_early_on_an_inner_fold(small_maps, tmp_path):
+    """The verification loss with a map model that places its features on the measured surface: the surface
+    reaches the model (mirrored pairs get the mirrored surface), best_model is the epoch with the best inner-fold
+    val_score, and the learned path moves: the gate's centre and the fold leave their start."""
+    import shutil
+    cache = tmp_path / "cache"   # the small cache with two people in fold 3 (one per fold there): early stopping
+    shutil.copytree(small_maps, cache)   # needs different-person pairs in its fold
+    records_file = cache / "insightface" / "cfp.npz"
+    with np.load(records_file, allow_pickle=False) as z:
+        cols = dict(z)
+    second = np.unique(cols["identity"][cols["fold"] == 4])
+    cols["fold"] = np.where(np.isin(cols["identity"], second), 3, cols["fold"])
+    np.savez(records_file, **cols)
+    flags = ["--epochs", "3", "--batch_size", "64", "--datasets", "cfp", "--map_channels", "64", "--nhead", "4",
+             "--token_dim", "32", "--loss", "verification", "--margin", "0.1", "--val_fold", "3"]
+    with pytest.raises(ValueError, match="different-person pairs"):
+        run_train(small_maps, tmp_path / "one", *flags)
+    config, result = run_train(cache, tmp_path / "ver", *flags)
+    rows = result.history
+    assert all({"val_score", "val_tar_far1", "val_tar_far01"} <= set(r) for r in rows)
+    best = max(rows, key=lambda r: r["val_score"])
+    _, meta = load_pretrained(tmp_path / "ver" / "best_model")
+    assert meta["epoch"] == best["epoch"] and meta["val_score"] == pytest.approx(best["val_score"])
+    model = result.model
+    assert model.settings.use_face_surface and model.gate.centre.item() != pytest.approx(45.0)
+    assert model.map_tokenizer.fold.weight.abs().sum() > 0
+
+
+def test_the_dataset_mirrors_the_measured_surface_with_the_photo(small_maps):
+    from viewdiff.faces.face_mesh import mirror_arrays
+    records = load_records(small_maps, "cfp", "insightface", maps=True, surface=True)
+    data = PosePairDataset(records, mirror=True, frontal_sources=None)
+    n = len(data) // 2
+    depth, keypoints = mirror_arrays(data.cell_depth[:n], data.keypoints_3d[:n])
+    np.testing.assert_array_equal(data.cell_depth[n:], depth)
+    np.testing.assert_allclose(data.keypoints_3d[n:], keypoints)
+    found = records.subset(records.found)
+    np.testing.assert_allclose(data.keypoints_3d[:n][0], found.keypoints_3d[0])   # measured, not the template

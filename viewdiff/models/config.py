@@ -50,6 +50,9 @@ class TransformerConfig:
     """Side of that map: 7x7 cells over the 112x112 aligned face."""
     token_dim: int = 64
     """Token width inside the transformer."""
+    use_face_surface: bool = True
+    """A map model's projection layer places the photo's features on the face's own measured surface (`cell_depth`,
+    MediaPipe Face Mesh); else on the mean face surface, the same for every face (`projection.MEAN_CELL_DEPTH`)."""
     use_adaptive_norm: bool = True
     """adaLN conditioned on the poses (else plain LayerNorm)."""
     use_pose_gate: bool = True

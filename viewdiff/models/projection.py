@@ -101,6 +101,42 @@ def grid_to_crop(xy: torch.Tensor) -> torch.Tensor:
     return (xy * scale + centre) / (CROP_SIZE / 2) - 1
 
 
+# The mean measured face surface (MediaPipe Face Mesh, `viewdiff.faces.face_mesh.FaceSurface.cell_depth`) under the
+# 7 x 7 cells of the aligned crop: template-frame depth (towards the camera), NaN where fewer than half of the 5,000
+# CFP frontal photos have the face under the cell. What the map mode places a face's features on when its own
+# surface is not given (`cell_depth=None`): the same shape for every face.
+MEAN_CELL_DEPTH = (
+    (math.nan,) * 7,
+    (math.nan, math.nan, 0.23, 0.31, 0.23, math.nan, math.nan),
+    (math.nan, -0.24, 0.29, 0.39, 0.29, -0.23, math.nan),
+    (math.nan, -0.49, -0.11, 0.42, -0.09, -0.47, math.nan),
+    (math.nan, -0.46, 0.02, 0.85, 0.03, -0.42, math.nan),
+    (math.nan, -0.83, -0.17, 0.27, -0.17, -0.81, math.nan),
+    (math.nan, math.nan, -0.52, -0.12, -0.48, math.nan, math.nan))
+
+
+def splat(points: torch.Tensor, values: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Trilinear splatting: points [B, P, 3] (grid x, y, z in [-1, 1]) carrying values [B, P, C] -> a volume
+    [B, C, R, R, R] (indexed [z, y, x], voxel centres at linspace(-1, 1, R)); each point's values go to its 8
+    neighbouring voxels with the trilinear weights (a point outside the grid adds nothing)."""
+    b, n, c = values.shape
+    r = resolution
+    pos = (points + 1) * (r - 1) / 2   # [B, P, 3] in voxel units (x, y, z)
+    base = pos.floor()
+    frac = pos - base
+    volume = values.new_zeros(b, c, r ** 3)
+    for corner in range(8):
+        offset = torch.tensor([(corner >> k) & 1 for k in range(3)], device=points.device, dtype=points.dtype)
+        idx = base + offset                                            # [B, P, 3]
+        weight = torch.where(offset.bool(), frac, 1 - frac).prod(-1)   # [B, P]
+        inside = ((idx >= 0) & (idx <= r - 1)).all(-1)
+        idx = idx.clamp(0, r - 1).long()
+        flat = (idx[..., 2] * r + idx[..., 1]) * r + idx[..., 0]       # [B, P] into [z, y, x]
+        contribution = (values * (weight * inside)[..., None]).transpose(1, 2)   # [B, C, P]
+        volume.scatter_add_(2, flat[:, None, :].expand(-1, c, -1), contribution)
+    return volume.view(b, c, r, r, r)
+
+
 class LightweightFaceProjectionLayer(nn.Module):
     """Lift (keypoints, embedding) to a voxel grid, rotate it from source to target pose, render it.
 
@@ -112,8 +148,15 @@ class LightweightFaceProjectionLayer(nn.Module):
     to [B, C, R, R], pooled to at most `render_pool`^2 cells and projected to feature_dim.
     Rows whose keypoints are not all finite give a zero output (no geometry for that sample).
     With `map_size` (the map mode, module docstring): features [B, feature_dim, S, S] (the embedder's map,
-    feature_dim = its channels) -> [B, feature_dim, S, S]: the code of each voxel comes from the cell in front
-    of which it lies, and the rendered view is sampled at the S x S cell centres and projected back per cell.
+    feature_dim = its channels) and `cell_depth` [B, S, S] (the face's measured surface under each cell, NaN off
+    the face; None: `MEAN_CELL_DEPTH`, one shape for every face) -> [B, feature_dim, S, S]. 2D -> 3D: each cell's
+    code (a Linear of its features) is placed at its point on the surface, (x, y) of the cell centre and its depth,
+    not smeared along depth; the points are turned by `R(target) @ R(source)^T` about the centre of the 5
+    keypoints (the template's origin, which the alignment anchors) and splatted into the grid (`splat`); 3D -> 2D:
+    the grid is composited front to back, so a turned-away point is hidden behind the surface in front of it, and
+    read at the S x S cell centres: the rendered code and the coverage (how much seen surface lies on the cell's
+    line of sight), projected back per cell. A cell of the target view with no coverage is one the photo never
+    saw (the far side of a profile): the model knows which parts of the target view are seen and which are not.
     Memory and time grow with R^3 (`voxel_resolution`; numbers in the module docstring).
     After each forward, `last_voxels` [B, C, R, R, R] and `last_density` [B, 1, R, R, R] (rotated,
     detached) hold the grids for visualisation.
@@ -128,21 +171,22 @@ class LightweightFaceProjectionLayer(nn.Module):
         coords_t = voxel_centres(voxel_resolution, voxel_resolution, voxel_resolution).t().contiguous()
         self.register_buffer("coords_t", coords_t, persistent=False)  # [3, R^3], voxel centres (x, y, z)
         self.register_buffer("coords_sq", coords_t.pow(2).sum(0), persistent=False)  # [R^3]
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
-        self.coord_proj = nn.Linear(3, hidden)
-        self.splat_proj = nn.Linear(num_keypoints, hidden, bias=False)
-        self.feature_code = nn.Linear(feature_dim, hidden)
-        self.voxel_out = nn.Linear(hidden, voxel_channels + 1)
         self.pool = min(render_pool, voxel_resolution)
-        if map_size:
+        if map_size:   # the surface mode: a code per cell, placed on the face (class docstring)
             self.register_buffer("cells", cell_grid(map_size), persistent=False)   # [S*S, 2] grid (x, y)
-            r = voxel_resolution   # where each voxel column (x, y) samples the cells, in the crop's coordinates
-            self.register_buffer("column_in_crop", grid_to_crop(coords_t.t()[: r * r, :2]).view(1, r, r, 2),
-                                 persistent=False)
-            self.project = nn.Linear(voxel_channels, feature_dim)   # per cell; zero-initialised: what the rendered
-            nn.init.zeros_(self.project.weight)                     # view adds to the map starts as nothing
-            nn.init.zeros_(self.project.bias)
-        else:
+            self.register_buffer("mean_depth", torch.tensor(MEAN_CELL_DEPTH, dtype=torch.float32), persistent=False)
+            self.cell_code = nn.Linear(feature_dim, voxel_channels)
+            # a placed point's opacity: 1 - exp(-softplus(.)) = 0.82 at init whatever R (`surface_forward`)
+            self.opacity = nn.Parameter(torch.tensor(1.5))
+            self.project = nn.Linear(voxel_channels + 1, feature_dim)   # per cell: the rendered code + its coverage;
+            nn.init.zeros_(self.project.weight)                          # zero when the layer stands alone (the
+            nn.init.zeros_(self.project.bias)                            # transformer starts it small)
+        else:   # the vector mode: an MLP per voxel over its coordinates and the keypoints' splats
+            self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
+            self.coord_proj = nn.Linear(3, hidden)
+            self.splat_proj = nn.Linear(num_keypoints, hidden, bias=False)
+            self.feature_code = nn.Linear(feature_dim, hidden)
+            self.voxel_out = nn.Linear(hidden, voxel_channels + 1)
             self.project = nn.Linear(voxel_channels * self.pool ** 2, feature_dim)
         self.last_voxels: torch.Tensor | None = None
         self.last_density: torch.Tensor | None = None
@@ -167,15 +211,8 @@ class LightweightFaceProjectionLayer(nn.Module):
         return out[:, :-1], F.softplus(out[:, -1:])
 
     def voxel_code(self, features: torch.Tensor) -> torch.Tensor:
-        """The features' code per voxel: [B, hidden, 1] for a vector (one code for the grid), [B, hidden, R^3]
-        for a map (each voxel takes the cell in front of or behind which it lies: the same along depth)."""
-        if not self.map_size:
-            return self.feature_code(features).unsqueeze(-1)
-        r = self.resolution
-        code = self.feature_code(features.movedim(1, -1)).movedim(-1, 1)   # [B, hidden, S, S]
-        xy = self.column_in_crop.to(code.dtype).expand(len(features), -1, -1, -1)
-        plane = F.grid_sample(code, xy, mode="bilinear", padding_mode="border", align_corners=False)
-        return plane.unsqueeze(2).expand(-1, -1, r, -1, -1).reshape(len(features), -1, r ** 3)
+        """The features' code per voxel [B, hidden, 1]: one code for the whole grid (the vector mode)."""
+        return self.feature_code(features).unsqueeze(-1)
 
     def grid_frame(self, keypoints: torch.Tensor, source_angles: torch.Tensor,
                    target_angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,8 +241,47 @@ class LightweightFaceProjectionLayer(nn.Module):
                                       dim=2)
         return (transmittance * alpha * voxels).sum(dim=2)
 
+    def surface_points(self, cell_depth: torch.Tensor | None, batch: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cells' points on the face surface in the grid's frame at the source pose [B, S*S, 3] (x, y, z; zeros
+        off the face) and which cells are on it [B, S*S] (finite depth)."""
+        depth = self.mean_depth.expand(batch, -1, -1) if cell_depth is None else cell_depth
+        depth = depth.reshape(batch, -1).to(dtype)
+        on_face = torch.isfinite(depth)
+        z = -torch.where(on_face, depth, torch.zeros_like(depth)) * GRID_PER_TEMPLATE   # towards the camera -> front
+        points = torch.cat([self.cells.to(dtype).expand(batch, -1, -1), z[..., None]], dim=-1)
+        return points, on_face
+
+    def surface_forward(self, features: torch.Tensor, rotation: torch.Tensor,
+                        cell_depth: torch.Tensor | None) -> torch.Tensor:
+        """The map mode (class docstring): features [B, C, S, S], rotation [B, 3, 3] in the grid's frame ->
+        [B, C, S, S]; sets `last_voxels` / `last_density` (the grid at the target pose)."""
+        at = self.target_view(features, rotation, cell_depth)
+        out = self.project(at.transpose(1, 2)).transpose(1, 2)
+        return out.reshape(len(features), -1, self.map_size, self.map_size)
+
+    def target_view(self, features: torch.Tensor, rotation: torch.Tensor,
+                    cell_depth: torch.Tensor | None) -> torch.Tensor:
+        """The rendered target view at the S x S cells, [B, V + 1, S*S]: the cells' codes as seen from the target
+        pose (front to back, the nearest surface hiding what is behind it) and, last, the coverage in [0, 1)."""
+        b = len(features)
+        points, on_face = self.surface_points(cell_depth, b, features.dtype)
+        turned = points @ rotation.transpose(1, 2)   # about the grid's origin: the centre of the 5 keypoints
+        code = self.cell_code(features.flatten(2).transpose(1, 2))   # [B, S*S, V]
+        step = 2.0 / (self.resolution - 1)   # render's alpha = 1 - exp(-density * step): a whole point's opacity is
+        density = F.softplus(self.opacity) / step * on_face.to(features.dtype)   # 1 - exp(-softplus(opacity))
+        grid = splat(turned, torch.cat([code * density[..., None], density[..., None]], dim=-1), self.resolution)
+        voxels, density_grid = grid[:, :-1], grid[:, -1:]
+        self.last_voxels, self.last_density = voxels.detach(), density_grid.detach()
+        image = self.render(voxels, density_grid)   # [B, V, R, R]: the view from the target pose
+        alpha = 1.0 - torch.exp(-density_grid * (2.0 / (self.resolution - 1)))
+        coverage = 1.0 - torch.prod(1.0 - alpha, dim=2)   # [B, 1, R, R]: opacity met along each line of sight
+        at = F.grid_sample(torch.cat([image, coverage], dim=1),
+                           self.cells.to(features.dtype).view(1, 1, -1, 2).expand(b, -1, -1, -1), mode="bilinear",
+                           padding_mode="zeros", align_corners=True)   # [B, V + 1, 1, S*S]
+        return at[:, :, 0]
+
     def forward(self, features: torch.Tensor, keypoints: torch.Tensor, source_angles: torch.Tensor,
-                target_angles: torch.Tensor | None = None) -> torch.Tensor:
+                target_angles: torch.Tensor | None = None, cell_depth: torch.Tensor | None = None) -> torch.Tensor:
         if keypoints.shape[1:] != (self.num_keypoints, 3):
             raise ValueError(f"keypoints must be [B, {self.num_keypoints}, 3], got {tuple(keypoints.shape)}")
         if target_angles is None:
@@ -213,16 +289,13 @@ class LightweightFaceProjectionLayer(nn.Module):
         valid = torch.isfinite(keypoints).all(dim=-1).all(dim=-1)  # [B]
         keypoints = torch.where(valid[:, None, None], keypoints, torch.zeros_like(keypoints)).to(features.dtype)
         keypoints, rotation = self.grid_frame(keypoints, source_angles, target_angles)
+        mask = valid.to(features.dtype)
+        if self.map_size:
+            return self.surface_forward(features, rotation, cell_depth) * mask[:, None, None, None]
         voxels, density = self.voxelize(features, keypoints)
         rotated = rotate_volume(torch.cat([voxels, density], dim=1), rotation, self.coords_t.t())
         voxels, density = rotated[:, :-1], rotated[:, -1:]
         self.last_voxels, self.last_density = voxels.detach(), density.detach()
         image = self.render(voxels, density)   # [B, C, R (y), R (x)]: the view from the target pose
-        mask = valid.to(features.dtype)
-        if self.map_size:   # read back at the cells of the crop
-            at = F.grid_sample(image, self.cells.view(1, 1, -1, 2).expand(len(image), -1, -1, -1), mode="bilinear",
-                               padding_mode="zeros", align_corners=True)   # [B, C, 1, S*S]
-            out = self.project(at[:, :, 0].transpose(1, 2)).transpose(1, 2)   # [B, feature_dim, S*S]
-            return out.view(len(image), -1, self.map_size, self.map_size) * mask[:, None, None, None]
         image = F.adaptive_avg_pool2d(image, self.pool)
         return self.project(image.flatten(1)) * mask[:, None]

@@ -7,11 +7,12 @@ Token sequence (width `token_dim`): `pose` (embedding of the source and target p
 - the embedder's 7x7 map (`map_channels` > 0, see `viewdiff.models.map_tokens`): the 49 cells of the photo
   (`photo r,c`), the 49 of the mirrored photo flipped back onto the same face regions (`mirror r,c`: the
   second view; attention between the two is the cross-view between photo and mirror). With keypoints the
-  projection layer's rendering of the face from the target pose, read back at the 49 cells, is added to the
+  projection layer's rendering of the face from the target pose (the cells placed on the face's measured
+  surface, `cell_depth`, turned and rendered with visibility), read back at the 49 cells, is added to the
   photo's map before it is tokenised (fed back, as ViewDiff's projection layer feeds its rendered features
-  back into the UNet; its output layer is zero-initialised). The output is a change of the
-  photo's map (zero-initialised fold), turned into an embedding change by the embedder's own frozen head,
-  so it lives in the raw gallery's space. Each block: adaLN -> attention -> residual, adaLN -> MLP ->
+  back into the UNet). The output is a change of the photo's map (the zero-initialised fold: the one zero
+  point of the learned path), turned into an embedding change by the embedder's own frozen head and divided
+  by the raw embedding's norm (the change of the unit embedding, in the raw gallery's space). Each block: adaLN -> attention -> residual, adaLN -> MLP ->
 residual (pre-norm); the attention is `PoseConditionedLoRAAttention` (LoRA deltas conditioned on
 both poses) or plain multi-head attention. The embedding tokens are folded back to `[B, D]`,
 optionally mixed across the views of one identity (`CrossViewAttention`), and a zero-initialised
@@ -220,17 +221,20 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
                 keypoints_3d: torch.Tensor | None = None, target_pose: torch.Tensor | None = None,
                 return_residual: bool = False, multiview_input: bool = False, *,
                 src_mirror: torch.Tensor | None = None, feature_map: torch.Tensor | None = None,
-                feature_map_mirror: torch.Tensor | None = None,
+                feature_map_mirror: torch.Tensor | None = None, cell_depth: torch.Tensor | None = None,
                 angles: torch.Tensor | None = None, pose: torch.Tensor | None = None):
         """feature_map, feature_map_mirror [B, C, 7, 7]: the photo's and the mirrored photo's (flipped back)
-        maps, read by a map model (`map_channels` > 0; the photo's map is required there)."""
+        maps, read by a map model (`map_channels` > 0; the photo's map is required there). cell_depth [B, 7, 7]:
+        the face's measured surface under each cell (NaN off the face; `viewdiff.faces.face_mesh`), where the
+        projection layer places the cells (with `use_face_surface`; None: the mean face surface)."""
         source_pose, target_pose = pose_arguments(source_pose, target_pose, angles, pose)
         if target_pose is None:
             target_pose = torch.zeros_like(source_pose)
         cond = self.pose_embedding(torch.cat([source_pose, target_pose], dim=-1)).to(src.dtype)
         if self.settings.map_channels:
+            surface = cell_depth if self.settings.use_face_surface else None
             tokens, labels, (voxels, density) = self._map_tokens(cond, feature_map, feature_map_mirror,
-                                                                 keypoints_3d, source_pose, target_pose)
+                                                                 keypoints_3d, source_pose, target_pose, surface)
         else:
             tokens, labels, (voxels, density) = self._vector_tokens(src, cond, keypoints_3d, source_pose,
                                                                     target_pose)
@@ -271,7 +275,7 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
         tokens = torch.cat([tokens, self.projection_token(feat3d).unsqueeze(1)], dim=1)
         return tokens, labels + ["3D"], (self.projection.last_voxels, self.projection.last_density)
 
-    def _map_tokens(self, cond, feature_map, feature_map_mirror, keypoints_3d, source_pose, target_pose):
+    def _map_tokens(self, cond, feature_map, feature_map_mirror, keypoints_3d, source_pose, target_pose, cell_depth):
         """pose + the photo's cells (+ the mirror's, + the rendered target view's) -> (tokens, labels, grids)."""
         if feature_map is None:
             raise ValueError("this model reads the embedder's 7x7 map: pass feature_map [B, C, 7, 7] (and "
@@ -281,7 +285,8 @@ class EnhancedTransformerDecoderOnly3D(nn.Module):
                              "carry it)")
         tok, grids, cells = self.map_tokenizer, (None, None), feature_map
         if self.projection is not None and keypoints_3d is not None:   # the face seen from the target pose,
-            cells = cells + self.projection(feature_map, keypoints_3d, source_pose, target_pose)   # fed back (ViewDiff)
+            cells = cells + self.projection(feature_map, keypoints_3d, source_pose, target_pose,   # fed back (ViewDiff)
+                                            cell_depth=cell_depth)
             grids = (self.projection.last_voxels, self.projection.last_density)
         parts, labels = [self.pose_token(cond).unsqueeze(1), tok.tokenize(cells, "photo")], ["pose"] + tok.labels("photo")
         if feature_map_mirror is not None and self.settings.use_mirror_view:

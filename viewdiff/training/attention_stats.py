@@ -19,6 +19,7 @@ import torch
 
 from viewdiff.models.checkpoint import load_pretrained
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
+from viewdiff.training.datasets import record_inputs
 from viewdiff.training.records import FaceRecords, load_records
 
 TURNED = 60.0
@@ -36,10 +37,7 @@ def visible_share(model: EnhancedTransformerDecoderOnly3D, rows: FaceRecords) ->
     """[layers] mean share of the photo cells' attention (over the photo's cells) on the visible half."""
     model.eval()
     size = model.settings.map_size
-    t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in
-         (("src", rows.embedding), ("src_mirror", rows.embedding_mirror), ("source_pose", rows.source_pose),
-          ("keypoints_3d", rows.keypoints_3d), ("feature_map", rows.feature_map),
-          ("feature_map_mirror", rows.feature_map_mirror))}
+    t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in record_inputs(rows, model).items()}
     model(**t)
     cells = size * size
     shares = []
@@ -58,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--data_dir", default="data/cache")
     args = p.parse_args(argv)
-    cfp = load_records(args.data_dir, "cfp", "insightface", maps=True)
+    cfp = load_records(args.data_dir, "cfp", "insightface", maps=True, surface=True)
     found = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
         for fold in range(1, 11):

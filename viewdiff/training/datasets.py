@@ -8,12 +8,14 @@ import numpy as np
 import torch
 
 from viewdiff.embeddings import l2_normalize
+from viewdiff.faces.face_mesh import mirror_arrays
 from viewdiff.faces.geometry import keypoints_3d_from_pose
 from viewdiff.training.listings import pair_list
 from viewdiff.training.records import FaceRecords
 
 PAIR_KEYS = ("src", "src_mirror", "source_pose", "keypoints_3d", "target", "target_pose", "identity")
 MAP_KEYS = ("feature_map", "feature_map_mirror")   # when the records carry the embedder's maps
+SURFACE_KEYS = ("cell_depth",)   # when they carry the measured face surfaces (load_records(..., surface=True))
 MIRROR_POSE = np.array([-1.0, 1.0, -1.0], np.float32)   # a mirrored photo: yaw and roll change sign
 PHOTO_FRONTAL_MAX = 20.0   # a folder dataset's photo (no view label) counts as frontal within this |yaw| and |pitch|
 
@@ -45,7 +47,8 @@ class PosePairDataset:
     yaw and roll negated, keypoints re-posed), the target unchanged: free pose augmentation.
     Item i: dict src [D], src_mirror [D], source_pose [3] (estimated), keypoints_3d [5, 3], target [D],
     target_pose [3], identity (int index into `identities`); with maps in the records also feature_map and
-    feature_map_mirror [C, 7, 7] (a mirrored pair swaps them, each flipped left-right).
+    feature_map_mirror [C, 7, 7] (a mirrored pair swaps them, each flipped left-right); with surfaces cell_depth
+    [7, 7] (and keypoints_3d measured; a mirrored pair gets the mirrored surface, `face_mesh.mirror_arrays`).
     `bank` [M, D], `bank_identity` [M]: every frontal photo flip-fused (its embedding + its mirror's, unit), the
     gallery side of the verification loss and of the validation.
     """
@@ -87,9 +90,12 @@ class PosePairDataset:
         self.target = np.asarray(tgt_emb, np.float32).reshape(len(src), r.embedding.shape[1])
         self.target_pose = np.asarray(tgt_pose, np.float32).reshape(len(src), 3)
         self.identity = np.array([ident_index[n] for n in r.identity[src]], dtype=np.int64)
-        self.keys = PAIR_KEYS + (MAP_KEYS if r.feature_map is not None else ())
+        self.keys = PAIR_KEYS + (MAP_KEYS if r.feature_map is not None else ()) + \
+            (SURFACE_KEYS if r.cell_depth is not None else ())
         if r.feature_map is not None:
             self.feature_map, self.feature_map_mirror = r.feature_map[src], r.feature_map_mirror[src]
+        if r.cell_depth is not None:
+            self.cell_depth = r.cell_depth[src]
         if mirror:
             if r.feature_map is not None:   # the mirrored photo's map is the mirror's, unflipped, and vice versa
                 flipped = self.feature_map_mirror[..., ::-1], self.feature_map[..., ::-1]
@@ -97,8 +103,12 @@ class PosePairDataset:
                 self.feature_map_mirror = np.r_[self.feature_map_mirror, flipped[1]]
             mirrored_pose = self.source_pose * MIRROR_POSE
             self.src, self.src_mirror = np.r_[self.src, self.src_mirror], np.r_[self.src_mirror, self.src]
-            self.keypoints_3d = np.r_[self.keypoints_3d, np.stack([keypoints_3d_from_pose(p) for p in mirrored_pose])
-                                      if len(src) else self.keypoints_3d]
+            if r.cell_depth is not None:   # the measured surface of the mirrored photo
+                depth, keypoints = mirror_arrays(self.cell_depth, self.keypoints_3d)
+                self.cell_depth, self.keypoints_3d = np.r_[self.cell_depth, depth], np.r_[self.keypoints_3d, keypoints]
+            else:   # the template turned by the mirrored pose
+                self.keypoints_3d = np.r_[self.keypoints_3d, np.stack([keypoints_3d_from_pose(p) for p in mirrored_pose])
+                                          if len(src) else self.keypoints_3d]
             self.source_pose = np.r_[self.source_pose, mirrored_pose]
             self.target, self.target_pose = np.r_[self.target, self.target], np.r_[self.target_pose, self.target_pose]
             self.identity = np.r_[self.identity, self.identity]
@@ -108,6 +118,19 @@ class PosePairDataset:
 
     def __getitem__(self, i: int) -> dict:
         return {k: getattr(self, k)[i] for k in self.keys}
+
+
+def record_inputs(records: FaceRecords, model) -> dict[str, np.ndarray]:
+    """The forward inputs of every record for `model` (at its source pose; the caller adds the target): src,
+    src_mirror, source_pose, keypoints_3d and, when the model reads them, the maps and the measured surface."""
+    columns = {"src": records.embedding, "src_mirror": records.embedding_mirror, "source_pose": records.source_pose,
+               "keypoints_3d": records.keypoints_3d}
+    settings = getattr(model, "settings", None)
+    if getattr(settings, "map_channels", 0):
+        columns.update(feature_map=records.feature_map, feature_map_mirror=records.feature_map_mirror)
+        if records.cell_depth is not None and settings.use_projection_layer and settings.use_face_surface:
+            columns["cell_depth"] = records.cell_depth
+    return columns
 
 
 def stack_pairs(dataset: PosePairDataset) -> dict[str, torch.Tensor]:

@@ -48,7 +48,7 @@ from torch import nn
 
 from viewdiff.embeddings import l2_normalize
 from viewdiff.paths import shared_dir
-from viewdiff.training.datasets import cfp_fp_pairs, cross_pose_pairs
+from viewdiff.training.datasets import cfp_fp_pairs, cross_pose_pairs, record_inputs
 from viewdiff.training.metrics import best_threshold, far_threshold, identity_bootstrap_weights
 from viewdiff.training.protocols import (PROTOCOLS, bootstrap_rates, fold_metrics, pair_scores, paired_test,
                                          pointing04_rank1, profile_rank1)
@@ -57,7 +57,7 @@ from viewdiff.training.records import FaceRecords, first_identities, load_record
 from viewdiff.training.thresholds import (DEMO_THRESHOLD, FUSED_DEMO_THRESHOLD, fused_thresholds,
                                           same_person_thresholds, write_threshold)
 from viewdiff.training.report import write_report
-from viewdiff.training.train import TrainConfig, train
+from viewdiff.training.train import TrainConfig, reads_surface, train
 
 TURNED = 45.0   # degrees of estimated |yaw| from which the untrained baselines act
 MAP = {"map_channels": 64, "nhead": 4, "token_dim": 32}
@@ -77,7 +77,12 @@ METHODS = {
     # the transformer that reads the embedder's 7x7 map (w600k_mbf: 64 channels) instead of its vector: 99 tokens,
     # so narrower tokens and fewer heads keep a fit near a minute on one CPU thread
     "enhanced_map": MAP, "enhanced_map_nested": MAP,
+    # the recipe before the verification loss (issue 25): the gallery InfoNCE against raw frontal means, 4 epochs
+    "enhanced_map_gallery": {**MAP, "loss": "gallery", "temperature": 0.1, "margin": 0.0, "source_weight": 3.0,
+                             "epochs": 4},
+    "enhanced_map_no_surface": {**MAP, "use_face_surface": False},
     "enhanced_map_no_projection": {**MAP, "use_projection_layer": False},
+    "enhanced_map_prior": {**MAP, "use_prior_preservation": True},
     "enhanced_map_no_lora": {**MAP, "use_lora_attention": False},
     "enhanced_map_no_adaln": {**MAP, "use_adaptive_norm": False},
     "enhanced_map_no_mirror": {**MAP, "use_mirror_view": False, "mirror_augment": False},
@@ -105,11 +110,7 @@ def transform(model: nn.Module, records: FaceRecords, target_pose: np.ndarray | 
     model.eval()
     n = len(records)
     target = torch.zeros(n, 3) if target_pose is None else torch.as_tensor(target_pose).float().expand(n, 3)
-    columns = [("src", records.embedding), ("src_mirror", records.embedding_mirror),
-               ("source_pose", records.source_pose), ("keypoints_3d", records.keypoints_3d)]
-    if getattr(getattr(model, "settings", None), "map_channels", 0):
-        columns += [("feature_map", records.feature_map), ("feature_map_mirror", records.feature_map_mirror)]
-    t = {k: torch.as_tensor(v).float() for k, v in columns}
+    t = {k: torch.as_tensor(v).float() for k, v in record_inputs(records, model).items()}
     out = torch.cat([model(**{k: v[i:i + batch] for k, v in t.items()}, target_pose=target[i:i + batch])
                      for i in range(0, n, batch)])
     return l2_normalize(out.numpy())
@@ -397,19 +398,22 @@ def main(argv: list[str] | None = None) -> dict:
             p.error(str(err))
 
     t0 = time.time()
-    maps = any(m != "raw" and METHODS[m] is not None and fold_config(m, 1, 0, args).map_channels for m in methods)
-    cfp = first_identities(load_records(args.data_dir, "cfp", args.backend, maps=maps), args.max_identities)
+    trained = [fold_config(m, 1, 0, args) for m in methods if m != "raw" and METHODS[m] is not None]
+    maps, surface = any(c.map_channels for c in trained), any(reads_surface(c) for c in trained)
+    cfp = first_identities(load_records(args.data_dir, "cfp", args.backend, maps=maps, surface=surface),
+                           args.max_identities)
     data_root = args.data_root or shared_dir() / "data"
     all_pairs = {name: cfp_fp_pairs(cfp, data_root, allow_missing=bool(args.max_identities), protocol=name)
                  for name in ("FP", "FF")}
     pairs = {name: {k: v[np.isin(pr["fold"], folds)] for k, v in pr.items()} for name, pr in all_pairs.items()}
     try:
-        p04 = load_records(args.data_dir, "pointing04", args.backend, maps=maps)
+        p04 = load_records(args.data_dir, "pointing04", args.backend, maps=maps, surface=surface)
     except FileNotFoundError:
         p04 = None
     second = second_pairs = None
     if extra:   # the first folder dataset is also a test: its cross-pose pairs, fold by fold (`cross_pose_pairs`)
-        second = first_identities(load_records(args.data_dir, extra[0], args.backend, maps=maps), args.max_identities)
+        second = first_identities(load_records(args.data_dir, extra[0], args.backend, maps=maps, surface=surface),
+                                  args.max_identities)
         second_pairs = cross_pose_pairs(second)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 \
             else contextlib.nullcontext() as pool:

@@ -6,7 +6,9 @@
 Writes `<cache_dir>/<backend>/<dataset>.npz` (gitignored, see `viewdiff.training.records`) as it goes:
 an interrupted run keeps what it computed, and a rerun only analyses new or changed images. With an
 embedder that exposes its 7x7 map (the shipped w600k_mbf), `<dataset>_maps.npz` then holds the maps of
-every face and of its mirror, computed from the cached crops. Shows a progress bar (with the faces found so
+every face and of its mirror, computed from the cached crops, and `<dataset>_surface.npz` the measured face surface
+of every face (MediaPipe Face Mesh, `viewdiff.training.surface`; the photos are read again, no detection). Shows a
+progress bar (with the faces found so
 far) unless --quiet; prints each dataset's detection rate and the photos without a detectable face.
 """
 from __future__ import annotations
@@ -16,11 +18,14 @@ import functools
 import sys
 import time
 
+import numpy as np
+
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.paths import shared_dir
 from viewdiff.training.listings import DATASETS
 from viewdiff.training.records import extract_maps, extract_records
+from viewdiff.training.surface import extract_surface
 
 SHOWN_MISSES = 20
 
@@ -75,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             out = extract_maps(args.cache_dir, name, analyzer.backend, analyzer.feature_maps)
             print(f"{name}: 7x7 feature maps of every face and its mirror, {time.perf_counter() - start:.0f} s -> {out}")
+        if missed < images:
+            out, surface = extract_surface(args.cache_dir, name, analyzer.backend, args.data_root, jobs=args.jobs,
+                                           progress=not args.quiet)
+            if not surface["skipped"]:
+                measured = surface["presence"][np.isfinite(surface["presence"])]
+                print(f"{name}: the face surface of {surface['measured']} faces in {surface['seconds']:.0f} s "
+                      f"(face-mesh presence > 0.5: {100 * np.mean(measured > 0.5):.1f}%) "
+                      f"-> {out}")
     return 0
 
 

@@ -11,9 +11,13 @@ term)``):
 - ``target``: the identity's flip-fused frontal template (the mean of its frontal photos, each averaged with its
   mirror: what the product's gallery holds), never seen in training.
 Reported per model and on average: the cosine of ``learned`` with ``target - input`` (does it point where the
-face should go? 0: no better than a random direction), its size against that gap, and the **shuffle test**:
+face should go? 0: no better than a random direction), the same cosine of their parts orthogonal to the input
+(``cos_target_tangent``: only that part changes a cosine score after normalisation; shrinking the input alone, which
+changes no score, already has a cosine of ~0.5 with ``target - input``), its size against that gap, and the
+**shuffle test**:
 the same profiles with their 7x7 maps (photo and mirror) given to other faces of the fold (poses and embeddings
-kept), so the change can only use what does not depend on the face: the cosine between the learned change with
+kept; with a measured surface, the surface and keypoints swapped too), so the change can only use what does not
+depend on the face: the cosine between the learned change with
 the true maps and with shuffled ones (1: the change ignores the face), and the shuffled change's cosine with the
 target direction. Issue 25's bar: a cosine with the target direction >= 0.3, and face-dependent.
 """
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 
 from viewdiff.embeddings import l2_normalize
 from viewdiff.models.checkpoint import load_pretrained
+from viewdiff.training.datasets import record_inputs
 from viewdiff.training.records import FaceRecords, load_records
 
 TURNED = 45.0
@@ -47,12 +52,11 @@ def flip_fused_templates(records: FaceRecords) -> dict[str, np.ndarray]:
 def learned_change(model, rows: FaceRecords, order: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(out [N, D], learned [N, D]) of `rows` sent to frontal; `order` gives each row another row's maps."""
     model.eval()
-    maps, mirror = rows.feature_map, rows.feature_map_mirror
-    if order is not None:
-        maps, mirror = maps[order], mirror[order]
-    t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in
-         (("src", rows.embedding), ("src_mirror", rows.embedding_mirror), ("source_pose", rows.source_pose),
-          ("keypoints_3d", rows.keypoints_3d), ("feature_map", maps), ("feature_map_mirror", mirror))}
+    columns = record_inputs(rows, model)
+    if order is not None:   # the face's own appearance and shape swapped for another face's
+        columns.update({k: columns[k][order] for k in ("feature_map", "feature_map_mirror", "cell_depth", "keypoints_3d")
+                        if k in columns})
+    t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in columns.items()}
     out = model(**t)
     return out, model.last_visualization["learned_change"]
 
@@ -65,8 +69,14 @@ def path_stats(model, rows: FaceRecords, templates: dict[str, np.ndarray], seed:
     gap = target - F.normalize(start, dim=-1)
     order = np.random.default_rng(seed).permutation(len(rows))
     _, shuffled = learned_change(model, rows, order)
+    unit = F.normalize(start, dim=-1)
+
+    def tangent(v: torch.Tensor) -> torch.Tensor:   # the part of a change that survives normalisation
+        return v - (v * unit).sum(-1, keepdim=True) * unit
+
     return {"n": len(rows),
             "cos_target": F.cosine_similarity(learned, gap, dim=-1).mean().item(),
+            "cos_target_tangent": F.cosine_similarity(tangent(learned), tangent(gap), dim=-1).mean().item(),
             "size_vs_gap": (learned.norm(dim=-1) / gap.norm(dim=-1)).mean().item(),
             "cos_with_shuffled": F.cosine_similarity(learned, shuffled, dim=-1).mean().item(),
             "shuffled_cos_target": F.cosine_similarity(shuffled, gap, dim=-1).mean().item(),
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data_dir", default="data/cache")
     p.add_argument("--out", default=None, help="also write the per-model figures to this JSON file")
     args = p.parse_args(argv)
-    cfp = load_records(args.data_dir, "cfp", "insightface", maps=True)
+    cfp = load_records(args.data_dir, "cfp", "insightface", maps=True, surface=True)
     templates = flip_fused_templates(cfp)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -38,7 +38,7 @@ from viewdiff.models.checkpoint import load_pretrained, save_pretrained
 from viewdiff.models.config import TransformerConfig
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 from viewdiff.paths import data_root, repo_relative
-from viewdiff.training.datasets import MAP_KEYS, PosePairDataset, fold_split, stack_pairs
+from viewdiff.training.datasets import MAP_KEYS, SURFACE_KEYS, PosePairDataset, fold_split, stack_pairs
 from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss, verification_loss
 from viewdiff.training.multiview import epoch_batches
 from viewdiff.training.prior import LAMBDA_PRIOR, EnhancedTransformerWithPrior, PriorPreservationDataset
@@ -71,7 +71,7 @@ class TrainConfig:
                                   "folder dataset's identities train in every CFP-FP fold)")
     model: str = option("enhanced", choices=("enhanced", "dream"))
     batch_size: int = option(128)
-    epochs: int = option(4)
+    epochs: int = option(12, "epochs; with --val_fold the best of them on that fold is kept (best_model/)")
     use_lora_attention: bool = model_option("use_lora_attention")
     use_projection_layer: bool = model_option("use_projection_layer")
     use_cross_view: bool = model_option("use_cross_view")
@@ -94,6 +94,9 @@ class TrainConfig:
     voxel_resolution: int = model_option("voxel_resolution", "voxel grid side R of the projection layer (cost "
                                                              "grows with R^3)")
     dropout: float = model_option("dropout")
+    use_face_surface: bool = model_option("use_face_surface", "a map model's projection places the features on the "
+                                                              "face's measured surface (the records' surface files: "
+                                                              "viewdiff.training.extract), else on the mean face")
     use_adaptive_norm: bool = model_option("use_adaptive_norm")
     use_pose_gate: bool = model_option("use_pose_gate")
     use_mirror_view: bool = model_option("use_mirror_view")
@@ -101,24 +104,24 @@ class TrainConfig:
                                   action=argparse.BooleanOptionalAction)
     frontal_sources: int | None = option(2, "frontal photos per identity used as sources (None: all); every "
                                             "frontal photo still enters the identity's target mean")
-    loss: str = option("gallery", "verification: every flip-fused frontal photo of the identity a positive against "
+    loss: str = option("verification", "verification: every flip-fused frontal photo of the identity a positive against "
                        "the hardest frontal photos of others, with --margin (+ source_weight); gallery: InfoNCE "
                        "against the raw frontal means of all training identities (+ source_weight); regression: cos "
                        "+ MSE to the frontal mean + in-batch identity term",
                        choices=("verification", "gallery", "regression"))
     hard_negatives: int = option(64, "verification loss: the most similar frontal photos of other identities each "
                                      "probe is scored against")
-    source_weight: float = option(3.0, "gallery and verification losses: weight of the squared distance to the "
+    source_weight: float = option(1.0, "gallery and verification losses: weight of the squared distance to the "
                                        "source (the mean of the photo's and its mirror's embeddings with "
                                        "--use_mirror_view)")
-    margin: float = option(0.0, "gallery and verification losses: additive cosine margin on the own identity")
+    margin: float = option(0.1, "gallery and verification losses: additive cosine margin on the own identity")
     lr: float = option(1e-3, "learning rate of the non-LoRA parameters")
     lora_lr: float = option(2e-3, "learning rate of the LoRA parameters")
     gate_lr: float = option(1e-2, "learning rate of the pose gate and the mirror weight (scalars)")
     weight_decay: float = option(0.01)
     warmup_epochs: float = option(1.0)
     identity_weight: float = option(5.0, "regression loss: weight of the in-batch identity term")
-    temperature: float = option(0.1, "temperature of the identity / gallery InfoNCE term")
+    temperature: float = option(0.05, "temperature of the verification, gallery and identity InfoNCE terms")
     use_amp: bool = option(False, "bf16 autocast on CPU, fp16 + GradScaler on CUDA")
     gradient_accumulation_steps: int = option(1)
     save_dir: str = option("runs/enhanced")
@@ -198,7 +201,7 @@ def model_inputs(batch: dict[str, torch.Tensor], multiview: bool = False) -> dic
     """Forward kwargs of a pair batch (shared by the transformer and the DREAM baseline)."""
     out = dict(src=batch["src"], source_pose=batch["source_pose"], keypoints_3d=batch["keypoints_3d"],
                target_pose=batch["target_pose"], src_mirror=batch["src_mirror"])
-    out.update({k: batch[k] for k in MAP_KEYS if k in batch})   # map models read them; others do not get them
+    out.update({k: batch[k] for k in MAP_KEYS + SURFACE_KEYS if k in batch})   # map models read them; not others
     if multiview:
         out["multiview_input"] = True
     return out
@@ -267,13 +270,20 @@ def select_records(config: TrainConfig) -> FaceRecords:
     (`refuse_shared_identities`): the folder dataset trains in every CFP-FP fold.
     """
     names = [name.strip() for name in config.datasets.split(",") if name.strip()]
-    parts = {name: first_identities(load_records(config.data_dir, name, config.backend, maps=bool(config.map_channels)),
-                                    config.max_identities) for name in names}
+    parts = {name: first_identities(load_records(config.data_dir, name, config.backend, maps=bool(config.map_channels),
+                                                 surface=reads_surface(config)), config.max_identities)
+             for name in names}
     if "cfp" in parts:
         for name, part in parts.items():
             if name not in ("cfp", "pointing04"):
                 refuse_shared_identities(part, data_root())
     return FaceRecords.concatenate(list(parts.values()))
+
+
+def reads_surface(config) -> bool:
+    """Whether a model of `config` (a TrainConfig or TransformerConfig) reads the measured face surface: a map
+    model's projection layer with `use_face_surface` (its records are loaded with their surfaces)."""
+    return bool(getattr(config, "map_channels", 0) and config.use_projection_layer and config.use_face_surface)
 
 
 @torch.no_grad()
@@ -333,6 +343,10 @@ def train(config: TrainConfig) -> TrainResult:
     val_set = PosePairDataset(records.subset(val_mask)) if val_mask.any() else None
     val_pairs = stack_pairs(val_set) if val_set is not None else None
     val_bank = (torch.as_tensor(val_set.bank), torch.as_tensor(val_set.bank_identity)) if val_set is not None else None
+    if config.loss == "verification" and val_set is not None and len(val_set.identities) < 2:
+        raise ValueError(f"early stopping on --val_fold {config.val_fold} needs different-person pairs, and that fold "
+                         f"has {len(val_set.identities)} identity with a face in these records: validate on a fold "
+                         "with at least two people (more records: a larger --max_identities) or not at all (--val_fold 0)")
     gallery = frontal_gallery(train_pairs).to(device)
     bank = torch.as_tensor(train_set.bank).to(device), torch.as_tensor(train_set.bank_identity).to(device)
     embedding_dim = train_pairs["src"].shape[1]
