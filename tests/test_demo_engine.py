@@ -62,6 +62,16 @@ def test_the_surface_moves_into_the_grid_with_the_keypoints(analyzer, probe, gal
     result = PoseEngine(small_map_model(analyzer.feature_maps.head)).transform(probe, TARGET, gallery)
     assert result.surface_grid.shape == (468, 3) and result.surface_presence == pytest.approx(probe.surface.presence)
     np.testing.assert_allclose(keypoints_of(result.surface_grid), result.keypoints_grid, atol=1e-4)
+    # the drawn surface is where the projection layer places the photo's cells: each on-face cell's point, turned
+    # as the layer turns it, lies on the drawn (turned) surface
+    model = small_map_model(analyzer.feature_maps.head)
+    layer = model.projection
+    source, target = torch.as_tensor(probe.source_pose)[None], torch.as_tensor(TARGET)[None]
+    _, rotation = layer.grid_frame(torch.zeros(1, 5, 3), source, target)
+    points, on_face = layer.surface_points(torch.as_tensor(probe.surface.cell_depth)[None], 1, torch.float32)
+    cells = ((points @ rotation.transpose(1, 2))[0][on_face[0]] + 1) / 2 * (layer.resolution - 1)
+    nearest = np.linalg.norm(cells.numpy()[:, None] - result.surface_grid[None], axis=-1).min(1)
+    assert on_face.sum() > 20 and nearest.max() < 0.3, nearest.max()   # voxels
     nose, eyes = result.keypoints_grid[2], result.keypoints_grid[:2]
     assert nose[2] < eyes[:, 2].min()   # z is depth away from the camera: the nose is nearest at frontal
     assert abs(eyes[0, 2] - eyes[1, 2]) < 1.0   # the eyes level in depth once turned to frontal
