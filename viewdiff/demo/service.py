@@ -37,6 +37,7 @@ from viewdiff.demo.engine import PoseEngine, PoseResult
 from viewdiff.demo.examples import GALLERY_ASSETS, LOCAL_ASSETS, populate_assets_from_shared
 from viewdiff.demo.gallery import (Gallery, clean_name, default_gallery, default_identity_photos,
                                    open_gallery, photo_embedding, record_maps)
+from viewdiff.demo.live import NO_FRAME, LiveAnalyzer, LiveRegistry, LiveSession, live_html
 from viewdiff.demo.messages import (TURNED_ENROL_DEG, display_path, face_info, markdown_text, photo_status,  # noqa: F401
                                      pose_gate_note, sentence, user_message)
 from viewdiff.demo.model_card import model_card
@@ -58,6 +59,8 @@ BEST_MATCH = "the best match"   # the explanation's default identity (`ViewOptio
 NO_PHOTO_INFO = "No photo yet."   # the face panel before a photo and after the photo is removed
 PLOT_AREAS = ("results", "views", "jump")   # shown only with a photo's results (else `results_hint`); jump: the
 #                                             "see the results" button (only on a narrow screen, app.CSS)
+LIVE_DEFAULT_NAME = "You"   # the name "Enrol me" uses when none is typed
+LIVE_COMPARE_DEFAULT = "your enrolled face (else the best match)"   # the live "Compare with" default (value "")
 NEAR_DUPLICATE = 0.6   # cosine above which a new entry "also matches" another one, when no threshold is calibrated
 
 
@@ -102,6 +105,8 @@ class DemoService:
         self.threshold = same_person_threshold(self.fingerprint)
         self.sessions = SessionRegistry()
         self.panels = Panels(model is not None, self.threshold)
+        self.live = LiveAnalyzer(analyzer, self.engine, self.threshold)
+        self.lives = LiveRegistry(self.live.session)   # each open page's live camera (`viewdiff.demo.live`)
 
     @property
     def model(self) -> torch.nn.Module | None:
@@ -186,6 +191,10 @@ class DemoService:
     def gallery_rows(self, state: Gallery | None = None) -> list[list]:
         """Newest first: an entry just added is the top row, not hidden at the bottom of the table."""
         return [[e["name"], e["source"], e["count"]] for e in reversed(self.gallery_for(state).entries)]
+
+    def live_choices(self, state: Gallery | None = None) -> list[tuple[str, str]]:
+        """The live camera's "Compare with" choices: the default (value "") and every gallery name."""
+        return [(LIVE_COMPARE_DEFAULT, "")] + [(n, n) for n in self.gallery_names(state)]
 
     def gallery_names(self, state: Gallery | None = None) -> list[str]:
         """The entry dropdown's names: in the table's order (newest first)."""
@@ -326,6 +335,61 @@ class DemoService:
         """A page (re)load: the visitor's gallery as it is now."""
         return Reply(self._gallery_values(self.gallery_for(gallery), None))
 
+    # ----- the live camera (`viewdiff.demo.live`) -----
+    def on_live_frame(self, frame, compare: str | None, live: LiveSession, gallery: Gallery | None = None) -> str | None:
+        """One streamed camera frame -> the live panel's HTML; None when the frame is dropped (the session is busy
+        with another frame: never queued). Never raises: an unexpected error is logged and said in the panel."""
+        if frame is None:
+            return None
+        if not live.lock.acquire(blocking=False):
+            live.busy_drops += 1
+            return None
+        try:
+            reading = self.live.process(live, frame, self.gallery_for(gallery), compare or None)
+            return live_html(live, reading, self.threshold)
+        except Exception as exc:
+            log.exception("unexpected error in the live camera")
+            return live_html(live, None, self.threshold, message=f"Something went wrong with this frame "
+                             f"({type(exc).__name__}); it was logged. The next frames are tried again.")
+        finally:
+            live.lock.release()
+
+    @guarded
+    def on_live_enrol(self, name: str | None, target, view: ViewOptions, live: LiveSession | None,
+                      gallery: Gallery | None = None) -> Reply:
+        """"Enrol me": the camera's current frame, analysed on the full photo path, added to the visitor's gallery
+        (like "Add" on the photo page, with its warnings) and made the page's photo, so the slider page shows it too.
+        The frame itself is not kept: the session holds its analysis, as for a photo."""
+        frame = None
+        if live is not None:
+            with live.lock:
+                frame = None if live.frame is None else live.frame.copy()
+        if frame is None:
+            return Reply({"live_status": NO_FRAME}, warnings=[NO_FRAME.replace("**", "")])
+        try:
+            session, _, notes = self.analyze(frame, "live camera")
+        except FaceAnalysisError:
+            text = "No face in the camera's current frame: look straight into the camera, in good light, and press Enrol me again."
+            return Reply({"live_status": text}, warnings=[text])
+        session.image = None   # the frame is not kept; "Face to use" is for photos
+        name = clean_name(name) or LIVE_DEFAULT_NAME
+        reply = self.on_add(name, target, view, session, gallery)
+        if "gallery_table" not in reply.values:   # the gallery refused it (the warning says why)
+            return reply
+        own = self.gallery if self.persistent else reply.values["gallery"]
+        stored = own.stored_name(name) or name
+        live.enrolled, live.trace_name = stored, None
+        live.trace.clear()
+        yaw = float(session.record.source_pose[0])
+        text = (f"Enrolled this frame as '{stored}' (head yaw {yaw:+.0f}°). Now turn your head slowly to one side, "
+                "then the other: the trace draws how your similarity holds up.")
+        reply.values.update({**plots_shown(True), "face_image": None, "photo_status": "",
+                             "face_info": "Enrolled from the live camera (the frame itself is not kept).\n\n"
+                                          + face_info(session),
+                             "face_choice": {"choices": [], "value": None, "visible": False},
+                             "live_status": markdown_text(text)})
+        return reply
+
     def _own(self, gallery: Gallery | None) -> Gallery:
         """The gallery a change goes to: the shared saved one, or the visitor's own copy (made on the first change)."""
         if self.persistent:
@@ -394,6 +458,7 @@ class DemoService:
                 "gallery_choice": {"choices": self.gallery_names(gallery), "value": selected},
                 "explain_choice": {"choices": [(BEST_MATCH, "")] + [(n, n) for n in self.gallery_names(gallery)],
                                    "value": ""},   # a changed gallery: back to its best match
+                "live_compare": {"choices": self.live_choices(gallery), "value": ""},
                 "undo": {"interactive": undo is not None,
                          "value": f"Undo remove '{undo}'" if undo else "Undo remove"}}
 

@@ -1,0 +1,492 @@
+"""Live camera mode: the visitor's webcam is their own pose sweep.
+
+Each frame the page streams (`app.py`: ``gr.Image(streaming=True).stream``) is analysed on a cheaper path than a
+photo, and shows the face box, the head pose and the similarity to the enrolled face (or a gallery identity the
+visitor picks): raw, flip-fused and turned to frontal by the pose transformer, on the similarity plot's scale with
+the same-person threshold, plus a running trace of similarity against yaw.
+
+The live path (`LiveAnalyzer`), measured against the photo path by ``benchmarks/bench_live.py``:
+
+- **Tracking between detections**: the face is searched for in a square around the last frame's face
+  (`TRACK_MARGIN` face sizes), scaled to `TRACK_SIDE` px for SCRFD (~6 ms instead of ~70 ms for the
+  whole frame at 640); the whole frame is searched (at `LIVE_DET_SIZE`) when there is no last face, when the
+  tracked search finds none, and every `REDETECT_EVERY` frames (a second person stepping closer).
+- Frames wider than `LIVE_MAX_SIDE` are scaled down first (a 1280 x 720 webcam costs the same as 640 x 360).
+- Everything after detection is the photo path's (`FaceAnalyzer.describe_face`: alignment, embedding and its
+  mirror, 7x7 maps, head pose) and the transformer is run at one pose only (frontal: `PoseEngine.embed`).
+
+Frames are never queued: gradio keeps only the newest frame that arrived while one was processed (a stream
+event's next input replaces the waiting one), and a frame that finds its session busy is dropped here
+(`LiveSession.lock`). `LiveSession.received` / ``processed`` count them; ``dropped`` is the difference.
+
+Privacy: a `LiveSession` holds the current frame only (what "Enrol me" enrols), in memory, replaced by the next
+frame and dropped when the page closes (`LiveRegistry.release`) or the stream stops; the thumbnail the page shows
+is that frame as a data URL inside the live panel's HTML, replaced with the next one. Gallery entries made by
+"Enrol me" are ordinary entries of the visitor's gallery (session state).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from viewdiff.demo.gallery import Gallery, photo_embedding
+from viewdiff.faces.records import FaceRecord
+
+LIVE_MAX_SIDE = 640   # frames are scaled down to this (largest side) first
+LIVE_DET_SIZE = 320   # SCRFD input side when the whole frame is searched
+TRACK_SIDE = 160      # SCRFD input side of the region around the last face (the region is scaled to this)
+TRACK_MARGIN = 2.2    # that region's side, in face sizes (the box's larger side)
+REDETECT_EVERY = 30   # frames between whole-frame searches while a face is tracked
+TRACE_POINTS = 240    # trace points kept (the newest)
+THUMB_WIDTH = 320     # the frame shown back, with its face box
+FRONTAL = np.zeros(3, np.float32)   # the live probe is turned to frontal: the pose a gallery photo is taken at
+SCALE = (-0.2, 1.0)   # the fixed similarity scale of the live panel (bars and trace)
+STREAM_EVERY_S = 0.1  # the page offers a frame every 0.1 s (app.py)
+LIVE_TIME_LIMIT_S = 300   # a stream stops after 5 minutes (press Record again): a stream holds a worker
+NO_FRAME = "Press **Record** under the camera first: \"Enrol me\" takes the frame the camera shows."
+RAW_COLOUR, FUSED_COLOUR, TURNED_COLOUR = "#9aa5b1", "#8c6bb1", "#1f77b4"
+SAME_PERSON = "#2ca02c"
+
+
+@dataclass
+class LiveReading:
+    """What one processed frame gives (all None when no face was found)."""
+
+    frame_ms: float
+    record: FaceRecord | None = None
+    how: str = "none"                 # "tracked" | "detected" | "none"
+    name: str | None = None           # the identity compared with
+    raw: float | None = None          # cosine of the frame's embedding to that identity's template
+    fused: float | None = None        # ... of its flip-fused embedding (frame + mirror)
+    turned: float | None = None       # ... of the transformer's embedding turned to frontal (None: no model)
+    stages: dict[str, float] = field(default_factory=dict)   # ms per stage
+
+    @property
+    def score(self) -> float | None:
+        """The score the verdict uses: the turned one when there is a model, else the flip-fused one."""
+        return self.turned if self.turned is not None else self.fused
+
+
+class FaceTracker:
+    """Where the face is in the next frame: around the last face (cheap), else the whole frame."""
+
+    def __init__(self, analyzer, det_size: int = LIVE_DET_SIZE, track_side: int = TRACK_SIDE,
+                 margin: float = TRACK_MARGIN, redetect_every: int = REDETECT_EVERY):
+        self.analyzer, self.det_size, self.track_side = analyzer, det_size, track_side
+        self.margin, self.redetect_every = margin, redetect_every
+        self.last: np.ndarray | None = None   # the last face's box [5]
+        self.since_detect = 0
+
+    def reset(self) -> None:
+        self.last, self.since_detect = None, 0
+
+    def find(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, str, int] | None:
+        """(box [5], keypoints [5, 2], "tracked" | "detected", faces seen) of the face to follow, in rgb's pixels;
+        None when there is no face."""
+        if self.last is not None and self.since_detect < self.redetect_every:
+            found = self._around(rgb, self.last)
+            if found is not None:
+                self.since_detect += 1
+                self.last = found[0]
+                return (*found, "tracked", 1)
+        boxes, kps = self.analyzer.detect(rgb, self.det_size)
+        self.since_detect = 0
+        if len(boxes) == 0:
+            self.last = None
+            return None
+        i = self._pick(boxes)
+        self.last = boxes[i]
+        return boxes[i], None if kps is None else kps[i], "detected", len(boxes)
+
+    def _pick(self, boxes: np.ndarray) -> int:
+        """The largest face; while one is followed, the one that overlaps it most (the same person)."""
+        if self.last is not None:
+            overlaps = iou(boxes, self.last)
+            if overlaps.max() > 0.3:
+                return int(np.argmax(overlaps))
+        return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+
+    def _around(self, rgb: np.ndarray, box: np.ndarray):
+        """Detect in the square of `margin` face sizes around ``box``, scaled to `track_side`."""
+        h, w = rgb.shape[:2]
+        side = self.margin * float(max(box[2] - box[0], box[3] - box[1], 1.0))
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+        x1, y1 = x0 + int(round(side)), y0 + int(round(side))
+        region = rgb[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+        if region.size == 0:
+            return None
+        region = cv2.copyMakeBorder(region, max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w),
+                                    cv2.BORDER_CONSTANT)
+        scale = self.track_side / region.shape[1]
+        small = cv2.resize(region, (self.track_side, self.track_side), interpolation=cv2.INTER_AREA)
+        boxes, kps = self.analyzer.detect(small, self.track_side)
+        if len(boxes) == 0:
+            return None
+        i = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+        found = boxes[i].copy()
+        found[:4] = found[:4] / scale + np.array([x0, y0, x0, y0], np.float32)
+        points = None if kps is None else (kps[i] / scale + np.array([x0, y0], np.float32)).astype(np.float32)
+        return found.astype(np.float32), points
+
+
+def iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Intersection over union of each of ``boxes`` [N, 4+] with ``box`` [4+]."""
+    x0, y0 = np.maximum(boxes[:, 0], box[0]), np.maximum(boxes[:, 1], box[1])
+    x1, y1 = np.minimum(boxes[:, 2], box[2]), np.minimum(boxes[:, 3], box[3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + (box[2] - box[0]) * (box[3] - box[1]) - inter, 1e-6)
+
+
+def fit_frame(rgb: np.ndarray, max_side: int = LIVE_MAX_SIDE) -> np.ndarray:
+    """The frame as the live path analyses it: RGB uint8, at most ``max_side`` px."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 2:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
+    elif rgb.shape[2] == 4:
+        rgb = rgb[..., :3]
+    scale = max_side / max(rgb.shape[:2])
+    if scale < 1:
+        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+@dataclass
+class LiveSession:
+    """One page's live camera: its tracker, the current frame and its face, the trace and the frame counters."""
+
+    tracker: FaceTracker
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    frame: np.ndarray | None = None    # the current frame only (what "Enrol me" enrols)
+    record: FaceRecord | None = None   # its face on the live path
+    enrolled: str | None = None        # the gallery name "Enrol me" last added
+    trace_name: str | None = None      # whose similarity the trace shows
+    trace: deque = field(default_factory=lambda: deque(maxlen=TRACE_POINTS))   # (yaw, raw, fused, turned)
+    received: int = 0                  # frames that reached the server (the first of each stream, then each next)
+    processed: int = 0
+    busy_drops: int = 0                # frames dropped here because the session was busy
+    run: object = None                 # the stream run (gradio's request object) frames now come from
+    done_at: deque = field(default_factory=lambda: deque(maxlen=40))    # when each recent frame was done
+    frame_ms: deque = field(default_factory=lambda: deque(maxlen=40))   # its processing time
+
+    @property
+    def dropped(self) -> int:
+        """Frames received and never processed (the one waiting, if any, is not counted)."""
+        return max(0, self.received - self.processed - 1) + self.busy_drops
+
+    def rate(self) -> float:
+        """Processed frames per second over the recent frames (0 with fewer than 2)."""
+        if len(self.done_at) < 2:
+            return 0.0
+        span = self.done_at[-1] - self.done_at[0]
+        return (len(self.done_at) - 1) / span if span > 0 else 0.0
+
+    def forget_frame(self) -> None:
+        """Drop the current frame and its face (the stream stopped, or the page closed)."""
+        self.frame, self.record = None, None
+        self.tracker.reset()
+
+
+class LiveRegistry:
+    """The `LiveSession` of each open page (gradio's session hash); `release` when the page closes."""
+
+    def __init__(self, make):
+        self._make, self._held, self._lock = make, {}, threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def get(self, session_id: str | None) -> LiveSession:
+        with self._lock:
+            if session_id not in self._held:
+                self._held[session_id] = self._make()
+            return self._held[session_id]
+
+    def peek(self, session_id: str | None) -> LiveSession | None:
+        with self._lock:
+            return self._held.get(session_id)
+
+    def frame_arrived(self, session_id: str | None) -> None:
+        """A stream sent its next frame (counted before gradio hands it over, or replaces it with a newer one)."""
+        live = self.peek(session_id)
+        if live is not None:
+            live.received += 1
+
+    def release(self, session_id: str | None) -> None:
+        with self._lock:
+            live = self._held.pop(session_id, None)
+        if live is not None:
+            live.forget_frame()
+            live.trace.clear()
+
+
+class LiveAnalyzer:
+    """The live path: tracked detection, the photo path's description, one transformer pose, gallery scores."""
+
+    def __init__(self, analyzer, engine, threshold=None):
+        self.analyzer, self.engine, self.threshold = analyzer, engine, threshold
+
+    def session(self) -> LiveSession:
+        return LiveSession(FaceTracker(self.analyzer))
+
+    def analyze(self, live: LiveSession, frame: np.ndarray) -> tuple[FaceRecord | None, str, dict[str, float]]:
+        """(the face of ``frame`` on the live path or None, how it was found, ms per stage); keeps the frame as the
+        session's current one."""
+        stages = {}
+        start = time.perf_counter()
+        rgb = fit_frame(frame)
+        live.frame = rgb
+        stages["scale"] = (time.perf_counter() - start) * 1000
+        t = time.perf_counter()
+        found = live.tracker.find(rgb)
+        stages["detect"] = (time.perf_counter() - t) * 1000
+        if found is None:
+            live.record = None
+            return None, "none", stages
+        box, kps, how, faces = found
+        t = time.perf_counter()
+        record = self.analyzer.describe_face(rgb, box, kps, num_faces=faces)
+        stages["describe"] = (time.perf_counter() - t) * 1000
+        live.record = record
+        return record, how, stages
+
+    def scores(self, record: FaceRecord, gallery: Gallery, name: str | None) -> tuple[str | None, float, float,
+                                                                                    float | None, float]:
+        """(identity, raw, flip-fused, turned to frontal, model ms) for ``name`` (None or absent: the best match by the
+        verdict's score)."""
+        t = time.perf_counter()
+        turned = self.engine.embed(record, FRONTAL)
+        model_ms = (time.perf_counter() - t) * 1000
+        if not len(gallery):
+            return None, float("nan"), float("nan"), None, model_ms
+        templates = gallery.templates
+        probes = [record.embedding, photo_embedding(record)] + ([] if turned is None else [turned])
+        table = np.stack(probes) @ templates.T   # [2 or 3, N]
+        index = gallery.find(name) if name else None
+        if index is None:
+            index = int(np.argmax(table[-1]))
+        turned_score = None if turned is None else float(table[2, index])
+        return gallery.names[index], float(table[0, index]), float(table[1, index]), turned_score, model_ms
+
+    def process(self, live: LiveSession, frame: np.ndarray, gallery: Gallery, name: str | None) -> LiveReading:
+        """One frame: its face, pose and similarity to ``name`` (None: the enrolled face if any, else the best match);
+        appends to the trace (cleared when the identity compared with changes)."""
+        start = time.perf_counter()
+        record, how, stages = self.analyze(live, frame)
+        reading = LiveReading(0.0, record, how, stages=stages)
+        if record is not None:
+            wanted = name or (live.enrolled if live.enrolled and gallery.find(live.enrolled) is not None else None)
+            reading.name, reading.raw, reading.fused, reading.turned, stages["transformer"] = \
+                self.scores(record, gallery, wanted)
+            if reading.name is not None:
+                if reading.name != live.trace_name:
+                    live.trace.clear()
+                    live.trace_name = reading.name
+                live.trace.append((float(record.source_pose[0]), reading.raw, reading.fused, reading.turned))
+        reading.frame_ms = (time.perf_counter() - start) * 1000
+        live.processed += 1
+        live.done_at.append(time.perf_counter())
+        live.frame_ms.append(reading.frame_ms)
+        return reading
+
+
+# ----- the live panel (HTML: no script, the visitor's names escaped) -----
+
+def _thumbnail(rgb: np.ndarray, record: FaceRecord | None) -> str:
+    """The frame at `THUMB_WIDTH` px with its face box, as a JPEG data URL."""
+    scale = THUMB_WIDTH / rgb.shape[1]
+    small = cv2.resize(rgb, (THUMB_WIDTH, max(1, int(round(rgb.shape[0] * scale)))), interpolation=cv2.INTER_AREA)
+    if record is not None:
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in record.bbox[:4])
+        cv2.rectangle(small, (x0, y0), (x1, y1), (44, 160, 44), 2)
+        for x, y in record.keypoints * scale:
+            cv2.circle(small, (int(round(x)), int(round(y))), 2, (255, 200, 0), -1)
+    ok, jpeg = cv2.imencode(".jpg", small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
+
+
+def _x(value: float, left: float, width: float) -> float:
+    low, high = SCALE
+    return left + (min(max(value, low), high) - low) / (high - low) * width
+
+
+def _bar(label: str, value: float | None, colour: str, threshold: float | None) -> str:
+    if value is None:
+        return ""
+    zero, at = _x(0.0, 0, 100), _x(value, 0, 100)
+    left, width = min(zero, at), abs(at - zero)
+    line = (f'<div style="position:absolute;left:{_x(threshold, 0, 100):.1f}%;top:0;bottom:0;'
+            f'border-left:2px dashed {SAME_PERSON}"></div>') if threshold is not None else ""
+    return (f'<div class="vd-live-row" style="display:flex;align-items:center;gap:6px;margin:3px 0">'
+            f'<span style="flex:0 0 8.5em;font-size:13px">{label}</span>'
+            f'<div style="position:relative;flex:1;height:16px;background:#f1f3f5;border-radius:2px">'
+            f'<div style="position:absolute;left:{left:.1f}%;width:{width:.1f}%;top:2px;bottom:2px;'
+            f'background:{colour}"></div>{line}</div>'
+            f'<span style="flex:0 0 3.2em;text-align:right;font-size:13px;font-variant-numeric:tabular-nums">'
+            f'{value:.2f}</span></div>')
+
+
+TRACE_W, TRACE_H, TRACE_PAD = 600, 250, (46, 12, 14, 36)   # svg size; left, right, top, bottom padding
+
+
+def _trace_xy(yaw: float, value: float) -> tuple[float, float]:
+    left, right, top, bottom = TRACE_PAD
+    x = left + (min(max(yaw, -90.0), 90.0) + 90) / 180 * (TRACE_W - left - right)
+    low, high = SCALE
+    y = top + (high - min(max(value, low), high)) / (high - low) * (TRACE_H - top - bottom)
+    return x, y
+
+
+def trace_svg(trace, name: str | None, threshold: float | None, current: tuple | None) -> str:
+    """Similarity to ``name`` against yaw for every trace point (grey: raw, blue: turned to frontal), the threshold
+    dashed, the current frame ringed."""
+    left, right, top, bottom = TRACE_PAD
+    parts = [f'<svg class="vd-live-trace" viewBox="0 0 {TRACE_W} {TRACE_H}" width="100%" role="img" '
+             f'aria-label="similarity against head yaw" style="max-width:{TRACE_W}px;display:block">']
+    x0, x1 = left, TRACE_W - right
+    for v in (0.0, 0.5, 1.0):
+        _, y = _trace_xy(0, v)
+        parts.append(f'<line x1="{x0}" x2="{x1}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e8ec"/>'
+                     f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="12" fill="#555">{v:.1f}</text>')
+    for yaw in range(-90, 91, 30):
+        x, _ = _trace_xy(yaw, 0)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{TRACE_H - bottom}" stroke="#e5e8ec"/>'
+                     f'<text x="{x:.1f}" y="{TRACE_H - bottom + 15}" text-anchor="middle" font-size="12" '
+                     f'fill="#555">{yaw:+d}°</text>' if yaw else
+                     f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{TRACE_H - bottom}" stroke="#cfd5db"/>'
+                     f'<text x="{x:.1f}" y="{TRACE_H - bottom + 15}" text-anchor="middle" font-size="12" '
+                     f'fill="#555">0°</text>')
+    parts.append(f'<text x="{(x0 + x1) / 2:.0f}" y="{TRACE_H - 3}" text-anchor="middle" font-size="12" fill="#333">'
+                 'your head yaw (degrees; + = turned towards the image\'s left)</text>')
+    if threshold is not None:
+        _, y = _trace_xy(0, threshold)
+        parts.append(f'<line x1="{x0}" x2="{x1}" y1="{y:.1f}" y2="{y:.1f}" stroke="{SAME_PERSON}" '
+                     f'stroke-dasharray="6 4" stroke-width="1.5"/>')
+    for column, colour in ((1, RAW_COLOUR), (3, TURNED_COLOUR)):
+        dots = "".join("M{:.1f} {:.1f}h0".format(*_trace_xy(p[0], p[column])) for p in trace if p[column] is not None)
+        if dots:
+            parts.append(f'<path class="vd-trace-{"raw" if column == 1 else "turned"}" d="{dots}" stroke="{colour}" '
+                         'stroke-width="6" stroke-linecap="round" fill="none" opacity="0.8"/>')
+    if current is not None and current[1] is not None:
+        x, y = _trace_xy(current[0], current[1])
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="none" stroke="#111" stroke-width="2"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def live_html(live: LiveSession, reading: LiveReading | None, threshold=None, message: str | None = None) -> str:
+    """The live panel for the last processed frame: the frame with its face box, pose, verdict, the three similarity
+    bars, the trace and the frame counters. ``message``: shown instead of a reading (no camera yet, no face)."""
+    value = threshold.value if threshold is not None else None
+    attrs = {"processed": live.processed, "dropped": live.dropped, "received": live.received,
+             "trace": len(live.trace), "rate": f"{live.rate():.2f}"}
+    head, verdict, bars = "", "", ""
+    if reading is not None and reading.record is not None:
+        yaw, pitch, roll = (float(v) for v in reading.record.source_pose)
+        attrs.update(yaw=f"{yaw:.1f}", pitch=f"{pitch:.1f}", roll=f"{roll:.1f}", found=reading.how)
+        head = (f'<div class="vd-live-pose" style="font-size:18px;font-weight:600">yaw {yaw:+.0f}° · pitch '
+                f'{pitch:+.0f}° · roll {roll:+.0f}°</div>')
+        if reading.name is not None:
+            score = reading.score
+            shown = html.escape(reading.name)
+            attrs.update(name=reading.name, raw=f"{reading.raw:.4f}", fused=f"{reading.fused:.4f}",
+                         turned="" if reading.turned is None else f"{reading.turned:.4f}")
+            if value is None:
+                verdict = f"Closest: <b>{shown}</b> ({score:.2f}; no same-person threshold for this face model)"
+            elif score >= value:
+                attrs["match"] = 1
+                verdict = (f'<span style="color:{SAME_PERSON}">✔ Match</span>: <b>{shown}</b> '
+                           f'({score:.2f} ≥ {value:.2f})')
+            else:
+                attrs["match"] = 0
+                verdict = f"Not <b>{shown}</b>: {score:.2f} is below {value:.2f}"
+            bars = (_bar("as it is", reading.raw, RAW_COLOUR, value)
+                    + _bar("flip-fused", reading.fused, FUSED_COLOUR, value)
+                    + _bar("turned to frontal", reading.turned, TURNED_COLOUR, value))
+            verdict = f'<div class="vd-live-verdict" style="font-size:16px;margin:4px 0">{verdict}</div>'
+        else:
+            verdict = ('<div class="vd-live-verdict">The gallery is empty: press <b>Enrol me</b> while looking '
+                       'straight into the camera.</div>')
+    elif reading is not None:
+        attrs["found"] = "none"
+        head = ('<div class="vd-live-pose" style="font-size:16px">No face in this frame: face the camera, '
+                'in good light, not too far away.</div>')
+    if message:
+        head = f'<div class="vd-live-message" style="font-size:15px">{message}</div>' + head
+    frame = ""
+    if live.frame is not None and reading is not None:
+        frame = (f'<img class="vd-live-frame" src="{_thumbnail(live.frame, reading.record)}" '
+                 'alt="The frame just measured, with the face box" '
+                 f'style="width:100%;max-width:{THUMB_WIDTH}px;height:auto;border-radius:4px;display:block">')
+    rate, ms = live.rate(), (np.median(live.frame_ms) if live.frame_ms else 0.0)
+    stats = (f'<div class="vd-live-stats" style="font-size:12px;color:#555;margin-top:4px">{rate:.1f} frames/s '
+             f'processed · {ms:.0f} ms each on the server · {live.dropped} frames dropped (a frame that arrives while '
+             'one is processed replaces the waiting one; none are queued)</div>') if live.processed else ""
+    title = ""
+    if live.trace_name is not None:
+        title = (f'<div style="font-size:14px;margin-top:6px">Similarity to <b>{html.escape(live.trace_name)}</b> '
+                 'as you turn your head (grey: as it is, blue: turned to frontal; green dashed: same person)</div>')
+    trace = trace_svg(live.trace, live.trace_name, value,
+                      (live.trace[-1][0], live.trace[-1][3] if live.trace[-1][3] is not None else live.trace[-1][1])
+                      if live.trace and reading is not None and reading.name == live.trace_name else None) \
+        if live.trace_name is not None else ""
+    data = " ".join(f'data-{k}="{html.escape(str(v))}"' for k, v in attrs.items())
+    return (f'<div id="vd-live" {data}><div style="display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start">'
+            f'<div style="flex:0 1 {THUMB_WIDTH}px;min-width:0">{frame}</div>'
+            f'<div style="flex:1 1 260px;min-width:0">{head}{verdict}{bars}</div></div>{title}{trace}{stats}</div>')
+
+
+# ----- frames counted as they arrive -----
+
+STREAM_PATH = re.compile(r"/stream/([^/]+)$")   # gradio's POST {root}/gradio_api/stream/{event_id}: a stream's next input
+
+
+class FrameCounter:
+    """ASGI middleware (``demo.launch(app_kwargs={"middleware": [Middleware(FrameCounter, registry=...)]})``) that
+    counts each frame a page's live stream sends after its first, before gradio hands it to the running stream or
+    replaces a waiting one with it: `LiveSession.received`, so ``dropped`` is measured, not assumed. Which page an
+    event belongs to is read from gradio's queue (a private attribute: if a gradio release moves it, frames are
+    not counted and ``dropped`` reads 0; nothing else changes)."""
+
+    def __init__(self, app, registry: LiveRegistry):
+        self.app, self.registry = app, registry
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http" and scope.get("method") == "POST":
+            match = STREAM_PATH.search(scope.get("path", ""))
+            if match:
+                try:
+                    event = scope["app"].get_blocks()._queue.event_ids_to_events.get(match.group(1))
+                    self.registry.frame_arrived(getattr(event, "session_hash", None))
+                except Exception:   # noqa: BLE001 - counting must never break a request
+                    logging.getLogger("viewdiff.demo").debug("a live frame was not counted", exc_info=True)
+        await self.app(scope, receive, send)
+
+
+# ----- a fake camera for tests and benchmarks -----
+
+def write_y4m(frames, path: str | Path, fps: int = 10) -> Path:
+    """Write RGB frames (one size, even sides) as a YUV4MPEG2 (C420) file: what Chromium's fake camera plays
+    (``--use-file-for-fake-video-capture``), in a loop."""
+    path = Path(path)
+    frames = list(frames)
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420\n".encode("ascii"))
+        for rgb in frames:
+            if rgb.shape[:2] != (h, w):
+                raise ValueError(f"every frame must be {w}x{h}, not {rgb.shape[1]}x{rgb.shape[0]}")
+            out.write(b"FRAME\n")
+            out.write(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
