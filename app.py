@@ -337,7 +337,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Tabs(elem_id="modes"):
             # the photo tab stays rendered while the live tab is open (its plots and state are kept)
-            with gr.Tab("Photo and pose sliders", id="photo-tab", elem_id="photo-tab", render_children=True):
+            with gr.Tab("Photo and sliders", id="photo-tab", elem_id="photo-tab", render_children=True):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=5):
                         photo = pass_files_through(gr.Image(label="Face photo (upload, webcam or paste)", type="filepath",
@@ -404,7 +404,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                         gr.Markdown(f"<small>{caption('voxels', service.model_kind, resolution)}</small>",
                                     elem_id="voxel-caption")
             # rendered when opened: the browser asks for the camera only then
-            with gr.Tab("Live camera: turn your head", id="live-tab", elem_id="live-tab") as live_tab:
+            with gr.Tab("Live camera", id="live-tab", elem_id="live-tab") as live_tab:
                 gr.Markdown(LIVE_INTRO, elem_id="live-intro")
                 camera_note = gr.HTML("", elem_id="live-camera-note", apply_default_css=False)
                 with gr.Row(equal_height=False):

@@ -337,7 +337,7 @@ def _bar(label: str, value: float | None, colour: str, threshold: float | None) 
             f'{value:.2f}</span></div>')
 
 
-TRACE_W, TRACE_H, TRACE_PAD = 600, 250, (46, 12, 14, 36)   # svg size; left, right, top, bottom padding
+TRACE_W, TRACE_H, TRACE_PAD = 480, 250, (44, 12, 14, 40)   # svg size; left, right, top, bottom padding
 
 
 def _trace_xy(yaw: float, value: float) -> tuple[float, float]:
@@ -358,17 +358,17 @@ def trace_svg(trace, name: str | None, threshold: float | None, current: tuple |
     for v in (0.0, 0.5, 1.0):
         _, y = _trace_xy(0, v)
         parts.append(f'<line x1="{x0}" x2="{x1}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e8ec"/>'
-                     f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="12" fill="#555">{v:.1f}</text>')
+                     f'<text x="{x0 - 6}" y="{y + 5:.1f}" text-anchor="end" font-size="15" fill="#555">{v:.1f}</text>')
     for yaw in range(-90, 91, 30):
         x, _ = _trace_xy(yaw, 0)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{TRACE_H - bottom}" stroke="#e5e8ec"/>'
-                     f'<text x="{x:.1f}" y="{TRACE_H - bottom + 15}" text-anchor="middle" font-size="12" '
+                     f'<text x="{x:.1f}" y="{TRACE_H - bottom + 17}" text-anchor="middle" font-size="15" '
                      f'fill="#555">{yaw:+d}°</text>' if yaw else
                      f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{TRACE_H - bottom}" stroke="#cfd5db"/>'
-                     f'<text x="{x:.1f}" y="{TRACE_H - bottom + 15}" text-anchor="middle" font-size="12" '
+                     f'<text x="{x:.1f}" y="{TRACE_H - bottom + 17}" text-anchor="middle" font-size="15" '
                      f'fill="#555">0°</text>')
-    parts.append(f'<text x="{(x0 + x1) / 2:.0f}" y="{TRACE_H - 3}" text-anchor="middle" font-size="12" fill="#333">'
-                 'your head yaw (degrees; + = turned towards the image\'s left)</text>')
+    parts.append(f'<text x="{(x0 + x1) / 2:.0f}" y="{TRACE_H - 4}" text-anchor="middle" font-size="15" fill="#333">'
+                 'your head yaw (+ = towards the image\'s left)</text>')
     if threshold is not None:
         _, y = _trace_xy(0, threshold)
         parts.append(f'<line x1="{x0}" x2="{x1}" y1="{y:.1f}" y2="{y:.1f}" stroke="{SAME_PERSON}" '
@@ -431,8 +431,8 @@ def live_html(live: LiveSession, reading: LiveReading | None, threshold=None, me
                  f'style="width:100%;max-width:{THUMB_WIDTH}px;height:auto;border-radius:4px;display:block">')
     rate, ms = live.rate(), (np.median(live.frame_ms) if live.frame_ms else 0.0)
     stats = (f'<div class="vd-live-stats" style="font-size:12px;color:#555;margin-top:4px">{rate:.1f} frames/s '
-             f'processed · {ms:.0f} ms each on the server · {live.dropped} frames dropped (a frame that arrives while '
-             'one is processed replaces the waiting one; none are queued)</div>') if live.processed else ""
+             f'processed · {ms:.0f} ms each on the server · {live.dropped} dropped of {live.received} received (a '
+             'frame that arrives while one is processed replaces the waiting one; none are queued)</div>') if live.processed else ""
     title = ""
     if live.trace_name is not None:
         title = (f'<div style="font-size:14px;margin-top:6px">Similarity to <b>{html.escape(live.trace_name)}</b> '
