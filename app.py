@@ -46,7 +46,8 @@ ENROL_OUTPUTS = OUTPUTS + ("live_status",)   # "Enrol me": the gallery, the page
 INTRO = """# viewdiff-face: recognising a face whose head is turned
 **Can a computer still recognise someone whose head is turned to the side?** Drop in a face photo (or pick an
 example): the page compares the face with a gallery of people, once as it is (grey) and once after a model has
-turned it to the pose of the **target yaw** slider (blue)."""
+turned it to the pose of the **target yaw** slider (blue). Or open **Live camera**: enrol yourself and turn your
+head."""
 ENROL = """**Enrol, then probe.** 1. Drop a *frontal* photo of someone (the webcam works: look straight into it),
 type their name and press **Add** (or Enter). 2. Drop a photo of the same person *turned to the side*. The
 grey bar (the photo as it is) and the blue bar (turned by the model) are compared with the same gallery

@@ -792,9 +792,12 @@ def test_space_mode_live_camera_from_a_shipped_photo(space_url, tmp_path, window
         panel = driver.execute_script("const r = document.querySelector('#vd-live').getBoundingClientRect();"
                                       "return [r.left, r.right, document.documentElement.clientWidth]")
         assert panel[0] >= 0 and panel[1] <= panel[2] + 1, f"the live panel overflows the window: {panel}"
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        driver.execute_script("document.querySelector('#live-tab').scrollIntoView({block: 'start'})")
+        time.sleep(0.5)
+        driver.save_screenshot(str(OUTPUT / f"app_browser_live_space_{width}x{height}_top.png"))
         driver.execute_script("document.querySelector('#vd-live').scrollIntoView({block: 'start'})")
         time.sleep(0.5)
-        OUTPUT.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(OUTPUT / f"app_browser_live_space_{width}x{height}.png"))
     finally:
         driver.quit()

@@ -147,6 +147,9 @@ def test_frames_sent_to_a_stream_are_counted_per_page():
     assert live.received == 1 and len(seen) == 4   # only a frame of page-1's stream; every request passes on
     asyncio.run(counter({"type": "http", "method": "POST", "path": "/gradio_api/stream/e1", "app": None}, None, None))
     assert live.received == 1   # no gradio app in the scope: not counted, not broken
+    live.frame, live.frame_at = np.zeros((4, 4, 3), np.uint8), 100.0
+    assert registry.forget_stale(now=100.0 + registry.frame_ttl_s / 2) == 0 and live.frame is not None
+    assert registry.forget_stale(now=101.0 + registry.frame_ttl_s) == 1 and live.frame is None   # the stream stopped
     live.frame = np.zeros((4, 4, 3), np.uint8)
     registry.release("page-1")
     assert live.frame is None and registry.peek("page-1") is None

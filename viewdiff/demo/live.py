@@ -20,7 +20,8 @@ event's next input replaces the waiting one), and a frame that finds its session
 (`LiveSession.lock`). `LiveSession.received` / ``processed`` count them; ``dropped`` is the difference.
 
 Privacy: a `LiveSession` holds the current frame only (what "Enrol me" enrols), in memory, replaced by the next
-frame and dropped when the page closes (`LiveRegistry.release`) or the stream stops; the thumbnail the page shows
+frame and dropped when the page closes (`LiveRegistry.release`) or `FRAME_TTL_S` after the last frame (the stream
+stopped: `LiveRegistry.forget_stale`); the thumbnail the page shows
 is that frame as a data URL inside the live panel's HTML, replaced with the next one. Gallery entries made by
 "Enrol me" are ordinary entries of the visitor's gallery (session state).
 """
@@ -53,6 +54,7 @@ FRONTAL = np.zeros(3, np.float32)   # the live probe is turned to frontal: the p
 SCALE = (-0.2, 1.0)   # the fixed similarity scale of the live panel (bars and trace)
 STREAM_EVERY_S = 0.1  # the page offers a frame every 0.1 s (app.py)
 LIVE_TIME_LIMIT_S = 300   # a stream stops after 5 minutes (press Record again): a stream holds a worker
+FRAME_TTL_S = 30.0        # a current frame no newer frame replaced for this long is dropped (the stream stopped)
 NO_FRAME = "Press **Record** under the camera first: \"Enrol me\" takes the frame the camera shows."
 RAW_COLOUR, FUSED_COLOUR, TURNED_COLOUR = "#9aa5b1", "#8c6bb1", "#1f77b4"
 SAME_PERSON = "#2ca02c"
@@ -169,6 +171,7 @@ class LiveSession:
     tracker: FaceTracker
     lock: threading.Lock = field(default_factory=threading.Lock)
     frame: np.ndarray | None = None    # the current frame only (what "Enrol me" enrols)
+    frame_at: float = 0.0              # when it arrived (time.monotonic)
     record: FaceRecord | None = None   # its face on the live path
     enrolled: str | None = None        # the gallery name "Enrol me" last added
     trace_name: str | None = None      # whose similarity the trace shows
@@ -201,8 +204,29 @@ class LiveSession:
 class LiveRegistry:
     """The `LiveSession` of each open page (gradio's session hash); `release` when the page closes."""
 
-    def __init__(self, make):
+    def __init__(self, make, frame_ttl_s: float = FRAME_TTL_S):
         self._make, self._held, self._lock = make, {}, threading.Lock()
+        self.frame_ttl_s = frame_ttl_s
+        self._sweeper: threading.Thread | None = None
+
+    def forget_stale(self, now: float | None = None) -> int:
+        """Drop every current frame older than ``frame_ttl_s`` (its stream stopped: gradio says nothing when it
+        does); returns how many were dropped. Runs every few seconds in a daemon thread once a page streams."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            held = list(self._held.values())
+        dropped = 0
+        for live in held:
+            if live.frame is not None and now - live.frame_at > self.frame_ttl_s:
+                with live.lock:
+                    live.forget_frame()
+                dropped += 1
+        return dropped
+
+    def _sweep_forever(self) -> None:
+        while True:
+            time.sleep(self.frame_ttl_s / 3)
+            self.forget_stale()
 
     def __len__(self) -> int:
         return len(self._held)
@@ -211,6 +235,9 @@ class LiveRegistry:
         with self._lock:
             if session_id not in self._held:
                 self._held[session_id] = self._make()
+            if self._sweeper is None:
+                self._sweeper = threading.Thread(target=self._sweep_forever, name="live-frames", daemon=True)
+                self._sweeper.start()
             return self._held[session_id]
 
     def peek(self, session_id: str | None) -> LiveSession | None:
@@ -246,7 +273,7 @@ class LiveAnalyzer:
         stages = {}
         start = time.perf_counter()
         rgb = fit_frame(frame)
-        live.frame = rgb
+        live.frame, live.frame_at = rgb, time.monotonic()
         stages["scale"] = (time.perf_counter() - start) * 1000
         t = time.perf_counter()
         found = live.tracker.find(rgb)
@@ -432,7 +459,8 @@ def live_html(live: LiveSession, reading: LiveReading | None, threshold=None, me
     rate, ms = live.rate(), (np.median(live.frame_ms) if live.frame_ms else 0.0)
     stats = (f'<div class="vd-live-stats" style="font-size:12px;color:#555;margin-top:4px">{rate:.1f} frames/s '
              f'processed · {ms:.0f} ms each on the server · {live.dropped} dropped of {live.received} received (a '
-             'frame that arrives while one is processed replaces the waiting one; none are queued)</div>') if live.processed else ""
+             'frame that arrives while one is processed replaces the waiting one; none are queued)</div>'
+             ) if live.processed else ""
     title = ""
     if live.trace_name is not None:
         title = (f'<div style="font-size:14px;margin-top:6px">Similarity to <b>{html.escape(live.trace_name)}</b> '
@@ -449,7 +477,7 @@ def live_html(live: LiveSession, reading: LiveReading | None, threshold=None, me
 
 # ----- frames counted as they arrive -----
 
-STREAM_PATH = re.compile(r"/stream/([^/]+)$")   # gradio's POST {root}/gradio_api/stream/{event_id}: a stream's next input
+STREAM_PATH = re.compile(r"/stream/([^/]+)$")   # POST {root}/gradio_api/stream/{event_id}: a stream's next input
 
 
 class FrameCounter:

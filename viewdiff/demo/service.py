@@ -369,7 +369,8 @@ class DemoService:
         try:
             session, _, notes = self.analyze(frame, "live camera")
         except FaceAnalysisError:
-            text = "No face in the camera's current frame: look straight into the camera, in good light, and press Enrol me again."
+            text = ("No face in the camera's current frame: look straight into the camera, in good light, and press "
+                    "Enrol me again.")
             return Reply({"live_status": text}, warnings=[text])
         session.image = None   # the frame is not kept; "Face to use" is for photos
         name = clean_name(name) or LIVE_DEFAULT_NAME
