@@ -230,6 +230,22 @@ CHECK_CAMERA = """async () => {
     } catch (e) {}
     say('');
   };
+  // the answer to the camera request itself (a permission denied now, a camera another app holds)
+  if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia && !window.vdCameraWrapped) {
+    window.vdCameraWrapped = true;
+    const request = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    navigator.mediaDevices.getUserMedia = (constraints) => request(constraints).then((stream) => { say(''); return stream; },
+      (error) => {
+        const name = error && error.name;
+        say(name === 'NotAllowedError' || name === 'SecurityError'
+          ? 'The camera was not allowed: allow it in the browser (the camera icon in the address bar, or the site '
+            + 'settings), then press the camera button again.'
+          : name === 'NotReadableError' || name === 'AbortError'
+          ? 'The camera is busy (another app or tab is using it): close that, then press the camera button again.'
+          : 'No camera could be opened on this device: connect one and reload the page, or use the photo tab.');
+        throw error;
+      });
+  }
   await check();
   return [];
 }"""

@@ -756,6 +756,8 @@ def test_live_camera_follows_a_real_head_turn(app_url, tmp_path):
           + f"; dropped {updates[-1].get('dropped')} of {updates[-1].get('received')} frames received")
     assert mae <= 15
     assert all(share == 1.0 for share in matched.values()), matched   # every pan, every frame: a match
+    last = updates[-1]   # the server's counters: frames that arrived while one ran were dropped, not queued
+    assert int(last["received"]) >= int(last["processed"]) + int(last["dropped"]) >= int(last["processed"])
     assert rate >= 5 and p50 <= 300
     dots = [float(x) for x in trace.replace("M", " ").replace("h0", " ").split()[::2]]
     assert len(dots) >= 20 and max(dots) - min(dots) > 400   # the trace spans most of the -90..90 axis
@@ -803,9 +805,17 @@ def test_space_mode_live_camera_from_a_shipped_photo(space_url, tmp_path, window
         driver.quit()
 
 
-def test_no_camera_says_so(space_url, browser):
-    """A browser without a camera gets a plain message on the live tab, not a silent empty box."""
+def test_no_camera_or_a_denied_camera_says_so(space_url, browser, tmp_path):
+    """A browser without a camera, and one that denies the camera, get a plain message on the live tab."""
     from selenium.webdriver.common.by import By
     open_live_tab(browser, space_url)
     note = wait(browser, lambda d: d.find_element(By.ID, "live-camera-note").text, "no message without a camera")
     assert "No camera found" in note
+    denied = chromium(tmp_path / "denied-profile", "--use-fake-device-for-media-stream", "--deny-permission-prompts")
+    try:
+        open_live_tab(denied, space_url)
+        wait(denied, lambda d: d.execute_script(JS_PRESS, "Webcam"), "no webcam button")
+        note = wait(denied, lambda d: d.find_element(By.ID, "live-camera-note").text, "no message when denied")
+        assert "not allowed" in note or "blocked" in note, note
+    finally:
+        denied.quit()
