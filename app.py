@@ -423,7 +423,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
             # rendered when opened: the browser asks for the camera only then
             with gr.Tab("Live camera", id="live-tab", elem_id="live-tab") as live_tab:
                 gr.Markdown(LIVE_INTRO, elem_id="live-intro")
-                camera_note = gr.HTML("", elem_id="live-camera-note", apply_default_css=False)
+                gr.HTML("", elem_id="live-camera-note", apply_default_css=False)   # filled in by CHECK_CAMERA
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=5, min_width=300):
                         # mirror=False: the frames (and the yaw's sign) are the camera's own image, as for a photo
