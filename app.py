@@ -191,12 +191,11 @@ if (!element.vdListens) {   // the slider's range and number box, dragged or typ
   }, true);
 }
 """
-LIVE_INTRO = """**Turn your head: you are your own pose sweep.** 1. Press **Record** under the camera (allow the camera
-when the browser asks). 2. Look straight into it and press **Enrol me**: that frame becomes your gallery entry. 3. Turn
-your head slowly to one side, then the other. Each frame shows your head pose and how much you still look like your
-entry: as the frame is (grey), flip-fused (purple) and turned to frontal by the pose model (blue); above the green line
-counts as the same person. The trace below draws your own pose sweep. Nothing is recorded: the server keeps only the
-current frame, in memory, and your entry lives in this tab's gallery like any other."""
+LIVE_INTRO = """**Turn your head: you are your own pose sweep.** 1. Press **Record** under the camera. 2. Look straight
+into it and press **Enrol me**. 3. Turn your head slowly to one side, then the other: each frame shows your head pose
+and how much you still look like your entry (grey: as the frame is; purple: flip-fused; blue: turned to frontal by the
+model; above the green line: the same person), and the trace draws your own pose sweep. Nothing is recorded: the
+server keeps only the current frame, in memory; your entry joins this tab's gallery."""
 LIVE_WAITING = ("<div id='vd-live' data-processed='0'><i>Your head pose, your similarity and its trace appear here once "
                 "the camera streams (press Record under the camera).</i></div>")
 # Before the camera is used: say plainly why it cannot work here (no camera, a blocked permission, a page that is not
