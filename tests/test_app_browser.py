@@ -760,7 +760,7 @@ def test_live_camera_follows_a_real_head_turn(app_url, tmp_path):
     assert int(last["received"]) >= int(last["processed"]) + int(last["dropped"]) >= int(last["processed"])
     assert rate >= 5 and p50 <= 300
     dots = [float(x) for x in trace.replace("M", " ").replace("h0", " ").split()[::2]]
-    assert len(dots) >= 20 and max(dots) - min(dots) > 400   # the trace spans most of the -90..90 axis
+    assert len(dots) >= 20 and max(dots) - min(dots) > 300   # the trace spans most of the -90..90 axis (414 px)
 
 
 def shipped_camera_y4m(path: Path) -> Path:

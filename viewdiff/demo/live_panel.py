@@ -57,7 +57,7 @@ def _bar(label: str, value: float | None, colour: str, threshold: float | None) 
             f'{value:.2f}</span></div>')
 
 
-TRACE_W, TRACE_H, TRACE_PAD = 480, 250, (44, 12, 14, 40)   # svg size; left, right, top, bottom padding
+TRACE_W, TRACE_H, TRACE_PAD = 480, 250, (44, 22, 14, 40)   # svg size; left, right, top, bottom padding
 
 
 def _trace_xy(yaw: float, value: float) -> tuple[float, float]:
