@@ -27,22 +27,27 @@ os.environ.setdefault("VIEWDIFF_ORT_THREADS", "1")   # one thread per model: two
 import gradio as gr
 import plotly
 
+from starlette.middleware import Middleware
+
 from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_label, example_photos
 from viewdiff.demo.panels import (EXPLANATION_CAPTION, FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_QUANTITIES,
                                   caption)
+from viewdiff.demo.live import LIVE_TIME_LIMIT_S, STREAM_EVERY_S, FrameCounter
 from viewdiff.demo.plots import PlotSpec
 from viewdiff.demo.service import BEST_MATCH, POSE_LIMITS, DemoService, Reply, ViewOptions
 
 OUTPUTS = ("session", "gallery", "face_image", "face_info", "attention", "voxels", "similarity", "sweep",
            "explanation", "status", "results", "views", "results_hint", "gallery_table", "gallery_choice", "undo",
-           "photo_status", "face_choice", "jump", "explain_choice")
+           "photo_status", "face_choice", "jump", "explain_choice", "live_compare")
 POSE_OUTPUTS = ("session", "attention", "voxels", "similarity", "sweep", "explanation", "status")  # a slider move
 VIEW_OUTPUTS = ("attention", "voxels", "explanation")
-GALLERY_OUTPUTS = ("gallery", "gallery_table", "gallery_choice", "undo", "explain_choice")
+GALLERY_OUTPUTS = ("gallery", "gallery_table", "gallery_choice", "undo", "explain_choice", "live_compare")
+ENROL_OUTPUTS = OUTPUTS + ("live_status",)   # "Enrol me": the gallery, the page's photo session and the live tab
 INTRO = """# viewdiff-face: recognising a face whose head is turned
 **Can a computer still recognise someone whose head is turned to the side?** Drop in a face photo (or pick an
 example): the page compares the face with a gallery of people, once as it is (grey) and once after a model has
-turned it to the pose of the **target yaw** slider (blue)."""
+turned it to the pose of the **target yaw** slider (blue). Or open **Live camera**: enrol yourself and turn your
+head."""
 ENROL = """**Enrol, then probe.** 1. Drop a *frontal* photo of someone (the webcam works: look straight into it),
 type their name and press **Add** (or Enter). 2. Drop a photo of the same person *turned to the side*. The
 grey bar (the photo as it is) and the blue bar (turned by the model) are compared with the same gallery
@@ -186,11 +191,69 @@ if (!element.vdListens) {   // the slider's range and number box, dragged or typ
   }, true);
 }
 """
+LIVE_INTRO = """**Turn your head: you are your own pose sweep.** 1. Press **Record** under the camera. 2. Look straight
+into it and press **Enrol me**. 3. Turn your head slowly to one side, then the other: each frame shows your head pose
+and how much you still look like your entry (grey: as the frame is; purple: flip-fused; blue: turned to frontal by the
+model; above the green line: the same person), and the trace draws your own pose sweep. Nothing is recorded: the
+server keeps only the current frame, in memory; your entry joins this tab's gallery."""
+LIVE_WAITING = ("<div id='vd-live' data-processed='0'><i>Your head pose, your similarity and its trace appear here once "
+                "the camera streams (press Record under the camera).</i></div>")
+# Before the camera is used: say plainly why it cannot work here (no camera, a blocked permission, a page that is not
+# https), instead of gradio's generic webcam error. Runs when the Live tab is opened, and again when the permission
+# changes.
+CHECK_CAMERA = """async () => {
+  const note = document.querySelector('#live-camera-note');
+  const say = (text) => { if (note) { note.textContent = text; note.style.display = text ? '' : 'none'; } };
+  const check = async () => {
+    if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      say('This page cannot use a camera: browsers allow cameras only on https:// pages and on localhost. Open the '
+          + 'page over https (a Hugging Face Space is), or use the photo tab with a frontal and a turned photo.');
+      return;
+    }
+    try {
+      const permission = await navigator.permissions.query({name: 'camera'});
+      if (!window.vdCameraWatch) { window.vdCameraWatch = true; permission.onchange = check; }
+      if (permission.state === 'denied') {
+        say('Camera access is blocked for this page: allow the camera in the browser (the camera icon in the '
+            + 'address bar, or the site settings), then reload the page.');
+        return;
+      }
+    } catch (e) {}
+    try {
+      const devices = await navigator.mediaDevices.enumerateDevices();
+      if (!devices.some((d) => d.kind === 'videoinput')) {
+        say('No camera found on this device: connect one and reload the page, or use the photo tab with a frontal '
+            + 'and a turned photo.');
+        return;
+      }
+    } catch (e) {}
+    say('');
+  };
+  // the answer to the camera request itself (a permission denied now, a camera another app holds)
+  if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia && !window.vdCameraWrapped) {
+    window.vdCameraWrapped = true;
+    const request = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    navigator.mediaDevices.getUserMedia = (constraints) => request(constraints).then((stream) => { say(''); return stream; },
+      (error) => {
+        const name = error && error.name;
+        say(name === 'NotAllowedError' || name === 'SecurityError'
+          ? 'The camera was not allowed: allow it in the browser (the camera icon in the address bar, or the site '
+            + 'settings), then press the camera button again.'
+          : name === 'NotReadableError' || name === 'AbortError'
+          ? 'The camera is busy (another app or tab is using it): close that, then press the camera button again.'
+          : 'No camera could be opened on this device: connect one and reload the page, or use the photo tab.');
+        throw error;
+      });
+  }
+  await check();
+  return [];
+}"""
 SESSION_TTL_S = 3600  # a closed tab's photo analysis and gallery are dropped after this long
 # A narrow screen (a phone) stacks the two columns: the results start far below the photo, so a button under the
 # photo jumps there; the gallery table wraps long names instead of cutting off its last column.
 CSS = """
 @media (min-width: 900px) { #jump-results { display: none !important; } }
+#live-camera-note { color: #b42318; font-weight: 600; }
 #gallery-table td, #gallery-table th { white-space: normal !important; overflow-wrap: anywhere; }
 """
 # On a phone the toasts ("Added ...") sit at the bottom: at the top they covered the page's first screen. In the
@@ -288,71 +351,95 @@ def build_demo(service: DemoService) -> gr.Blocks:
         session = gr.State(None, time_to_live=SESSION_TTL_S)
         gallery = gr.State(None, time_to_live=SESSION_TTL_S)  # the visitor's own gallery (None: the defaults)
         gr.Markdown(INTRO)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5):
-                photo = pass_files_through(gr.Image(label="Face photo (upload, webcam or paste)", type="filepath",
-                                                    sources=["upload", "webcam", "clipboard"], height=300,
-                                                    elem_id="photo"))
-                # what happened to this photo, right under it (a toast would be gone in seconds, or outlive the
-                # next photo); on a phone, a button to the results, which start far below
-                photo_status = gr.Markdown("", elem_id="photo-status")
-                jump = gr.Button("↓ See the results", visible=False, size="sm", elem_id="jump-results")
-                face_choice = gr.Dropdown([], value=None, label="Face to use (largest first)", visible=False,
-                                          elem_id="face-choice", interactive=True)
-                examples = example_photos()
-                if examples:
-                    gr.Examples(examples, inputs=photo, cache_examples=False, examples_per_page=12, label="Examples",
-                                elem_id="examples")
-                    gr.Markdown("<small>" + " · ".join(f"{i + 1}: {example_label(p)}" for i, p in enumerate(examples))
-                                + "</small>", elem_id="example-captions")
-                face_image = gr.Image(label="Faces found: the one used (green) with its eyes, nose and mouth corners; others grey",
-                                      interactive=False, height=300, elem_id="face-image", format="jpeg")
-                face_info = gr.Markdown("No photo yet.", elem_id="face-info")
-            with gr.Column(scale=7):
-                with gr.Group():
-                    yaw = clamped(gr.Slider(yaw_lo, yaw_hi, value=0, step=1, elem_id="yaw",
-                                            label="Target yaw: turn the face sideways (degrees; + = towards the "
-                                                  "image's left)"))
-                    pitch = clamped(gr.Slider(pitch_lo, pitch_hi, value=0, step=1, elem_id="pitch",
-                                              label=f"Target pitch: head up or down (degrees; {POSE_GATE_NOTE})"))
-                    roll = clamped(gr.Slider(roll_lo, roll_hi, value=0, step=1, elem_id="roll",
-                                             label=f"Target roll: head tilted (degrees; {POSE_GATE_NOTE})"))
-                with gr.Row():
-                    reset = gr.Button("Reset to frontal", size="sm", scale=0, elem_id="reset")
-                    status = gr.Markdown("", elem_id="status")
-                results_hint = gr.Markdown(RESULTS_HINT, elem_id="results-hint")
-                with gr.Column(visible=False, elem_id="results") as results:   # shown with a photo's results
-                    similarity = plot_panel("similarity-plot")
-                    gr.Markdown(f"<small>{SIMILARITY_CAPTION}</small>", elem_id="similarity-caption")
-                    explain_choice = gr.Dropdown([(BEST_MATCH, "")] + [(n, n) for n in service.gallery_names()],
-                                                 value="", label="Why this score? Split it region by region for",
-                                                 elem_id="explain-choice")
-                    explanation = plot_panel("explanation-plot")
-                    gr.Markdown(f"<small>{EXPLANATION_CAPTION}</small>", elem_id="explanation-caption")
-                    sweep = plot_panel("sweep-plot", SWEEP_MARKER)
-        with gr.Row(equal_height=False, visible=False, elem_id="views") as views:
-            with gr.Column():
-                with gr.Row(visible=layers > 0):
-                    layer = gr.Dropdown([(f"layer {i + 1}", i) for i in range(layers)], value=0 if layers else None,
-                                        label="Layer", elem_id="layer")
-                    head = gr.Dropdown([("most selective (per photo)", FOCUSED_HEAD),
-                                        ("all heads (mean)", MEAN_HEAD)]
-                                       + [(f"head {i + 1}", i) for i in range(heads)],
-                                       value=FOCUSED_HEAD if heads else None, label="Head", elem_id="head")
-                attention = plot_panel("attention-plot")
-                gr.Markdown(f"<small>{caption('attention', service.model_kind, resolution)}</small>",
-                            elem_id="attention-caption")
-            with gr.Column():
-                with gr.Row(visible=layers > 0):
-                    quantity = gr.Radio(list(VOXEL_QUANTITIES), value=VOXEL_QUANTITIES[0], label="Show")
-                    axis = gr.Radio(["x", "y", "z"], value="z", label="Slice axis (z: depth)", elem_id="axis")
-                with gr.Row(visible=layers > 0):
-                    index = gr.Slider(0, resolution - 1, value=resolution // 2, step=1, label="Slice",
-                                      elem_id="slice")
-                    as_3d = gr.Checkbox(False, label="3D isosurface view", elem_id="as-3d")
-                voxels = plot_panel("voxel-plot")
-                gr.Markdown(f"<small>{caption('voxels', service.model_kind, resolution)}</small>",
-                            elem_id="voxel-caption")
+        with gr.Tabs(elem_id="modes"):
+            # the photo tab stays rendered while the live tab is open (its plots and state are kept)
+            with gr.Tab("Photo and sliders", id="photo-tab", elem_id="photo-tab", render_children=True):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=5):
+                        photo = pass_files_through(gr.Image(label="Face photo (upload, webcam or paste)", type="filepath",
+                                                            sources=["upload", "webcam", "clipboard"], height=300,
+                                                            elem_id="photo"))
+                        # what happened to this photo, right under it (a toast would be gone in seconds, or outlive the
+                        # next photo); on a phone, a button to the results, which start far below
+                        photo_status = gr.Markdown("", elem_id="photo-status")
+                        jump = gr.Button("↓ See the results", visible=False, size="sm", elem_id="jump-results")
+                        face_choice = gr.Dropdown([], value=None, label="Face to use (largest first)", visible=False,
+                                                  elem_id="face-choice", interactive=True)
+                        examples = example_photos()
+                        if examples:
+                            gr.Examples(examples, inputs=photo, cache_examples=False, examples_per_page=12, label="Examples",
+                                        elem_id="examples")
+                            gr.Markdown("<small>" + " · ".join(f"{i + 1}: {example_label(p)}" for i, p in enumerate(examples))
+                                        + "</small>", elem_id="example-captions")
+                        face_image = gr.Image(label="Faces found: the one used (green) with its eyes, nose and mouth corners; others grey",
+                                              interactive=False, height=300, elem_id="face-image", format="jpeg")
+                        face_info = gr.Markdown("No photo yet.", elem_id="face-info")
+                    with gr.Column(scale=7):
+                        with gr.Group():
+                            yaw = clamped(gr.Slider(yaw_lo, yaw_hi, value=0, step=1, elem_id="yaw",
+                                                    label="Target yaw: turn the face sideways (degrees; + = towards the "
+                                                          "image's left)"))
+                            pitch = clamped(gr.Slider(pitch_lo, pitch_hi, value=0, step=1, elem_id="pitch",
+                                                      label=f"Target pitch: head up or down (degrees; {POSE_GATE_NOTE})"))
+                            roll = clamped(gr.Slider(roll_lo, roll_hi, value=0, step=1, elem_id="roll",
+                                                     label=f"Target roll: head tilted (degrees; {POSE_GATE_NOTE})"))
+                        with gr.Row():
+                            reset = gr.Button("Reset to frontal", size="sm", scale=0, elem_id="reset")
+                            status = gr.Markdown("", elem_id="status")
+                        results_hint = gr.Markdown(RESULTS_HINT, elem_id="results-hint")
+                        with gr.Column(visible=False, elem_id="results") as results:   # shown with a photo's results
+                            similarity = plot_panel("similarity-plot")
+                            gr.Markdown(f"<small>{SIMILARITY_CAPTION}</small>", elem_id="similarity-caption")
+                            explain_choice = gr.Dropdown([(BEST_MATCH, "")] + [(n, n) for n in service.gallery_names()],
+                                                         value="", label="Why this score? Split it region by region for",
+                                                         elem_id="explain-choice")
+                            explanation = plot_panel("explanation-plot")
+                            gr.Markdown(f"<small>{EXPLANATION_CAPTION}</small>", elem_id="explanation-caption")
+                            sweep = plot_panel("sweep-plot", SWEEP_MARKER)
+                with gr.Row(equal_height=False, visible=False, elem_id="views") as views:
+                    with gr.Column():
+                        with gr.Row(visible=layers > 0):
+                            layer = gr.Dropdown([(f"layer {i + 1}", i) for i in range(layers)], value=0 if layers else None,
+                                                label="Layer", elem_id="layer")
+                            head = gr.Dropdown([("most selective (per photo)", FOCUSED_HEAD),
+                                                ("all heads (mean)", MEAN_HEAD)]
+                                               + [(f"head {i + 1}", i) for i in range(heads)],
+                                               value=FOCUSED_HEAD if heads else None, label="Head", elem_id="head")
+                        attention = plot_panel("attention-plot")
+                        gr.Markdown(f"<small>{caption('attention', service.model_kind, resolution)}</small>",
+                                    elem_id="attention-caption")
+                    with gr.Column():
+                        with gr.Row(visible=layers > 0):
+                            quantity = gr.Radio(list(VOXEL_QUANTITIES), value=VOXEL_QUANTITIES[0], label="Show")
+                            axis = gr.Radio(["x", "y", "z"], value="z", label="Slice axis (z: depth)", elem_id="axis")
+                        with gr.Row(visible=layers > 0):
+                            index = gr.Slider(0, resolution - 1, value=resolution // 2, step=1, label="Slice",
+                                              elem_id="slice")
+                            as_3d = gr.Checkbox(False, label="3D isosurface view", elem_id="as-3d")
+                        voxels = plot_panel("voxel-plot")
+                        gr.Markdown(f"<small>{caption('voxels', service.model_kind, resolution)}</small>",
+                                    elem_id="voxel-caption")
+            # rendered when opened: the browser asks for the camera only then
+            with gr.Tab("Live camera", id="live-tab", elem_id="live-tab") as live_tab:
+                gr.Markdown(LIVE_INTRO, elem_id="live-intro")
+                gr.HTML("", elem_id="live-camera-note", apply_default_css=False)   # filled in by CHECK_CAMERA
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=5, min_width=300):
+                        # mirror=False: the frames (and the yaw's sign) are the camera's own image, as for a photo
+                        camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", height=320,
+                                          label="Your camera (press Record; nothing is recorded)",
+                                          elem_id="live-camera", webcam_options=gr.WebcamOptions(
+                                              mirror=False, constraints={"video": {"facingMode": "user",
+                                                                                   "width": {"ideal": 640},
+                                                                                   "height": {"ideal": 480}}}))
+                        with gr.Row():
+                            live_name = gr.Textbox(label="Your name", placeholder="You", scale=3, elem_id="live-name")
+                            enrol = gr.Button("Enrol me", variant="primary", scale=2, elem_id="live-enrol")
+                        live_status = gr.Markdown("", elem_id="live-status")
+                        live_compare = gr.Dropdown(service.live_choices(), value="", label="Compare with",
+                                                   elem_id="live-compare", interactive=True)
+                    with gr.Column(scale=7, min_width=300):
+                        live_view = gr.HTML(LIVE_WAITING, elem_id="live-view", apply_default_css=False)
         with gr.Accordion("Your gallery", open=True):
             gr.Markdown(ENROL.format(local=LOCAL_ENROL if LOCAL_ASSETS.is_dir() else "",
                                      where=SHARED if service.persistent else PRIVATE), elem_id="enrol-howto")
@@ -375,7 +462,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                           results=results, views=views, results_hint=results_hint,
                           gallery_table=gallery_table, gallery_choice=gallery_choice, undo=undo,
                           photo_status=photo_status, face_choice=face_choice, jump=jump, explanation=explanation,
-                          explain_choice=explain_choice)
+                          explain_choice=explain_choice, live_compare=live_compare, live_status=live_status)
 
         def outputs(names):
             return [components[n] for n in names]
@@ -401,6 +488,24 @@ def build_demo(service: DemoService) -> gr.Blocks:
 
         def release(request: gr.Request):
             sessions.release(request.session_hash)
+            service.lives.release(request.session_hash)   # the live camera's current frame goes too
+
+        def live_frame(frame, compare, visitor_gallery, request: gr.Request):
+            """A streamed camera frame (gradio keeps only the newest one that arrives while one runs)."""
+            live = service.lives.get(request.session_hash)
+            if request is not live.run:   # a new stream: its first frame came with it, not through /stream
+                live.run = request
+                live.received += 1
+            html_text = service.on_live_frame(frame, compare, live, visitor_gallery)
+            return gr.skip() if html_text is None else html_text
+
+        def live_enrol(request: gr.Request, name, *args):
+            """"Enrol me": like "Add" with the camera's current frame as the photo (the page's session becomes it)."""
+            live = service.lives.peek(request.session_hash)
+
+            def enrol_frame(typed, pose, view, _photo_session, visitor_gallery):
+                return service.on_live_enrol(typed, pose, view, live, visitor_gallery)
+            return bind(enrol_frame, 1, ENROL_OUTPUTS)(request, name, *args)
 
         state = [session, gallery]
         photo.change(bind(service.on_photo, 1), [photo, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS),
@@ -427,6 +532,16 @@ def build_demo(service: DemoService) -> gr.Blocks:
         jump.click(None, js=JUMP_TO_RESULTS)
         remove.click(bind(service.on_remove, 1), [gallery_choice, *pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
         undo.click(bind(service.on_undo, 0), [*pose_inputs, *view_inputs, *state], outputs(OUTPUTS))
+        # the live camera: a frame every STREAM_EVERY_S while recording; two visitors' streams at once (each holds a
+        # worker for its whole stream), frames that arrive while one is processed replace each other, never queue
+        camera.stream(live_frame, [camera, live_compare, gallery], [live_view], stream_every=STREAM_EVERY_S,
+                      time_limit=LIVE_TIME_LIMIT_S, concurrency_limit=2, concurrency_id="live",
+                      show_progress="hidden", api_name=False)
+        enrol.click(live_enrol, [live_name, *pose_inputs, *view_inputs, *state], outputs(ENROL_OUTPUTS),
+                    api_name=False)
+        live_name.submit(live_enrol, [live_name, *pose_inputs, *view_inputs, *state], outputs(ENROL_OUTPUTS),
+                         api_name=False)
+        live_tab.select(None, js=CHECK_CAMERA)
         demo.load(lambda g: _respond(service.on_load(g), GALLERY_OUTPUTS), [gallery], outputs(GALLERY_OUTPUTS),
                   show_progress="hidden")
         if examples:
@@ -438,7 +553,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-demo = build_demo(DemoService.load(ARGS.backend, ARGS.weights, persistent_gallery=ARGS.persistent_gallery))
+demo_service = DemoService.load(ARGS.backend, ARGS.weights, persistent_gallery=ARGS.persistent_gallery)
+demo = build_demo(demo_service)
 demo.queue(default_concurrency_limit=CONCURRENCY, max_size=32)
 
 if __name__ == "__main__":
@@ -446,4 +562,5 @@ if __name__ == "__main__":
     # visitor's localStorage, and re-read and rewrite that whole history three times per call (a slider
     # drag spent more time on it than on the model and the plots together)
     demo.launch(server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share, allowed_paths=[str(ASSETS), str(PLOTLY_JS)],
-                max_file_size="40mb", run_history=False, css=CSS, head=PLOT_HEAD + PHONE_TOASTS)   # head: the first photo waited for plotly.js
+                max_file_size="40mb", run_history=False, css=CSS, head=PLOT_HEAD + PHONE_TOASTS,
+                app_kwargs={"middleware": [Middleware(FrameCounter, registry=demo_service.lives)]})   # live frames   # head: the first photo waited for plotly.js

@@ -6,7 +6,9 @@ and a simulated Hugging Face Space (no ../shared, no network, empty home). Uploa
 yaw slider and checks that the plots render (plotly's DOM) and follow the slider; a bad file gives a
 warning, not a traceback; an enrolled face stays in its browser session. Screenshots go to
 test-output/; with VIEWDIFF_DOCS_SCREENSHOT=docs/screenshot.png the Space-mode page (asset photos and a typed
-name only) is also saved there. `test_space_mode_on_a_phone` drives the page at a phone's 412 x 915.
+name only) is also saved there. `test_space_mode_on_a_phone` drives the page at a phone's 412 x 915. The live camera
+tab runs on Chromium's fake camera, fed a y4m file written at test time (a Pointing'04 head turn from ../shared, or a
+shipped asset photo in Space mode; never committed).
 """
 
 from __future__ import annotations
@@ -94,17 +96,23 @@ def app_url(tmp_path_factory, analyzer):
         yield url
 
 
-@pytest.fixture()
-def browser(tmp_path):
+def chromium(profile: Path, *extra_flags: str):
+    """Headless Chromium with the project's flags (and ``extra_flags``, e.g. a fake camera)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in (*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+    for flag in (*CHROME_FLAGS, f"--user-data-dir={profile}", *extra_flags):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(STEP_TIMEOUT_S)
+    return driver
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    driver = chromium(tmp_path / "chrome-profile")
     yield driver
     driver.quit()
 
@@ -613,3 +621,217 @@ def test_bad_photos_give_a_warning_not_a_traceback(app_url, browser, tmp_path):
     # a good photo afterwards works again
     upload(browser, ASSETS / "astronaut.jpg")
     wait(browser, lambda d: "estimated head pose" in text(d, "face-info"), "the photo was not analysed")
+
+
+# ----------------------------------------------------------------------------- the live camera (issue 27)
+
+P04_PANS = tuple(range(-90, 91, 15))
+LIVE_PERSON = 4          # a Pointing'04 person who is not in the default gallery
+FRAMES_PER_PAN, FRONTAL_HOLD, CAMERA_FPS = 6, 30, 10   # the fake camera's head turn: 0.6 s per pan, 3 s frontal first
+PAN_MARK = 56            # a grey square in the frame's bottom-right corner: grey 20 + 15 * (index of the pan)
+# The page's frames are stamped before they leave the browser (gradio takes each with canvas.toDataURL): a frame number
+# in 8 black / white squares at the top-left, and the time. Each live panel update is read back from its thumbnail:
+# the frame number (-> frame-to-screen latency) and the pan square (-> the true pan of the frame measured).
+JS_STAMP_FRAMES = """
+window.vdCaptured = {}; window.vdSeq = 0; window.vdUpdates = []; window.vdLast = null;
+const encode = HTMLCanvasElement.prototype.toDataURL;
+HTMLCanvasElement.prototype.toDataURL = function (...args) {
+  if (this.width >= 320) {
+    const id = (++window.vdSeq) % 256, ctx = this.getContext('2d'), side = this.width / 40;
+    for (let b = 0; b < 8; b++) { ctx.fillStyle = (id >> b) & 1 ? '#fff' : '#000'; ctx.fillRect(b * side, 0, side, side); }
+    window.vdCaptured[id] = performance.now();
+  }
+  return encode.apply(this, args);
+};
+const read = (data, img) => {
+  const t = performance.now();
+  const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+  const grey = (x, y) => { const p = ctx.getImageData(Math.floor(x), Math.floor(y), 1, 1).data; return (p[0] + p[1] + p[2]) / 3; };
+  const side = c.width / 40; let id = 0;
+  for (let b = 0; b < 8; b++) if (grey((b + 0.5) * side, side / 2) > 128) id |= 1 << b;
+  const mark = grey(c.width - 6, c.height - 6);
+  window.vdUpdates.push({t, id, latency: window.vdCaptured[id] === undefined ? null : t - window.vdCaptured[id],
+                         pan_index: Math.round((mark - 20) / 15), ...data});
+};
+new MutationObserver(() => {
+  const panel = document.querySelector('#vd-live'), img = panel && panel.querySelector('img.vd-live-frame');
+  if (!panel || !img || panel.dataset.processed === window.vdLast) return;
+  window.vdLast = panel.dataset.processed;
+  const data = {...panel.dataset}, copy = new Image();   // this update's frame, decoded apart from the page's img
+  copy.onload = () => read(data, copy);
+  copy.src = img.src;
+}).observe(document.getElementById('live-view'), {childList: true, subtree: true, attributes: true});
+"""
+
+
+def fake_camera_flags(y4m: Path) -> tuple[str, ...]:
+    return ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={y4m}")
+
+
+def head_turn_y4m(path: Path) -> Path:
+    """Pointing'04 person `LIVE_PERSON`'s pan series (tilt 0, pan -90..90) as 640 x 480 camera frames, after a frontal
+    hold, each frame carrying its pan's grey square; written to ``path`` (a tmp dir: the data is never committed)."""
+    import cv2
+    import numpy as np
+
+    from viewdiff.demo.live import write_y4m
+    from viewdiff.paths import shared_dir
+    folder = shared_dir() / "data" / "pointing04" / f"Person{LIVE_PERSON:02d}"
+    if not folder.is_dir():
+        pytest.skip(f"Pointing'04 not found at {folder}")
+
+    def frame(index: int) -> np.ndarray:
+        name = next(folder.glob(f"person{LIVE_PERSON:02d}1??+0{P04_PANS[index]:+d}.jpg"))   # series 1, tilt 0
+        rgb = cv2.resize(cv2.imread(str(name))[..., ::-1], (640, 480), interpolation=cv2.INTER_LINEAR)
+        rgb[-PAN_MARK:, -PAN_MARK:] = 20 + 15 * index
+        return rgb
+    frontal = P04_PANS.index(0)
+    frames = [frame(frontal)] * FRONTAL_HOLD + [f for i in range(len(P04_PANS)) for f in [frame(i)] * FRAMES_PER_PAN]
+    return write_y4m(frames, path, CAMERA_FPS)
+
+
+def open_live_tab(driver, url: str) -> None:
+    from selenium.webdriver.common.by import By
+    driver.get(url)
+    tab = wait(driver, lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Live" in t.text],
+               "no live camera tab")[0]
+    tab.click()
+    wait(driver, lambda d: d.find_elements(By.ID, "live-camera"), "the live tab does not open")
+
+
+JS_PRESS = """const b = [...document.querySelectorAll('#live-camera button')].find(b => b.innerText.includes(arguments[0]));
+if (b) b.click(); return Boolean(b);"""
+
+
+def start_camera(driver) -> None:
+    """Press gradio's "Click to Access Webcam", then Record (in the page: the buttons are re-rendered as it starts)."""
+    wait(driver, lambda d: d.execute_script(JS_PRESS, "Webcam"), "no webcam button")
+    wait(driver, lambda d: d.execute_script(JS_PRESS, "Record"), "no Record button: the camera did not start")
+
+
+def live_data(driver) -> dict:
+    return driver.execute_script("const v = document.querySelector('#vd-live'); return v ? {...v.dataset} : {}")
+
+
+def test_live_camera_follows_a_real_head_turn(app_url, tmp_path):
+    """Issue 27: Chromium's fake camera plays a Pointing'04 head turn; the person is enrolled from the frontal frame,
+    then every pan is a match, the live yaw follows the true pan, the trace is drawn, and the page updates >= 5 times
+    a second with frame -> screen <= 300 ms (median)."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+    y4m = head_turn_y4m(tmp_path / "head_turn.y4m")
+    driver = chromium(tmp_path / "chrome-profile", *fake_camera_flags(y4m))
+    try:
+        open_live_tab(driver, app_url)
+        driver.execute_script(JS_STAMP_FRAMES)
+        start_camera(driver)
+        wait(driver, lambda d: int(live_data(d).get("processed", 0)) > 0, "no frame was processed")
+        assert not driver.find_element(By.ID, "live-camera-note").text   # a camera is there: no warning
+
+        driver.find_element(By.CSS_SELECTOR, "#live-name input, #live-name textarea").send_keys("Visitor <b>4</b>")
+
+        def hold_begins(d):   # the frame on screen has just become the frontal hold (the loop restarted after +90)
+            ups = d.execute_script("return window.vdUpdates.slice(-2)")
+            return len(ups) == 2 and [u["pan_index"] for u in ups] == [len(P04_PANS) - 1, P04_PANS.index(0)]
+        wait(driver, hold_begins, "the fake camera's frontal hold was never shown", timeout=90)
+        driver.find_element(By.ID, "live-enrol").click()   # enrols the frame on screen: the frontal hold
+        status = wait(driver, lambda d: "Enrolled" in d.find_element(By.ID, "live-status").text and
+                      d.find_element(By.ID, "live-status").text, "Enrol me did not enrol")
+        enrolled_yaw = float(status.split("head yaw ")[1].split("°")[0])
+        assert abs(enrolled_yaw) <= 15, status
+        wait(driver, lambda d: live_data(d).get("name") == "Visitor <b>4</b>", "the live panel does not compare "
+             "with the enrolled face")
+        assert gallery_names(driver)[0] == "Visitor <b>4</b>"   # the page's one gallery, newest first, as text
+        start = driver.execute_script("return window.vdUpdates.length")
+        loop_s = (FRONTAL_HOLD + FRAMES_PER_PAN * len(P04_PANS)) / CAMERA_FPS
+        time.sleep(1.6 * loop_s)   # every pan at least once, whatever the phase
+        updates = driver.execute_script("return window.vdUpdates")[start:]
+        screenshot(driver, OUTPUT / "app_browser_live.png")
+        trace = driver.execute_script("const p = document.querySelector('#vd-live .vd-trace-turned');"
+                                      "return p ? p.getAttribute('d') : ''")
+    finally:
+        driver.quit()
+    ours = [u for u in updates if u.get("name") == "Visitor <b>4</b>" and u.get("yaw") and 0 <= u["pan_index"] < 13]
+    assert len(ours) >= 0.9 * len(updates) > 0
+    per_pan: dict[int, list[dict]] = {}
+    for u in ours:
+        per_pan.setdefault(P04_PANS[u["pan_index"]], []).append(u)
+    assert sorted(per_pan) == list(P04_PANS), f"pans seen: {sorted(per_pan)}"
+    errors = [abs(float(u["yaw"]) - pan) for pan, us in per_pan.items() for u in us]
+    mae = float(np.mean(errors))
+    matched = {pan: float(np.mean([u.get("match") == "1" for u in us])) for pan, us in per_pan.items()}
+    duration_s = (updates[-1]["t"] - updates[0]["t"]) / 1000
+    rate = (len(updates) - 1) / duration_s
+    latencies = [u["latency"] for u in updates if u["latency"] is not None]
+    p50, p95 = np.percentile(latencies, [50, 95])
+    print(f"\nlive camera: {len(updates)} updates in {duration_s:.1f} s = {rate:.1f}/s; frame -> screen p50 {p50:.0f} "
+          f"ms, p95 {p95:.0f} ms; yaw MAE {mae:.1f} deg over {len(errors)} frames; matched per pan "
+          + ", ".join(f"{pan:+d}: {share:.0%}" for pan, share in sorted(matched.items()))
+          + f"; dropped {updates[-1].get('dropped')} of {updates[-1].get('received')} frames received")
+    assert mae <= 15
+    assert all(share == 1.0 for share in matched.values()), matched   # every pan, every frame: a match
+    last = updates[-1]   # the server's counters: frames that arrived while one ran were dropped, not queued
+    assert int(last["received"]) >= int(last["processed"]) + int(last["dropped"]) >= int(last["processed"])
+    assert rate >= 5 and p50 <= 300
+    dots = [float(x) for x in trace.replace("M", " ").replace("h0", " ").split()[::2]]
+    assert len(dots) >= 20 and max(dots) - min(dots) > 300   # the trace spans most of the -90..90 axis (414 px)
+
+
+def shipped_camera_y4m(path: Path) -> Path:
+    """A shipped asset photo (the astronaut, frontal) as 2 s of 640 x 480 camera frames."""
+    import numpy as np
+    from PIL import Image
+
+    from viewdiff.demo.live import write_y4m
+    face = np.asarray(Image.open(ASSETS / "astronaut.jpg").convert("RGB").resize((480, 480)))
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[:, 80:560] = face
+    return write_y4m([frame] * 20, path, CAMERA_FPS)
+
+
+@pytest.mark.parametrize("window", ["1400,1000", "412,915"])
+def test_space_mode_live_camera_from_a_shipped_photo(space_url, tmp_path, window):
+    """In Space mode (no ../shared, offline, empty home) the live tab runs on a camera playing a shipped photo, at a
+    desktop's and at a phone's size: a face, a pose, "Enrol me", a match; the panel fits the phone's width."""
+    from selenium.webdriver.common.by import By
+    driver = chromium(tmp_path / "chrome-profile", *fake_camera_flags(shipped_camera_y4m(tmp_path / "cam.y4m")))
+    try:
+        width, height = (int(v) for v in window.split(","))
+        driver.set_window_size(width, height)
+        open_live_tab(driver, space_url)
+        start_camera(driver)
+        wait(driver, lambda d: live_data(d).get("found") in ("tracked", "detected"), "no face found in the camera")
+        driver.find_element(By.ID, "live-enrol").click()
+        wait(driver, lambda d: live_data(d).get("name") == "You" and live_data(d).get("match") == "1",
+             "the enrolled face is not a match")
+        assert abs(float(live_data(driver)["yaw"])) < 20
+        panel = driver.execute_script("const r = document.querySelector('#vd-live').getBoundingClientRect();"
+                                      "return [r.left, r.right, document.documentElement.clientWidth]")
+        assert panel[0] >= 0 and panel[1] <= panel[2] + 1, f"the live panel overflows the window: {panel}"
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        driver.execute_script("document.querySelector('#live-tab').scrollIntoView({block: 'start'})")
+        time.sleep(0.5)
+        driver.save_screenshot(str(OUTPUT / f"app_browser_live_space_{width}x{height}_top.png"))
+        driver.execute_script("document.querySelector('#vd-live').scrollIntoView({block: 'start'})")
+        time.sleep(0.5)
+        driver.save_screenshot(str(OUTPUT / f"app_browser_live_space_{width}x{height}.png"))
+    finally:
+        driver.quit()
+
+
+def test_no_camera_or_a_denied_camera_says_so(space_url, browser, tmp_path):
+    """A browser without a camera, and one that denies the camera, get a plain message on the live tab."""
+    from selenium.webdriver.common.by import By
+    open_live_tab(browser, space_url)
+    note = wait(browser, lambda d: d.find_element(By.ID, "live-camera-note").text, "no message without a camera")
+    assert "No camera found" in note
+    denied = chromium(tmp_path / "denied-profile", "--use-fake-device-for-media-stream", "--deny-permission-prompts")
+    try:
+        open_live_tab(denied, space_url)
+        wait(denied, lambda d: d.execute_script(JS_PRESS, "Webcam"), "no webcam button")
+        note = wait(denied, lambda d: d.find_element(By.ID, "live-camera-note").text, "no message when denied")
+        assert "not allowed" in note or "blocked" in note, note
+    finally:
+        denied.quit()

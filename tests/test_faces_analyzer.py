@@ -109,6 +109,20 @@ def test_aligned_crop_that_fills_the_frame(fa):
     assert abs(float(rec.source_pose[0])) < 30
 
 
+def test_detect_then_describe_face_is_analyze_in_two_halves(fa):
+    """The live camera's path: its own detection (a smaller detector input), then the photo path's description."""
+    rgb = np.asarray(Image.open(HANKS).convert("RGB"))
+    whole = fa.analyze(rgb)
+    boxes, kps = fa.detect(rgb)
+    i = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+    halves = fa.describe_face(rgb, boxes[i], kps[i])
+    check_record(halves, rgb.shape[1], rgb.shape[0])
+    np.testing.assert_array_equal(halves.embedding, whole.embedding)   # the same detection, the same record
+    np.testing.assert_array_equal(halves.source_pose, whole.source_pose)
+    small, small_kps = fa.detect(rgb, det_size=320)   # cheaper, a little less exact
+    assert len(small) == len(boxes) and np.abs(small_kps[0] - kps[i]).max() < 0.05 * (boxes[i, 2] - boxes[i, 0])
+
+
 def test_every_input_type_gives_the_same_face(fa):
     rgb = np.asarray(Image.open(HANKS).convert("RGB"))
     data = HANKS.read_bytes()

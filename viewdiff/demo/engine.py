@@ -122,18 +122,7 @@ class PoseEngine:
         key = (float(target[1]), float(target[2]))
         poses = target[None] if key in sweeps else np.concatenate([target[None], sweep_poses(*key)])
         batch = len(poses)
-        inputs = {"src": torch.as_tensor(record.embedding, dtype=torch.float32).expand(batch, -1),
-                  "source_pose": torch.as_tensor(record.source_pose, dtype=torch.float32).expand(batch, -1),
-                  "keypoints_3d": torch.as_tensor(record.keypoints_3d, dtype=torch.float32).expand(batch, -1, -1),
-                  "target_pose": torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32))}
-        if record.embedding_mirror is not None:  # the mirrored face's embedding (models with use_mirror_view)
-            inputs["src_mirror"] = torch.as_tensor(record.embedding_mirror, dtype=torch.float32).expand(batch, -1)
-        if self.reads_map:
-            for k in ("feature_map", "feature_map_mirror"):
-                inputs[k] = torch.as_tensor(getattr(record, k), dtype=torch.float32).expand(batch, -1, -1, -1)
-        surface = getattr(record, "surface", None)
-        if self.takes_cell_depth and surface is not None:   # the depth under each map cell (NaN: off the face)
-            inputs["cell_depth"] = torch.as_tensor(surface.cell_depth, dtype=torch.float32).expand(batch, -1, -1)
+        inputs = self._inputs(record, poses)
         with self.lock, torch.inference_mode():
             start = time.perf_counter()
             out = self.model(**inputs)
@@ -171,6 +160,33 @@ class PoseEngine:
         projection = self.model.projection
         moved = projection.keypoints_in_grid(points, inputs["source_pose"][:1], inputs["target_pose"][:1])[0]
         return ((moved + 1) / 2 * (projection.resolution - 1)).numpy()
+
+    def _inputs(self, record: FaceRecord, poses: np.ndarray) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs for ``record`` at each target pose of ``poses`` [B, 3]."""
+        batch = len(poses)
+        inputs = {"src": torch.as_tensor(record.embedding, dtype=torch.float32).expand(batch, -1),
+                  "source_pose": torch.as_tensor(record.source_pose, dtype=torch.float32).expand(batch, -1),
+                  "keypoints_3d": torch.as_tensor(record.keypoints_3d, dtype=torch.float32).expand(batch, -1, -1),
+                  "target_pose": torch.from_numpy(np.ascontiguousarray(poses, dtype=np.float32))}
+        if record.embedding_mirror is not None:  # the mirrored face's embedding (models with use_mirror_view)
+            inputs["src_mirror"] = torch.as_tensor(record.embedding_mirror, dtype=torch.float32).expand(batch, -1)
+        if self.reads_map:
+            for k in ("feature_map", "feature_map_mirror"):
+                inputs[k] = torch.as_tensor(getattr(record, k), dtype=torch.float32).expand(batch, -1, -1, -1)
+        surface = getattr(record, "surface", None)
+        if self.takes_cell_depth and surface is not None:   # the depth under each map cell (NaN: off the face)
+            inputs["cell_depth"] = torch.as_tensor(surface.cell_depth, dtype=torch.float32).expand(batch, -1, -1)
+        return inputs
+
+    def embed(self, record: FaceRecord, target: np.ndarray) -> np.ndarray | None:
+        """The unit embedding of ``record`` moved to one ``target`` pose [3]: the model alone (no sweep, no
+        visualisation, no explanation; the live camera's path). None without a model."""
+        if self.model is None:
+            return None
+        inputs = self._inputs(record, np.asarray(target, np.float32)[None])
+        with self.lock, torch.inference_mode():
+            out = self.model(**inputs)
+        return l2_normalize(out.float().cpu().numpy())[0]
 
     def _mix(self, inputs: dict, viz: dict) -> dict:
         """How row 0 of the forward just run is made (`explain.transformed_form`): gate, mirror weight, map change."""

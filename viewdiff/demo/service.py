@@ -37,10 +37,12 @@ from viewdiff.demo.engine import PoseEngine, PoseResult
 from viewdiff.demo.examples import GALLERY_ASSETS, LOCAL_ASSETS, populate_assets_from_shared
 from viewdiff.demo.gallery import (Gallery, clean_name, default_gallery, default_identity_photos,
                                    open_gallery, photo_embedding, record_maps)
+from viewdiff.demo.live import LiveAnalyzer, LiveRegistry
+from viewdiff.demo.live_service import LIVE_COMPARE_DEFAULT, LIVE_DEFAULT_NAME, LiveCallbacks  # noqa: F401
 from viewdiff.demo.messages import (TURNED_ENROL_DEG, display_path, face_info, markdown_text, photo_status,  # noqa: F401
                                      pose_gate_note, sentence, user_message)
 from viewdiff.demo.model_card import model_card
-from viewdiff.demo.session import Reply, Session, SessionRegistry, guarded  # noqa: F401
+from viewdiff.demo.session import PLOT_AREAS, Reply, Session, SessionRegistry, guarded, plots_shown  # noqa: F401
 from viewdiff.demo.panels import Panels, ViewOptions, explanation_figure
 from viewdiff.faces.analyzer import FaceAnalyzer
 from viewdiff.faces.errors import FaceAnalysisError
@@ -56,14 +58,7 @@ DISPLAY_MAX_SIDE = 1024  # the annotated photo is shown at most this big
 NO_PHOTO = "Drop in a photo with a face first (or pick an example)."
 BEST_MATCH = "the best match"   # the explanation's default identity (`ViewOptions.explain` None)
 NO_PHOTO_INFO = "No photo yet."   # the face panel before a photo and after the photo is removed
-PLOT_AREAS = ("results", "views", "jump")   # shown only with a photo's results (else `results_hint`); jump: the
-#                                             "see the results" button (only on a narrow screen, app.CSS)
 NEAR_DUPLICATE = 0.6   # cosine above which a new entry "also matches" another one, when no threshold is calibrated
-
-
-def plots_shown(shown: bool) -> dict[str, dict]:
-    """Property updates that show the plot areas (a photo was analysed) or hide them behind the hint."""
-    return {**{area: {"visible": shown} for area in PLOT_AREAS}, "results_hint": {"visible": not shown}}
 
 
 def face_choices(num_faces: int) -> list[tuple[str, int]]:
@@ -88,8 +83,9 @@ def display_image(image: np.ndarray, boxes: list, keypoints: list) -> np.ndarray
                                 [np.asarray(k) * scale for k in keypoints])
 
 
-class DemoService:
-    """Models loaded once (face backend, pose transformer, default gallery) and the demo's callbacks."""
+class DemoService(LiveCallbacks):
+    """Models loaded once (face backend, pose transformer, default gallery) and the demo's callbacks (the live
+    camera's: `LiveCallbacks`)."""
 
     def __init__(self, analyzer: FaceAnalyzer, gallery: Gallery, model: torch.nn.Module | None,
                  weights_dir: Path, weights_info: dict | None = None, weights_error: str | None = None,
@@ -102,6 +98,8 @@ class DemoService:
         self.threshold = same_person_threshold(self.fingerprint)
         self.sessions = SessionRegistry()
         self.panels = Panels(model is not None, self.threshold)
+        self.live = LiveAnalyzer(analyzer, self.engine, self.threshold)
+        self.lives = LiveRegistry(self.live.session)   # each open page's live camera (`viewdiff.demo.live`)
 
     @property
     def model(self) -> torch.nn.Module | None:
@@ -394,6 +392,7 @@ class DemoService:
                 "gallery_choice": {"choices": self.gallery_names(gallery), "value": selected},
                 "explain_choice": {"choices": [(BEST_MATCH, "")] + [(n, n) for n in self.gallery_names(gallery)],
                                    "value": ""},   # a changed gallery: back to its best match
+                "live_compare": {"choices": self.live_choices(gallery), "value": ""},
                 "undo": {"interactive": undo is not None,
                          "value": f"Undo remove '{undo}'" if undo else "Undo remove"}}
 

@@ -21,6 +21,13 @@ from viewdiff.faces.errors import FaceAnalysisError
 from viewdiff.faces.records import FaceRecord
 
 log = logging.getLogger("viewdiff.demo")
+PLOT_AREAS = ("results", "views", "jump")   # shown only with a photo's results (else `results_hint`); jump: the
+#                                             "see the results" button (only on a narrow screen, app.CSS)
+
+
+def plots_shown(shown: bool) -> dict[str, dict]:
+    """Property updates that show the plot areas (a photo was analysed) or hide them behind the hint."""
+    return {**{area: {"visible": shown} for area in PLOT_AREAS}, "results_hint": {"visible": not shown}}
 
 
 @dataclass

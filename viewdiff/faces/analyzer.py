@@ -27,6 +27,7 @@ import numpy as np
 
 from viewdiff.embeddings import l2_normalize
 from viewdiff.faces.backends import ARCFACE_TEMPLATE, DetectedFace, DlibBackend, FaceBackend, InsightFaceBackend
+from viewdiff.faces.detectors import ScrfdDetector
 from viewdiff.faces.errors import ModelNotFoundError, NoFaceError
 from viewdiff.faces.face_mesh import FaceMesh
 from viewdiff.faces.head_pose import POSE_SOURCE, HeadPoseEstimator
@@ -113,6 +114,26 @@ class FaceAnalyzer:
         if self.det_size != DEFAULT_DET_SIZE:   # named only when not the default: the caches of default records stay valid
             described["det_size"] = self.det_size
         return described
+
+    def detect(self, rgb: np.ndarray, det_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The faces of an RGB array as the detector sees it (no downscaling, no border retry, any order): boxes
+        [N, 5] (x1, y1, x2, y2, score) and keypoints [N, 5, 2] (None: a detector without keypoints), in rgb's
+        pixels. det_size: the SCRFD input side for this call (default: the analyzer's; other detectors ignore it).
+        With `describe_face`, the two halves of `analyze` for callers that find faces their own way (a tracker)."""
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        detector = getattr(self._impl, "detector", None)
+        if det_size is not None and isinstance(detector, ScrfdDetector):
+            return detector(bgr, det_size)
+        return self._impl.detect(bgr)
+
+    def describe_face(self, rgb: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None,
+                      num_faces: int = 1) -> FaceRecord:
+        """The `FaceRecord` of one face of ``rgb`` found by `detect` (box [5], keypoints [5, 2]): embedding,
+        mirror, maps, head pose, crop, as `analyze` describes it, coordinates in rgb's pixels."""
+        h, w = rgb.shape[:2]
+        face = self._describe(np.ascontiguousarray(rgb), np.asarray(box, np.float32),
+                              None if keypoints is None else np.asarray(keypoints, np.float32))
+        return self._record(face, (1.0, 0.0, 0.0), (w, h), num_faces, None)
 
     def analyze(self, image) -> FaceRecord:
         """The largest face of `image`; `num_faces` and `warning` tell about the others."""

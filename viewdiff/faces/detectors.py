@@ -36,10 +36,11 @@ class ScrfdDetector:
             raise ModelNotFoundError(f"{path} is not a face detector insightface recognises")
         return cls(model, det_size, f"scrfd:{Path(path).name}", ctx_id(providers))
 
-    def __call__(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """-> boxes [N, 5] (x1, y1, x2, y2, score), keypoints [N, 5, 2]."""
+    def __call__(self, bgr: np.ndarray, det_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """-> boxes [N, 5] (x1, y1, x2, y2, score), keypoints [N, 5, 2]. det_size: the largest input side for this
+        call (default: the detector's); a smaller one is cheaper (quadratically) and less exact."""
         # No upsampling: SCRFD misses faces that become larger than its biggest anchors.
-        side = int(np.clip(np.ceil(max(bgr.shape[:2]) / 32) * 32, 160, self.det_size))
+        side = int(np.clip(np.ceil(max(bgr.shape[:2]) / 32) * 32, 160, det_size or self.det_size))
         boxes, kps = self.model.detect(bgr, input_size=(side, side))
         return boxes, kps
 
