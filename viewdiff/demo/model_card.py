@@ -61,13 +61,40 @@ def _summary(describe: dict, fallback_reason: str | None, gallery_line: str, thr
         trained = (f", trained on {datasets} ({meta['train_pairs']} photo pairs, {meta['epochs']} passes)"
                    if {"datasets", "train_pairs", "epochs"} <= set(meta) else "")
         lines.append(f"- **Pose transformer:** reads {reads} and turns the identity code to the target pose{trained}. "
-                     "How much that helps on people it never saw, and where it does not, is measured in the "
-                     "evaluation report that comes with the source code.")
+                     + measured_sentence(weights_info.get("evaluation")))
     else:
         lines.append("- **Pose transformer: not loaded.** Face analysis, head pose and the raw similarity work "
                      f"without it. {weights_hint_text}")
     lines.append(f"- **Gallery:** {gallery_line}.")
     return lines
+
+
+def _verdict(figures: dict) -> str:
+    """'better than', 'level with' or 'worse than' the photo averaged with its mirror: better or worse only when the
+    95% interval of the difference excludes 0."""
+    low, high = figures.get("diff_ci95") or (float("nan"), float("nan"))
+    return "better than" if low > 0 else "worse than" if high < 0 else "level with"
+
+
+def measured_sentence(evaluation: dict | None) -> str:
+    """What the evaluation measured for the shipped recipe, in plain words (`viewdiff.training.report.card_summary`,
+    the weights' ``evaluation.json``); without one, where the measurement is."""
+    if not evaluation:
+        return ("How much that helps on people it never saw, and where it does not, is measured in the evaluation "
+                "report that comes with the source code.")
+    cfp = evaluation["cfp_fp"]
+    wins, ties, losses = cfp["wins_ties_losses"]
+    text = (f"Measured on people it never saw (CFP, frontal against profile photos, {evaluation['folds']} groups of "
+            f"people): at 1 false accept in 1000 it accepts **{100 * cfp['model']:.1f}%** of true matches, against "
+            f"{100 * cfp['raw']:.1f}% for the photo as it is and {100 * cfp['flip_fused']:.1f}% for the photo averaged "
+            f"with its mirror image: **{_verdict(cfp)}** that simple trick (better in {wins}, equal in {ties}, worse "
+            f"in {losses} of the groups).")
+    second = evaluation.get("second")
+    if second:
+        text += (f" On in-the-wild photos of turned heads ({DATASET_NAMES.get(second['dataset'], second['dataset'])}, "
+                 f"people never trained on): {100 * second['model']:.1f}% against {100 * second['raw']:.1f}% and "
+                 f"{100 * second['flip_fused']:.1f}%, {_verdict(second)} the mirror trick.")
+    return text
 
 
 def model_card(describe: dict, fallback_reason: str | None, gallery_line: str, threshold: Threshold | None,

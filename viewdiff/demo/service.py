@@ -83,6 +83,16 @@ def display_image(image: np.ndarray, boxes: list, keypoints: list) -> np.ndarray
                                 [np.asarray(k) * scale for k in keypoints])
 
 
+
+def read_evaluation(weights: Path) -> dict | None:
+    """The weights' ``evaluation.json`` (what the held-out evaluation measured for their recipe, written by
+    ``python -m viewdiff.training.report RESULTS --card METHOD --card_out``), or None when there is none or it is
+    unreadable (the model card then points to the report)."""
+    try:
+        return json.loads((Path(weights) / "evaluation.json").read_text())
+    except (OSError, ValueError):
+        return None
+
 class DemoService(LiveCallbacks):
     """Models loaded once (face backend, pose transformer, default gallery) and the demo's callbacks (the live
     camera's: `LiveCallbacks`)."""
@@ -133,7 +143,8 @@ class DemoService(LiveCallbacks):
         try:
             model, metadata = load_pretrained(weights, embedding_dim=analyzer.embedding_dim,
                                               embedder_fingerprint=fingerprint)
-            info = {"class": type(model).__name__, "config": getattr(model, "config", {}), "metadata": metadata}
+            info = {"class": type(model).__name__, "config": getattr(model, "config", {}), "metadata": metadata,
+                    "evaluation": read_evaluation(weights)}
         except WeightsError as exc:
             error = str(exc)
             log.warning("pose transformer not loaded: %s", error)

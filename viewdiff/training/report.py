@@ -137,9 +137,37 @@ def write_report(results: dict, path: Path) -> str:
     return text
 
 
-if __name__ == "__main__":
-    import json
-    import sys
+def card_summary(results: dict, method: str, source: str) -> dict:
+    """What the demo's model card says about `method` (the shipped recipe) from an evaluation's results: TAR @ FAR
+    0.1% in the demo's protocol (transformed probe vs flip-fused gallery photos) on CFP-FP and, when evaluated, on
+    the folder dataset's cross-pose test, beside raw and flip_fused, with the difference from flip_fused (its 95%
+    interval and wins/ties/losses over folds); `source`: the results file, repo-relative."""
+    def figures(key: str) -> dict:
+        cells = {m: results["methods"][m][f"{key}/fused/tar_far01"] for m in ("raw", "flip_fused", method)}
+        versus = cells[method]["vs_flip_fused"]
+        return {"raw": cells["raw"]["mean"], "flip_fused": cells["flip_fused"]["mean"], "model": cells[method]["mean"],
+                "diff_ci95": versus.get("diff_ci95"), "wins_ties_losses": [versus["wins"], versus["ties"],
+                                                                           versus["losses"]]}
+    out = {"method": method, "metric": "TAR @ FAR 0.1%, transformed probe vs flip-fused gallery photos",
+           "folds": len(results["folds"]), "seeds": results["seeds"], "source": source, "cfp_fp": figures("cfp_fp")}
+    if "second" in results:
+        out["second"] = {"dataset": results["second"]["dataset"], **figures("second")}
+    return out
 
-    source = Path(sys.argv[1])
-    print(write_report(json.loads(source.read_text()), source.parent / "tables.md"))
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description="Rewrite tables.md beside an evaluation's results.json; with --card, "
+                                "also write the demo model card's summary of one method (the shipped recipe)")
+    p.add_argument("results")
+    p.add_argument("--card", default=None, help="the method, e.g. enhanced_map")
+    p.add_argument("--card_out", default=None, help="e.g. weights/transformer/<fingerprint>/evaluation.json")
+    args = p.parse_args()
+    source = Path(args.results)
+    results = json.loads(source.read_text())
+    print(write_report(results, source.parent / "tables.md"))
+    if args.card:
+        from viewdiff.paths import repo_relative
+        Path(args.card_out).write_text(json.dumps(card_summary(results, args.card, repo_relative(source)), indent=2))
