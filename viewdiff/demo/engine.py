@@ -123,6 +123,7 @@ class PoseEngine:
         poses = target[None] if key in sweeps else np.concatenate([target[None], sweep_poses(*key)])
         batch = len(poses)
         inputs = self._inputs(record, poses)
+        surface = getattr(record, "surface", None)
         with self.lock, torch.inference_mode():
             start = time.perf_counter()
             out = self.model(**inputs)

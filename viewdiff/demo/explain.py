@@ -185,7 +185,8 @@ def map_norms(head: HeadCells, feature_map: np.ndarray, feature_map_mirror: np.n
 def transformed_form(head: HeadCells, feature_map: np.ndarray, feature_map_mirror: np.ndarray | None,
                      gate: float, mirror_weight: float, map_change: np.ndarray | None = None,
                      vector_change: np.ndarray | None = None, norms: tuple[float, float] | None = None) -> MapForm:
-    """The pose transformer's output ``src + gate * (W dm + mirror_weight * (src_mirror - src))`` as a map form.
+    """The pose transformer's output ``src + gate * (W dm / |W m + b| + mirror_weight * (src_mirror - src))`` as a map
+    form (the map change dm through the head without bias, in unit-embedding terms: divided by the photo's raw norm).
 
     mirror_weight: 0 when the model has no mirror view or got no ``src_mirror``; gate: 1 without a pose
     gate. map_change [C, S, S]: a map model's change (``last_visualization["map_change"]``, through the
@@ -200,7 +201,7 @@ def transformed_form(head: HeadCells, feature_map: np.ndarray, feature_map_mirro
         parts[MIRROR] = (c * np.asarray(feature_map_mirror, np.float32) / n_mirror, True)
         beta += c / n_mirror
     if map_change is not None:
-        parts[CHANGE] = (gate * np.asarray(map_change, np.float32), False)
+        parts[CHANGE] = (gate * np.asarray(map_change, np.float32) / n, False)
     other = {} if vector_change is None else {VECTOR_CHANGE: np.asarray(vector_change, np.float32)}
     return MapForm(parts, beta, other)
 
