@@ -42,33 +42,6 @@ return g && g.layout ? {data: g.data.map(t => ({type: t.type, n: (t.y || t.z || 
                         title: g.layout.title && g.layout.title.text, shapes: g.layout.shapes || []} : null;"""
 
 
-def fresh_weights(folder: Path, shipped: Path, head) -> Path:
-    """A model of the shipped kind (the shipped config.json: a map model) on the embedder's head
-    (`FeatureMapModel.head`), every part slightly perturbed from the fresh identity map so that its output follows
-    the target pose as a trained one does (`model_test_utils.trained_like`), saved like the shipped weights: for
-    when the shipped ones do not load (e.g. while they are retrained for a changed model)."""
-    import json
-
-    import torch
-    from model_test_utils import trained_like
-
-    from viewdiff.models.checkpoint import save_pretrained
-    from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
-    torch.manual_seed(0)
-    model = EnhancedTransformerDecoderOnly3D.from_config(json.loads((shipped / "config.json").read_text())["config"])
-    model.set_embedder_head(torch.as_tensor(head[0]), torch.as_tensor(head[1]))
-    return save_pretrained(trained_like(model), folder)
-
-
-def loadable(weights: Path, fingerprint: str) -> bool:
-    from viewdiff.models.checkpoint import WeightsError, load_pretrained
-    try:
-        load_pretrained(weights, embedding_dim=512, embedder_fingerprint=fingerprint)
-        return True
-    except WeightsError:
-        return False
-
-
 @contextmanager
 def app(tmp: Path, args: list[str], env: dict[str, str] | None = None):
     """`python app.py ARGS` on a free port; its log must hold no traceback."""
@@ -84,15 +57,11 @@ def app(tmp: Path, args: list[str], env: dict[str, str] | None = None):
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory, analyzer):
+def app_url(tmp_path_factory):
     """`python app.py` as shipped: the default embedder (the ArcFace pack) with its shipped transformer weights
-    when they load, else a fresh model of the shipped kind."""
-    from viewdiff.demo.calibration import weights_for
+    (that they load is tests/test_models_checkpoint.py's)."""
     tmp = tmp_path_factory.mktemp("app")
-    shipped = weights_for(analyzer.fingerprint)
-    weights = [] if loadable(shipped, analyzer.fingerprint) else \
-        ["--weights", str(fresh_weights(tmp / "weights", shipped, analyzer.feature_maps.head))]
-    with app(tmp, weights) as url:
+    with app(tmp, []) as url:
         yield url
 
 
@@ -386,16 +355,12 @@ def test_without_weights_face_analysis_and_raw_similarity_work(no_weights_url, b
 
 
 @pytest.fixture(scope="module")
-def space_url(tmp_path_factory, analyzer):
-    """A simulated Space: a fresh clone's defaults with no ../shared, no network and an empty home (with a model of
-    the shipped kind when the shipped weights do not load, as `app_url`)."""
-    from viewdiff.demo.calibration import weights_for
+def space_url(tmp_path_factory):
+    """A simulated Space: a fresh clone's defaults with no ../shared, no network and an empty home, with the shipped
+    weights."""
     from viewdiff.demo.local_server import space_env
     tmp = tmp_path_factory.mktemp("space")
-    shipped = weights_for(analyzer.fingerprint)
-    weights = [] if loadable(shipped, analyzer.fingerprint) else \
-        ["--weights", str(fresh_weights(tmp / "weights", shipped, analyzer.feature_maps.head))]
-    with app(tmp, weights, space_env(tmp)) as url:
+    with app(tmp, [], space_env(tmp)) as url:
         yield url
 
 
