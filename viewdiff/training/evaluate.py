@@ -4,11 +4,14 @@
 
 For every CFP-FP fold k (official, identity-disjoint) each trained method is fitted from scratch on the
 other nine folds with a fixed recipe and scored on fold k, with the protocols of
-`viewdiff.training.protocols` (``probe``: transformed probe vs raw frontal gallery, the product's; ``both``:
-both sides transformed; ``fused``: vs a flip-fused gallery). **Nothing is validated, chosen or stopped on the
-test fold:** a fold model trains with ``exclude_fold=k`` and no validation fold (``val_fold=0``), the final
-epoch is used, and `train` refuses a validation fold equal to the test fold; only the nested selection
-validates, on inner folds taken from the training folds. Methods (`METHODS`):
+`viewdiff.training.protocols` (``probe``: transformed probe vs raw frontal gallery; ``both``: both sides
+transformed; ``fused``: vs a flip-fused gallery, the demo's). **Nothing is validated, chosen or stopped on the
+test fold:** a fold model trains with ``exclude_fold=k``; with the verification loss it is early-stopped on the
+next fold (`early_stopping_fold`, left out of its training too), otherwise it has no validation fold and its final
+epoch is used; `train` refuses a validation fold equal to the test fold, and the nested selection validates on
+inner folds taken from the training folds. With a folder dataset in ``--datasets`` (cplfw_train), its people of
+fold k are left out of fold model k as well, and its cross-pose pairs (`datasets.cross_pose_pairs`) are a second
+test with the same metrics. Methods (`METHODS`):
 - ``raw``: the embedder's own embeddings (always reported); ``mirror``: for faces turned more than 45
   deg, the mean of the photo's and the mirrored photo's embeddings (no training: what the mirror view
   alone gives); ``flip_fused``: every photo, gallery and probe alike, as the mean of itself and its
