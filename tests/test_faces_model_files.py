@@ -18,6 +18,9 @@ needs_scrfd = pytest.mark.skipif(not (SCRFD_DIR / "det_500m.onnx").is_file(),
                                  reason=f"SCRFD detector not found in {SCRFD_DIR}")
 
 
+REPO_FACE_MESH = model_files.REPO_ROOT / "weights" / "face_mesh"
+
+
 @pytest.fixture
 def no_network(monkeypatch, tmp_path):
     """Isolated search places (repo, shared, home) and a download that must not happen."""
@@ -27,6 +30,7 @@ def no_network(monkeypatch, tmp_path):
     monkeypatch.delenv("VIEWDIFF_MODELS", raising=False)
     monkeypatch.delenv("VIEWDIFF_OFFLINE", raising=False)
     monkeypatch.setattr(model_files, "REPO_ROOT", tmp_path / "repo")
+    shutil.copytree(REPO_FACE_MESH, tmp_path / "repo" / "weights" / "face_mesh")   # in every clone, with no pack
     monkeypatch.setenv("VIEWDIFF_SHARED", str(tmp_path / "shared"))
     calls = []
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from viewdiff.training.evaluate import (BOOTSTRAP, CANDIDATES, METHODS, bootstrap, fold_config, inner_folds, interval,
-                                       main, recipe_name)
+from viewdiff.training.evaluate import CANDIDATES, METHODS, early_stopping_fold, fold_config, inner_folds, main, recipe_name
+from viewdiff.training.protocols import BOOTSTRAP, bootstrap, interval
 from viewdiff.training.metrics import verification_accuracy
 from viewdiff.training.train import TrainConfig, train
 
@@ -21,7 +21,7 @@ def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
     results = main(["--data_dir", str(small_cache), "--data_root", str(data_root), "--max_identities", "10",
                     "--folds", "1,2", "--seeds", "0,1", "--methods", "mirror,global_shift,dream,enhanced,enhanced_nested",
                     "--work_dir", str(tmp_path / "work"), "--out", str(out), "--quiet", "--jobs", "2",
-                    "--train_args", " ".join(FAST)])
+                    "--train_args", " ".join(FAST + ["--loss", "gallery"])])   # (one person per fold: no early stopping)
     methods = results["methods"]
     # flip_fused, the practitioner's bar, is always evaluated and every method is compared with it
     assert set(methods) == {"raw", "flip_fused", "mirror", "global_shift", "dream", "enhanced", "enhanced_nested"}
@@ -117,7 +117,10 @@ def test_a_fold_model_is_never_validated_on_its_test_fold(tmp_path):
                               max_identities=10, train_args="")
     for method in (m for m, recipe in METHODS.items() if recipe is not None):   # the trained ones
         config = fold_config(method, 4, 0, args)
-        assert (config.exclude_fold, config.val_fold) == (4, 0), method     # tested on 4: never seen, no validation
+        # tested on 4: never seen; early-stopped on the next fold (the verification recipe) or not validated at all
+        stop = early_stopping_fold(4) if config.loss == "verification" else 0
+        assert (config.exclude_fold, config.val_fold) == (4, stop) and stop != 4, method
+    assert early_stopping_fold(10) == 1 and fold_config("enhanced_map", 4, 0, args).val_fold == 5
     inner = fold_config("enhanced_nested", 4, 0, args, CANDIDATES[0], val_fold=5)
     assert (inner.exclude_fold, inner.val_fold) == (4, 5)
     # not even through --train_args: train refuses before reading any data

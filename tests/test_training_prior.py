@@ -184,7 +184,7 @@ def map_model(seed: int = 0) -> EnhancedTransformerDecoderOnly3D:
 
 
 def map_inputs(n: int, seed: int) -> dict[str, torch.Tensor]:
-    """Every forward kwarg a map model reads (as `viewdiff.training.train.model_inputs` gives them)."""
+    """Every forward kwarg a map model reads (as `viewdiff.training.datasets.model_inputs` gives them)."""
     from viewdiff.faces.geometry import keypoints_3d_from_pose
     g = torch.Generator().manual_seed(seed)
     source = torch.cat([torch.rand(n, 1, generator=g) * 180 - 90, torch.randn(n, 2, generator=g) * 15], dim=1)

@@ -20,7 +20,8 @@ from viewdiff.training.metrics import identity_means
 from viewdiff.training.protocols import profile_rank1
 from viewdiff.training.records import load_records
 from viewdiff.paths import REPO_ROOT
-from viewdiff.training.train import MODEL_FIELDS, TrainConfig, evaluate_pairs, train
+from viewdiff.training.train import MODEL_FIELDS, TrainConfig, train
+from viewdiff.training.validation import evaluate_pairs
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--voxel_resolution", "8", "--threads", "1", "--quiet"]
@@ -71,8 +72,9 @@ def test_checkpoints_tensorboard_and_exported_weights(small_cache, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     export = tmp_path / "weights"
-    _, result = run_train(small_cache, tmp_path / "run", "--epochs", "2", "--val_fold", "1",
-                          "--checkpoint_every", "1", "--export_dir", str(export))
+    _, result = run_train(small_cache, tmp_path / "run", "--epochs", "2", "--val_fold", "1", "--loss", "gallery",
+                          "--checkpoint_every", "1", "--export_dir", str(export))   # (one person per fold here: the
+    # verification loss's early stopping needs two, tested with its own cache below)
     for epoch in (1, 2):
         state = torch.load(tmp_path / "run" / f"checkpoint_epoch_{epoch}_enhanced.pth", weights_only=True)
         assert state["epoch"] == epoch and "optimizer" in state and "scheduler" in state
@@ -80,7 +82,7 @@ def test_checkpoints_tensorboard_and_exported_weights(small_cache, tmp_path):
     model, meta = load_pretrained(export, embedding_dim=512)
     assert meta["val_fold"] == 1 and meta["backend"] == "insightface" and meta["epoch"] == 2
     assert meta["embedder_fingerprint"] == "28db0b514695b5c8"   # the records' embedder (weights are found by it)
-    assert meta["train_config"]["source_weight"] == 3.0 and meta["train_config"]["temperature"] == 0.1
+    assert meta["train_config"]["source_weight"] == 1.0 and meta["train_config"]["temperature"] == 0.05   # the recipe
     assert meta["command"].startswith("python -m viewdiff.training.train ") and str(REPO_ROOT) not in meta["command"]
     assert TrainConfig.from_args(shlex.split(meta["command"])[3:]) == TrainConfig(**meta["train_config"])
     x, angles = torch.randn(3, 512), torch.tensor([[60.0, 0, 0], [-30, 10, 0], [0, 0, 0]])
@@ -135,7 +137,8 @@ def test_prior_samples_carry_every_model_input(small_maps):
     """The prior samples are the training photos with all that the model reads (the mirror and both maps: the
     earlier prior dropped them, so a map model crashed and a vector model lost its mirror term), sent to the
     source pose of another training photo."""
-    from viewdiff.training.train import model_inputs, prior_samples
+    from viewdiff.training.datasets import model_inputs
+    from viewdiff.training.train import prior_samples
     pairs = stack_pairs(PosePairDataset(load_records(small_maps, "cfp", "insightface", maps=True, surface=True)))
     samples = prior_samples(pairs, seed=0)
     assert set(samples) == set(model_inputs(pairs)) >= {"src_mirror", "feature_map", "feature_map_mirror", "cell_depth"}
@@ -202,19 +205,21 @@ def test_train_config_is_the_cli_and_its_command_round_trips(tmp_path):
 
 
 def test_a_folder_dataset_joins_the_training_set(small_cache, analyzer, tmp_path):
-    """``--datasets cfp,cplfw_train``: the folder dataset's people train beside CFP's (in every fold), a map
-    model reads their maps too; a folder dataset holding a CFP person is refused."""
+    """``--datasets cfp,cplfw_train``: the folder dataset's people train beside CFP's (each in the folds but its
+    own), a map model reads their maps and measured surfaces too; a folder dataset holding a CFP person is refused."""
     import shutil
     from viewdiff.training.listings import cfp_names
     from viewdiff.training.records import extract_maps, extract_records
+    from viewdiff.training.surface import extract_surface
     from viewdiff.paths import data_root
     if not (data_root() / "cplfw_train").is_dir():
         pytest.skip("cplfw_train not found beside the project")
     extract_records("cplfw_train", data_root(), analyzer, small_cache, max_identities=4, progress=False)
     for name in ("cfp", "cplfw_train"):
         extract_maps(small_cache, name, "insightface", analyzer.feature_maps)
+        extract_surface(small_cache, name, "insightface", progress=False)
     config, result = run_train(small_cache, tmp_path / "run", "--epochs", "1", "--datasets", "cfp,cplfw_train",
-                               "--map_channels", "64", "--val_fold", "1")
+                               "--map_channels", "64")
     assert np.isfinite(result.history[-1]["train_loss"])
     cplfw = load_records(small_cache, "cplfw_train", "insightface")
     sources = PosePairDataset(cplfw)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from viewdiff.demo import plots, split_plot
 from viewdiff.demo.calibration import Threshold

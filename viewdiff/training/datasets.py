@@ -208,3 +208,13 @@ def cross_pose_pairs(records: FaceRecords, seed: int = 0) -> dict[str, np.ndarra
         raise ValueError("no cross-pose pairs: the folder dataset needs near-frontal and turned photos of one person")
     return {"a": np.concatenate(a), "b": np.concatenate(b), "same": np.concatenate(same),
             "fold": np.concatenate(fold)}
+
+
+def model_inputs(batch: dict[str, torch.Tensor], multiview: bool = False) -> dict:
+    """Forward kwargs of a pair batch (shared by the transformer and the DREAM baseline)."""
+    out = dict(src=batch["src"], source_pose=batch["source_pose"], keypoints_3d=batch["keypoints_3d"],
+               target_pose=batch["target_pose"], src_mirror=batch["src_mirror"])
+    out.update({k: batch[k] for k in MAP_KEYS + SURFACE_KEYS if k in batch})   # map models read them; not others
+    if multiview:
+        out["multiview_input"] = True
+    return out

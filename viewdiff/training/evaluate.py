@@ -52,9 +52,10 @@ from torch import nn
 from viewdiff.embeddings import l2_normalize
 from viewdiff.paths import shared_dir
 from viewdiff.training.datasets import cfp_fp_pairs, cross_pose_pairs, record_inputs
-from viewdiff.training.metrics import best_threshold, far_threshold, identity_bootstrap_weights
-from viewdiff.training.protocols import (PROTOCOLS, bootstrap_rates, fold_metrics, pair_scores, paired_test,
-                                         pointing04_rank1, profile_rank1)
+from viewdiff.training.metrics import best_threshold, far_threshold
+from viewdiff.training.protocols import (BOOTSTRAP, BOOTSTRAP_SEED, PROTOCOLS, bootstrap, finite_mean, fold_metrics,
+                                         interval, pair_scores, paired_test, parse_folds, pointing04_rank1, profile_rank1,
+                                         summarize)
 from viewdiff.training.listings import refuse_shared_identities
 from viewdiff.training.records import FaceRecords, first_identities, load_records
 from viewdiff.training.thresholds import (DEMO_THRESHOLD, FUSED_DEMO_THRESHOLD, fused_thresholds,
@@ -100,7 +101,6 @@ INNER_FOLDS = 2
 FP_METRICS = ("accuracy", "tar_far1", "tar_far01", "pauc", "rank1_heldout")
 BASELINES = ("raw", "flip_fused")   # always evaluated: every method is compared with both
 REFERENCES = ("raw", "flip_fused", "dream")   # the paired tests of each method
-BOOTSTRAP, BOOTSTRAP_SEED = 1000, 0   # resamples of the identities for the 95% intervals
 SELECTION_SEED = 0
 # what `validation_metrics` scores; a selection saved under another criterion is made again
 SELECTION_CRITERION = "mean of accuracy, TAR @ FAR 1% and rank-1 among the inner fold's identities"
@@ -203,12 +203,6 @@ def validation_metrics(raw: np.ndarray, emb: np.ndarray, cfp: FaceRecords, pairs
     return metrics
 
 
-def finite_mean(values: list[float]) -> float:
-    """Mean of the finite values (TAR is NaN on a fold without different-person pairs); NaN if none."""
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def select_recipe(method: str, test_fold: int, cfp: FaceRecords, pairs: dict[str, np.ndarray],
                   args: argparse.Namespace) -> dict:
     """Nested selection for `test_fold`: every CANDIDATES recipe is trained without `test_fold` and the inner
@@ -234,17 +228,6 @@ def select_recipe(method: str, test_fold: int, cfp: FaceRecords, pairs: dict[str
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(selection, indent=2))
     return selection
-
-
-def parse_folds(text: str) -> list[int]:
-    """``1-10`` or ``1,2`` -> fold numbers; at least two, since each fold's threshold comes from the others' pairs."""
-    lo, _, hi = text.partition("-")
-    folds = list(range(int(lo), int(hi) + 1)) if hi else [int(f) for f in text.split(",")]
-    if len(set(folds)) < 2:
-        raise ValueError(f"--folds needs at least 2 folds for out-of-fold thresholds (each fold's verification "
-                         f"threshold is chosen on the other folds' pairs), got --folds {text}: use e.g. --folds 1,2 "
-                         "or 1-10")
-    return folds
 
 
 def fold_embeddings(method: str, fold: int, seed: int, cfp: FaceRecords, p04: FaceRecords | None,
@@ -331,34 +314,6 @@ def evaluate_method(method: str, seed: int, folds: list[int], cfp: FaceRecords, 
                             for proto, s in second_scores.items()}
         result["second_scores"] = {proto: s[test2] for proto, s in second_scores.items()}
     return result
-
-
-def summarize(runs: list[dict], key: str, proto: str, metric: str) -> list[float]:
-    """Per-fold values of a metric averaged over the seeds' runs."""
-    return np.mean([run[key][proto][metric] for run in runs], axis=0).tolist()
-
-
-def bootstrap(runs: dict[str, list[dict]], cfp: FaceRecords, fp_pairs: dict[str, np.ndarray],
-              key: str = "fp_scores") -> dict:
-    """{method: {protocol: {metric: [BOOTSTRAP]}}}: each method's TAR @ FAR 1% / 0.1% and pAUC (mean over folds,
-    then over seeds, as the tables' figure) under the same BOOTSTRAP resamples of each fold's identities; `key`:
-    the runs' scores of these pairs (``second_scores``: the folder dataset's, `cfp` then its records)."""
-    weights = identity_bootstrap_weights(cfp.identity[fp_pairs["a"]], cfp.identity[fp_pairs["b"]], fp_pairs["fold"],
-                                         BOOTSTRAP, BOOTSTRAP_SEED)
-    out: dict = {}
-    for m, method_runs in runs.items():
-        for proto in PROTOCOLS:
-            per_seed = [bootstrap_rates(r[key][proto], fp_pairs, weights) for r in method_runs]
-            out.setdefault(m, {})[proto] = {metric: np.mean([b[metric] for b in per_seed], axis=0)
-                                            for metric in per_seed[0]}
-    return out
-
-
-def interval(values: np.ndarray) -> list[float]:
-    """The 95% percentile interval [2.5%, 97.5%] of bootstrap `values` [B]; NaNs where they are NaN."""
-    if not np.isfinite(values).all():
-        return [float("nan"), float("nan")]
-    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
 
 
 def main(argv: list[str] | None = None) -> dict:

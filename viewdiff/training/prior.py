@@ -85,7 +85,7 @@ class PriorPreservationDataset(Dataset):
 
     base_model: called as `base_model(**inputs)` (in eval mode, no grad, batches of `batch_size`).
     inputs: every forward kwarg the model reads (src, src_mirror, source_pose, keypoints_3d, target_pose and,
-    for a map model, feature_map and feature_map_mirror: `viewdiff.training.train.model_inputs`), tensors with
+    for a map model, feature_map and feature_map_mirror: `viewdiff.training.datasets.model_inputs`), tensors with
     the same first dim N (None values are dropped); kept in memory, not copied.
     cache_path: `.safetensors` file holding the base outputs [N, D]; reused when its metadata has the same
     sha256 of the base model's state dict and of the inputs (`cache_hit` is then True), rebuilt otherwise.

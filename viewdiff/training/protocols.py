@@ -22,7 +22,8 @@ import itertools
 
 import numpy as np
 
-from viewdiff.training.metrics import identity_means, rank1_accuracy, verification_accuracy, verification_rates
+from viewdiff.training.metrics import (identity_bootstrap_weights, identity_means, rank1_accuracy, verification_accuracy,
+                                      verification_rates)
 from viewdiff.training.pose_scores import YAW_BINS, yaw_bin
 from viewdiff.training.records import FaceRecords
 
@@ -102,3 +103,51 @@ def paired_test(a: list[float], b: list[float]) -> dict:
     p = float(np.mean(np.abs((flips * d).mean(axis=1)) >= observed - 1e-12))
     return {"mean_diff": float(d.mean()), "wins": int((d > 1e-12).sum()), "ties": int((np.abs(d) <= 1e-12).sum()),
             "losses": int((d < -1e-12).sum()), "p": p}
+
+
+BOOTSTRAP, BOOTSTRAP_SEED = 1000, 0   # resamples of the identities for the 95% intervals
+
+
+def parse_folds(text: str) -> list[int]:
+    """``1-10`` or ``1,2`` -> fold numbers; at least two, since each fold's threshold comes from the others' pairs."""
+    lo, _, hi = text.partition("-")
+    folds = list(range(int(lo), int(hi) + 1)) if hi else [int(f) for f in text.split(",")]
+    if len(set(folds)) < 2:
+        raise ValueError(f"--folds needs at least 2 folds for out-of-fold thresholds (each fold's verification "
+                         f"threshold is chosen on the other folds' pairs), got --folds {text}: use e.g. --folds 1,2 "
+                         "or 1-10")
+    return folds
+
+
+def summarize(runs: list[dict], key: str, proto: str, metric: str) -> list[float]:
+    """Per-fold values of a metric averaged over the seeds' runs."""
+    return np.mean([run[key][proto][metric] for run in runs], axis=0).tolist()
+
+
+def bootstrap(runs: dict[str, list[dict]], cfp: FaceRecords, fp_pairs: dict[str, np.ndarray],
+              key: str = "fp_scores") -> dict:
+    """{method: {protocol: {metric: [BOOTSTRAP]}}}: each method's TAR @ FAR 1% / 0.1% and pAUC (mean over folds,
+    then over seeds, as the tables' figure) under the same BOOTSTRAP resamples of each fold's identities; `key`:
+    the runs' scores of these pairs (``second_scores``: the folder dataset's, `cfp` then its records)."""
+    weights = identity_bootstrap_weights(cfp.identity[fp_pairs["a"]], cfp.identity[fp_pairs["b"]], fp_pairs["fold"],
+                                         BOOTSTRAP, BOOTSTRAP_SEED)
+    out: dict = {}
+    for m, method_runs in runs.items():
+        for proto in PROTOCOLS:
+            per_seed = [bootstrap_rates(r[key][proto], fp_pairs, weights) for r in method_runs]
+            out.setdefault(m, {})[proto] = {metric: np.mean([b[metric] for b in per_seed], axis=0)
+                                            for metric in per_seed[0]}
+    return out
+
+
+def interval(values: np.ndarray) -> list[float]:
+    """The 95% percentile interval [2.5%, 97.5%] of bootstrap `values` [B]; NaNs where they are NaN."""
+    if not np.isfinite(values).all():
+        return [float("nan"), float("nan")]
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (TAR is NaN on a fold without different-person pairs); NaN if none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")

@@ -38,12 +38,13 @@ from viewdiff.models.checkpoint import load_pretrained, save_pretrained
 from viewdiff.models.config import TransformerConfig
 from viewdiff.models.transformer import EnhancedTransformerDecoderOnly3D
 from viewdiff.paths import data_root, repo_relative
-from viewdiff.training.datasets import MAP_KEYS, SURFACE_KEYS, PosePairDataset, fold_split, stack_pairs
+from viewdiff.training.datasets import PosePairDataset, fold_split, model_inputs, stack_pairs
 from viewdiff.training.losses import embedding_loss, frontal_gallery, gallery_loss, verification_loss
 from viewdiff.training.multiview import epoch_batches
 from viewdiff.training.prior import LAMBDA_PRIOR, EnhancedTransformerWithPrior, PriorPreservationDataset
 from viewdiff.training.listings import refuse_shared_identities
 from viewdiff.training.records import FaceRecords, first_identities, load_records
+from viewdiff.training.validation import evaluate_pairs
 
 
 def option(default, help: str | None = None, **cli):
@@ -197,16 +198,6 @@ def build_model(config: TrainConfig, embedding_dim: int, fingerprint: str = "") 
     return model
 
 
-def model_inputs(batch: dict[str, torch.Tensor], multiview: bool = False) -> dict:
-    """Forward kwargs of a pair batch (shared by the transformer and the DREAM baseline)."""
-    out = dict(src=batch["src"], source_pose=batch["source_pose"], keypoints_3d=batch["keypoints_3d"],
-               target_pose=batch["target_pose"], src_mirror=batch["src_mirror"])
-    out.update({k: batch[k] for k in MAP_KEYS + SURFACE_KEYS if k in batch})   # map models read them; not others
-    if multiview:
-        out["multiview_input"] = True
-    return out
-
-
 def source_anchor(batch: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
     """What the gallery loss keeps the output near: the mean of the photo's and its mirror's embeddings
     when the model sees the mirror view (two equally valid views of the face), else the photo's own."""
@@ -284,34 +275,6 @@ def reads_surface(config) -> bool:
     """Whether a model of `config` (a TrainConfig or TransformerConfig) reads the measured face surface: a map
     model's projection layer with `use_face_surface` (its records are loaded with their surfaces)."""
     return bool(getattr(config, "map_channels", 0) and config.use_projection_layer and config.use_face_surface)
-
-
-@torch.no_grad()
-def evaluate_pairs(model: nn.Module, pairs: dict[str, torch.Tensor], config: TrainConfig,
-                   bank: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
-    """Validation loss and mean cosine to the target, in eval mode; with the validation identities' `bank`
-    (flip-fused frontal photos, identities), `val_score`: the mean of TAR @ FAR 1% and 0.1% of their turned
-    photos (estimated |yaw| >= `VAL_TURNED`) against every frontal photo (the product's fused protocol): what
-    early stopping keeps the best epoch of."""
-    model.eval()
-    out = torch.cat([model(**model_inputs({k: v[i:i + 512] for k, v in pairs.items()}))
-                     for i in range(0, len(pairs["src"]), 512)])
-    loss, _ = embedding_loss(out, pairs["target"], pairs["identity"], config.identity_weight, config.temperature)
-    cos = F.cosine_similarity(out, pairs["target"], dim=-1).mean().item()
-    raw = F.cosine_similarity(pairs["src"], pairs["target"], dim=-1).mean().item()
-    row = {"val_loss": loss.item(), "val_cosine": cos, "val_cosine_raw": raw}
-    if bank is not None:
-        turned = pairs["source_pose"][:, 0].abs() >= VAL_TURNED
-        sims = F.normalize(out[turned], dim=-1) @ bank[0].T
-        same = pairs["identity"][turned][:, None] == bank[1][None, :]
-        impostor = sims[~same].sort().values
-        tars = [(sims[same] > impostor[min(len(impostor) - 1, math.ceil((1 - far) * len(impostor)) - 1)])
-                .float().mean().item() for far in (0.01, 0.001)]
-        row.update(val_tar_far1=tars[0], val_tar_far01=tars[1], val_score=float(np.mean(tars)))
-    return row
-
-
-VAL_TURNED = 30.0   # degrees of estimated |yaw| from which a validation photo is a probe of `val_score`
 
 
 def train(config: TrainConfig) -> TrainResult:
