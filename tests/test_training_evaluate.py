@@ -120,7 +120,7 @@ def test_a_fold_model_is_never_validated_on_its_test_fold(tmp_path):
         # tested on 4: never seen; early-stopped on the next fold (the verification recipe) or not validated at all
         stop = early_stopping_fold(4) if config.loss == "verification" else 0
         assert (config.exclude_fold, config.val_fold) == (4, stop) and stop != 4, method
-    assert early_stopping_fold(10) == 1 and fold_config("enhanced_map", 4, 0, args).val_fold == 5
+    assert early_stopping_fold(10) == 1 and fold_config("enhanced_map_verification", 4, 0, args).val_fold == 5
     inner = fold_config("enhanced_nested", 4, 0, args, CANDIDATES[0], val_fold=5)
     assert (inner.exclude_fold, inner.val_fold) == (4, 5)
     # not even through --train_args: train refuses before reading any data

@@ -82,7 +82,7 @@ def test_checkpoints_tensorboard_and_exported_weights(small_cache, tmp_path):
     model, meta = load_pretrained(export, embedding_dim=512)
     assert meta["val_fold"] == 1 and meta["backend"] == "insightface" and meta["epoch"] == 2
     assert meta["embedder_fingerprint"] == "28db0b514695b5c8"   # the records' embedder (weights are found by it)
-    assert meta["train_config"]["source_weight"] == 1.0 and meta["train_config"]["temperature"] == 0.05   # the recipe
+    assert meta["train_config"]["source_weight"] == 3.0 and meta["train_config"]["temperature"] == 0.1   # the recipe
     assert meta["command"].startswith("python -m viewdiff.training.train ") and str(REPO_ROOT) not in meta["command"]
     assert TrainConfig.from_args(shlex.split(meta["command"])[3:]) == TrainConfig(**meta["train_config"])
     x, angles = torch.randn(3, 512), torch.tensor([[60.0, 0, 0], [-30, 10, 0], [0, 0, 0]])

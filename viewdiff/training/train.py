@@ -72,7 +72,7 @@ class TrainConfig:
                                   "folder dataset's identities train in every CFP-FP fold)")
     model: str = option("enhanced", choices=("enhanced", "dream"))
     batch_size: int = option(128)
-    epochs: int = option(12, "epochs; with --val_fold the best of them on that fold is kept (best_model/)")
+    epochs: int = option(4, "epochs; with --val_fold the best of them on that fold is kept (best_model/)")
     use_lora_attention: bool = model_option("use_lora_attention")
     use_projection_layer: bool = model_option("use_projection_layer")
     use_cross_view: bool = model_option("use_cross_view")
@@ -105,24 +105,24 @@ class TrainConfig:
                                   action=argparse.BooleanOptionalAction)
     frontal_sources: int | None = option(2, "frontal photos per identity used as sources (None: all); every "
                                             "frontal photo still enters the identity's target mean")
-    loss: str = option("verification", "verification: every flip-fused frontal photo of the identity a positive against "
+    loss: str = option("gallery", "verification: every flip-fused frontal photo of the identity a positive against "
                        "the hardest frontal photos of others, with --margin (+ source_weight); gallery: InfoNCE "
                        "against the raw frontal means of all training identities (+ source_weight); regression: cos "
                        "+ MSE to the frontal mean + in-batch identity term",
                        choices=("verification", "gallery", "regression"))
     hard_negatives: int = option(64, "verification loss: the most similar frontal photos of other identities each "
                                      "probe is scored against")
-    source_weight: float = option(1.0, "gallery and verification losses: weight of the squared distance to the "
+    source_weight: float = option(3.0, "gallery and verification losses: weight of the squared distance to the "
                                        "source (the mean of the photo's and its mirror's embeddings with "
                                        "--use_mirror_view)")
-    margin: float = option(0.1, "gallery and verification losses: additive cosine margin on the own identity")
+    margin: float = option(0.0, "gallery and verification losses: additive cosine margin on the own identity")
     lr: float = option(1e-3, "learning rate of the non-LoRA parameters")
     lora_lr: float = option(2e-3, "learning rate of the LoRA parameters")
     gate_lr: float = option(1e-2, "learning rate of the pose gate and the mirror weight (scalars)")
     weight_decay: float = option(0.01)
     warmup_epochs: float = option(1.0)
     identity_weight: float = option(5.0, "regression loss: weight of the in-batch identity term")
-    temperature: float = option(0.05, "temperature of the verification, gallery and identity InfoNCE terms")
+    temperature: float = option(0.1, "temperature of the verification, gallery and identity InfoNCE terms")
     use_amp: bool = option(False, "bf16 autocast on CPU, fp16 + GradScaler on CUDA")
     gradient_accumulation_steps: int = option(1)
     save_dir: str = option("runs/enhanced")
