@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from viewdiff.paths import shared_dir
@@ -64,3 +65,39 @@ def tiny_extracted(tmp_path_factory, data_root, analyzer):
     p04, p04_stats = extract_records("pointing04", data_root, analyzer, cache, max_identities=1, progress=False,
                                      select=p04_subset)
     return cache, cfp, cfp_stats, p04, p04_stats, analyzer.calls - before
+
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def _asset_rgb(name: str, size: tuple[int, int] | None = None):
+    from PIL import Image
+    image = Image.open(ASSETS / name).convert("RGB")
+    return np.asarray(image.resize(size) if size else image)
+
+
+@pytest.fixture(scope="session")
+def asset_rgb():
+    """A shipped asset photo as an RGB array, optionally resized: what a camera frame is."""
+    return _asset_rgb
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """The demo service with the shipped face pack and transformer and a one-person default gallery (the live
+    camera's tests; test_demo_service.py has its own)."""
+    import torch
+
+    from viewdiff.demo.service import DemoService
+    threads = torch.get_num_threads()
+    svc = DemoService.load("insightface", None, None, tmp_path_factory.mktemp("defaults"),
+                           {"Tom Hanks": [ASSETS / "identities" / "Tom_Hanks_54745.png"]})
+    yield svc
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def frontal():
+    """The astronaut, frontal, as a 640 x 640 camera frame."""
+    return _asset_rgb("astronaut.jpg", (640, 640))
+

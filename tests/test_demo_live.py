@@ -5,41 +5,14 @@ arriving are counted per page, a stopped stream's frame is dropped, and the fake
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from viewdiff.demo import live as live_module
 from viewdiff.demo.gallery import photo_embedding, record_maps
 from viewdiff.demo.live import FaceTracker, FrameCounter, LiveRegistry, fit_frame, iou, write_y4m
-from viewdiff.demo.service import DemoService
-
-REPO = Path(__file__).resolve().parent.parent
-ASSETS = REPO / "assets"
-
-
-def rgb(name: str, size: tuple[int, int] | None = None) -> np.ndarray:
-    image = Image.open(ASSETS / name).convert("RGB")
-    return np.asarray(image.resize(size) if size else image)
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> DemoService:
-    """The shipped face pack and transformer with a one-person default gallery."""
-    import torch
-    threads = torch.get_num_threads()
-    svc = DemoService.load("insightface", None, None, tmp_path_factory.mktemp("defaults"),
-                           {"Tom Hanks": [ASSETS / "identities" / "Tom_Hanks_54745.png"]})
-    yield svc
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture()
-def frontal() -> np.ndarray:
-    return rgb("astronaut.jpg", (640, 640))
 
 
 def test_tracker_follows_the_face_between_whole_frame_searches(service, frontal):

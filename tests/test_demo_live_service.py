@@ -4,37 +4,10 @@ dropped instead of queued, and an unexpected error is said in the panel without 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
-from PIL import Image
 
 from viewdiff.demo.live_service import LIVE_COMPARE_DEFAULT
-from viewdiff.demo.service import DemoService, ViewOptions
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-
-
-def rgb(name: str, size: tuple[int, int] | None = None) -> np.ndarray:
-    image = Image.open(ASSETS / name).convert("RGB")
-    return np.asarray(image.resize(size) if size else image)
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> DemoService:
-    """The shipped face pack and transformer with a one-person default gallery."""
-    import torch
-    threads = torch.get_num_threads()
-    svc = DemoService.load("insightface", None, None, tmp_path_factory.mktemp("defaults"),
-                           {"Tom Hanks": [ASSETS / "identities" / "Tom_Hanks_54745.png"]})
-    yield svc
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture()
-def frontal() -> np.ndarray:
-    return rgb("astronaut.jpg", (640, 640))
+from viewdiff.demo.service import ViewOptions
 
 
 def test_enrol_me_adds_the_current_frame_and_becomes_the_pages_photo(service, frontal):
@@ -53,11 +26,11 @@ def test_enrol_me_adds_the_current_frame_and_becomes_the_pages_photo(service, fr
     assert 'data-match="1"' in page and "&lt;b&gt;Collins" in page and "<b>Collins" not in page
 
 
-def test_a_turned_enrolment_warns_and_no_frame_says_what_to_do(service):
+def test_a_turned_enrolment_warns_and_no_frame_says_what_to_do(service, asset_rgb):
     live = service.live.session()
     reply = service.on_live_enrol("Me", (0, 0, 0), ViewOptions(), live, None)
     assert "Record" in reply.values["live_status"] and reply.warnings and "gallery" not in reply.values
-    service.live.process(live, rgb("t1_face_yaw55.jpg"), service.gallery, None)
+    service.live.process(live, asset_rgb("t1_face_yaw55.jpg"), service.gallery, None)
     reply = service.on_live_enrol("", (0, 0, 0), ViewOptions(), live, None)
     assert reply.values["gallery"].names[-1] == "You"   # no name typed
     assert any("turned" in w for w in reply.warnings)
