@@ -19,7 +19,6 @@ Needs the dev packages ``tflite`` and ``onnx`` (``requirements-dev.txt``).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tflite_onnx import OnnxWriter, TfliteGraph, translate  # noqa: E402  (the shared op-by-op walk)
+from tflite_onnx import OnnxWriter, TfliteGraph, conversion_main, translate  # noqa: E402  (the shared op-by-op walk)
 
 DEFAULT_TFLITE = REPO_ROOT.parent / "shared/models/w600k_mbf/w600k_mbf.tflite"
 DEFAULT_OUT = REPO_ROOT / "weights/insightface/w600k_mbf/w600k_mbf.onnx"
@@ -68,20 +67,7 @@ def convert(tflite_path: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tflite", type=Path, default=DEFAULT_TFLITE)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = p.parse_args(argv)
-    if not args.tflite.is_file():
-        print(f"error: {args.tflite} not found: pass --tflite, the w600k_mbf.tflite of ../shared/models/w600k_mbf/",
-              file=sys.stderr)
-        return 2
-    data = convert(args.tflite).SerializeToString()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(data)
-    print(f"{args.out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
-    return 0
-
+    return conversion_main(__doc__, convert, DEFAULT_TFLITE, DEFAULT_OUT, "the w600k_mbf.tflite of ../shared/models/w600k_mbf/", argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

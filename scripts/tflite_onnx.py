@@ -203,3 +203,25 @@ def translate(g: TfliteGraph, w: OnnxWriter, names: dict[int, str], outputs: lis
             raise ValueError(f"TFLite op {kind} is not supported by this converter")
         names[outs[0]] = y
     return names
+
+
+def conversion_main(doc: str, convert, default_tflite: Path, default_out: Path, what: str,
+                    argv: list[str] | None = None) -> int:
+    """A conversion script's command line: ``--tflite`` (default `default_tflite`; `what` names the file to pass when
+    it is missing) and ``--out``; writes ``convert(tflite).SerializeToString()`` and prints its size and sha256."""
+    import argparse
+    import hashlib
+    import sys
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--tflite", type=Path, default=default_tflite)
+    p.add_argument("--out", type=Path, default=default_out)
+    args = p.parse_args(argv)
+    if not args.tflite.is_file():
+        print(f"error: {args.tflite} not found: pass --tflite, {what}", file=sys.stderr)
+        return 2
+    data = convert(args.tflite).SerializeToString()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(data)
+    print(f"{args.out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+    return 0
+
