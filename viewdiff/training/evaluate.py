@@ -161,18 +161,18 @@ def early_stopping_fold(test_fold: int) -> int:
 
 
 def fitted(config: TrainConfig) -> nn.Module:
-    """The model `config` trains: loaded from its ``save_dir`` when an earlier run with the same config left its
-    final model there (an interrupted or extended evaluation does not train it again), else trained."""
+    """The model `config` trains (with a validation fold: early stopping's pick): loaded from its ``save_dir`` when an
+    earlier run of the same config finished there (an interrupted or extended evaluation does not retrain), else trained."""
     from viewdiff.models.checkpoint import WeightsError, load_pretrained
     current = json.loads(json.dumps(asdict(config), default=str))
     defaults = json.loads(json.dumps(asdict(TrainConfig()), default=str))
-    chosen = Path(config.save_dir) / ("best_model" if config.val_fold else "final_model")   # early stopping's pick
-    try:
-        model, meta = load_pretrained(Path(config.save_dir) / "final_model")
-        saved = meta.get("train_config", {})
+    run = Path(config.save_dir)
+    chosen = run / ("best_model" if config.val_fold else "final_model")
+    try:   # the saved run's config (config.json's metadata) decides; only the chosen model is loaded
+        saved = json.loads((run / "final_model" / "config.json").read_text())["metadata"].get("train_config", {})
         if all(saved.get(k, defaults[k]) == v for k, v in current.items()):   # fields added since: their defaults
-            return load_pretrained(chosen)[0] if config.val_fold else model
-    except WeightsError:
+            return load_pretrained(chosen)[0]
+    except (OSError, ValueError, KeyError, WeightsError):
         pass
     model = train(config).model
     return load_pretrained(chosen)[0] if config.val_fold else model
