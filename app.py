@@ -406,7 +406,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                                + [(f"head {i + 1}", i) for i in range(heads)],
                                                value=FOCUSED_HEAD if heads else None, label="Head", elem_id="head")
                         attention = plot_panel("attention-plot")
-                        gr.Markdown(f"<small>{caption('attention', service.model_kind, resolution)}</small>",
+                        gr.Markdown(f"<small>{caption('attention', service.model_kind, resolution, service.evaluation)}</small>",
                                     elem_id="attention-caption")
                     with gr.Column():
                         with gr.Row(visible=layers > 0):
@@ -417,7 +417,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                               elem_id="slice")
                             as_3d = gr.Checkbox(False, label="3D isosurface view", elem_id="as-3d")
                         voxels = plot_panel("voxel-plot")
-                        gr.Markdown(f"<small>{caption('voxels', service.model_kind, resolution)}</small>",
+                        gr.Markdown(f"<small>{caption('voxels', service.model_kind, resolution, service.evaluation)}</small>",
                                     elem_id="voxel-caption")
             # rendered when opened: the browser asks for the camera only then
             with gr.Tab("Live camera", id="live-tab", elem_id="live-tab") as live_tab:

@@ -1,7 +1,7 @@
 """The model card's plain-words account of what the shipped pose transformer measured."""
 from __future__ import annotations
 
-from viewdiff.demo.model_card import measured_sentence
+from viewdiff.demo.model_card import measured_sentence, parts_sentence
 
 
 def _evaluation(low: float, high: float, second: bool = True) -> dict:
@@ -23,3 +23,23 @@ def test_the_card_says_plainly_whether_the_model_beats_the_mirror_trick():
 
 def test_without_an_evaluation_the_card_points_to_the_report():
     assert "evaluation report" in measured_sentence(None)
+
+
+def _with_parts() -> dict:
+    def part(name: str, low: float, high: float) -> dict:
+        figures = {"with": 0.93, "without": 0.927, "diff_ci95": [low, high], "wins_ties_losses": [4, 3, 3]}
+        return {"part": name, "tried": "off", "method": f"enhanced_map_no_{name}", "cfp_fp": figures,
+                "second": {**figures, "with": 0.87, "without": 0.872}}
+    return {**_evaluation(-0.006, 0.009), "ablations": {"reference": "enhanced_map_gallery", "folds": 10, "seeds": [0],
+                                                        "parts": [part("projection", -0.004, 0.01),
+                                                                  part("lora", 0.001, 0.01)]}}
+
+
+def test_the_card_says_what_each_part_adds_and_what_does_not_help():
+    text = parts_sentence(_with_parts())
+    assert "the 3D step: +0.3 points on CFP (better in 4, equal in 3, worse in 3" in text
+    assert "-0.2 on in-the-wild photos: no clear difference" in text and "pose-aware attention" in text
+    assert "it helps" in text and "None of these clearly helps" not in text
+    only = parts_sentence(_with_parts(), ("projection",))
+    assert "3D step" in only and "attention" not in only and "None of these clearly helps." in only
+    assert parts_sentence(_evaluation(-0.006, 0.009)) == "" and parts_sentence(None) == ""

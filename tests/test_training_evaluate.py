@@ -20,6 +20,7 @@ def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
     out = tmp_path / "results"
     results = main(["--data_dir", str(small_cache), "--data_root", str(data_root), "--max_identities", "10",
                     "--folds", "1,2", "--seeds", "0,1", "--methods", "mirror,global_shift,dream,enhanced,enhanced_nested",
+                    "--reference", "enhanced",
                     "--work_dir", str(tmp_path / "work"), "--out", str(out), "--quiet", "--jobs", "2",
                     "--train_args", " ".join(FAST + ["--loss", "gallery"])])   # (one person per fold: no early stopping)
     methods = results["methods"]
@@ -41,6 +42,10 @@ def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
                 assert ("vs_raw" in cell) == (m != "raw") and ("vs_flip_fused" in cell) == (m != "flip_fused")
                 if m != "flip_fused" and metric in ("tar_far1", "tar_far01", "pauc"):
                     assert len(cell["vs_flip_fused"]["diff_ci95"]) == 2
+                # --reference: an ablation's full model, compared with every other method, interval and all
+                assert ("vs_enhanced" in cell) == (m != "enhanced")
+                if m != "enhanced" and metric in ("tar_far1", "tar_far01", "pauc"):
+                    assert len(cell["vs_enhanced"]["diff_ci95"]) == 2
         # held-out rank-1: one identity per fold here, so every profile finds it
         assert entry["cfp_fp/probe/rank1_heldout"]["per_fold"] == [1.0, 1.0]
     assert len(methods["enhanced"]["cfp_fp/probe/rank1_heldout"]["seed_means"]) == 2     # two seeds trained
@@ -80,7 +85,7 @@ def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
     tables = (out / "tables.md").read_text()
     assert "| raw |" in tables and "Pointing'04" in tables and "CFP-FF" in tables
     assert "| TAR @ FAR 0.1% [95% CI] | pAUC, FAR 0.1-1% [95% CI] | held-out rank-1 |" in tables
-    assert "| enhanced | flip_fused | " in tables and "| enhanced | raw | " in tables
+    assert "| enhanced | flip_fused | " in tables and "| enhanced | raw | " in tables and "| dream | enhanced | " in tables
     assert "p=0.000" not in tables and "| n/a |" in tables   # 2 folds: p >= 0.5; undefined TARs are not "significant"
     assert "Nested selection of enhanced_nested" in tables and f"| 1 | {', '.join(map(str, selections[0]['inner_folds']))} | " in tables
 
@@ -88,6 +93,12 @@ def test_evaluate_end_to_end(small_cache, data_root, tmp_path):
 def test_one_fold_is_refused_early_with_the_fix(tmp_path):
     with pytest.raises(ValueError, match="--folds needs at least 2 folds for out-of-fold thresholds"):
         main(["--data_dir", str(tmp_path), "--folds", "5", "--out", str(tmp_path / "out")])
+
+
+def test_a_reference_that_is_not_evaluated_is_refused_with_the_fix(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--data_dir", str(tmp_path), "--methods", "enhanced_map_no_lora", "--reference", "enhanced_map_gallery"])
+    assert "add it to --methods" in capsys.readouterr().err
     scores, same = np.array([0.9, 0.1, 0.8, 0.2]), np.array([True, False, True, False])
     with pytest.raises(ValueError, match="only fold"):
         verification_accuracy(scores, same, np.full(4, 5))

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
-from viewdiff.training.report import card_summary, write_report
+import pytest
+
+from viewdiff.training.report import ablation_summary, card_summary, write_report
 
 
 def _cell(mean: float, vs: dict | None = None) -> dict:
@@ -40,3 +42,45 @@ def test_card_summary_holds_the_demo_protocols_figures_for_both_tests():
                               "wins_ties_losses": [2, 0, 0]}
     assert card["second"]["dataset"] == "cplfw_train" and card["folds"] == 2
     json.dumps(card)
+
+
+def _ablations() -> dict:
+    """An ablation run: the full model (the reference) and two parts tried, one removed, one added."""
+    results = _results()
+    methods = results["methods"]
+    full = methods.pop("enhanced_map")
+    methods["enhanced_map_gallery"] = full
+    for m, value, ci in (("enhanced_map_no_projection", 0.925, [-0.015, 0.004]), ("enhanced_map_prior", 0.90, [-0.05, -0.01])):
+        entry = json.loads(json.dumps(full))
+        for key in ("cfp_fp", "second"):
+            entry[f"{key}/fused/tar_far01"] = _cell(value, {"vs_enhanced_map_gallery": {
+                "mean_diff": value - 0.93, "wins": 1, "ties": 0, "losses": 1, "p": 1.0, "diff_ci95": ci}})
+        methods[m] = entry
+    return {**results, "reference": "enhanced_map_gallery"}
+
+
+def test_the_ablation_tables_compare_every_part_with_the_full_model(tmp_path):
+    text = write_report(_ablations(), tmp_path / "tables.md")
+    assert "Paired with raw, flip_fused, enhanced_map_gallery" in text
+    assert "| enhanced_map_no_projection | enhanced_map_gallery | " in text
+
+
+def test_the_card_says_what_each_part_adds_with_minus_without():
+    summary = ablation_summary(_ablations(), "docs/results/a/results.json")
+    parts = {p["part"]: p for p in summary["parts"]}
+    assert set(parts) == {"projection", "prior"} and summary["reference"] == "enhanced_map_gallery"
+    # removed: with (the full model) minus without; the interval and the folds flip sides
+    assert parts["projection"]["cfp_fp"] == {"with": 0.93, "without": 0.925, "diff_ci95": [-0.004, 0.015],
+                                             "wins_ties_losses": [1, 0, 1]}
+    # added: with (the ablation) minus without (the full model), as measured
+    assert parts["prior"]["second"]["with"] == 0.90 and parts["prior"]["second"]["diff_ci95"] == [-0.05, -0.01]
+    card = card_summary(_results(), "enhanced_map", "docs/results/x/results.json", summary)
+    assert card["ablations"]["parts"] == summary["parts"]
+    json.dumps(card)
+
+
+def test_an_ablation_run_without_its_full_model_is_refused():
+    results = _ablations()
+    del results["reference"]
+    with pytest.raises(ValueError, match="--reference"):
+        ablation_summary(results, "x")

@@ -62,6 +62,8 @@ def _summary(describe: dict, fallback_reason: str | None, gallery_line: str, thr
                    if {"datasets", "train_pairs", "epochs"} <= set(meta) else "")
         lines.append(f"- **Pose transformer:** reads {reads} and turns the identity code to the target pose{trained}. "
                      + measured_sentence(weights_info.get("evaluation")))
+        if parts := parts_sentence(weights_info.get("evaluation")):
+            lines.append(f"- **Its parts:** {parts}")
     else:
         lines.append("- **Pose transformer: not loaded.** Face analysis, head pose and the raw similarity work "
                      f"without it. {weights_hint_text}")
@@ -94,6 +96,42 @@ def measured_sentence(evaluation: dict | None) -> str:
         text += (f" On in-the-wild photos of turned heads ({DATASET_NAMES.get(second['dataset'], second['dataset'])}, "
                  f"people never trained on): {100 * second['model']:.1f}% against {100 * second['raw']:.1f}% and "
                  f"{100 * second['flip_fused']:.1f}%, {_verdict(second)} the mirror trick.")
+    return text
+
+
+# what each part of the pose transformer is, in plain words (`viewdiff.training.report.PARTS`: its ablation)
+PART_WORDS = {"projection": "the 3D step", "surface": "placing the features on the face's own measured surface "
+              "(instead of an average face's)", "lora": "the pose-aware attention", "adaln": "the pose modulation of "
+              "each layer", "mirror": "reading the mirror image as a second view", "prior": "prior preservation in "
+              "training (frontal faces kept where they are)"}
+
+
+def part_sentence(part: dict) -> str:
+    """'the 3D step: +0.3 points on CFP (better in 5, equal in 2, worse in 3 of 10 groups), -0.1 on in-the-wild
+    photos: no clear difference': one part's with-minus-without at 1 false accept in 1000
+    (`viewdiff.training.report.part_figures`); it helps or hurts only when the interval on CFP excludes 0."""
+    cfp = part["cfp_fp"]
+    wins, ties, losses = cfp["wins_ties_losses"]
+    text = (f"{PART_WORDS.get(part['part'], part['part'])}: {100 * (cfp['with'] - cfp['without']):+.1f} points on CFP "
+            f"(better in {wins}, equal in {ties}, worse in {losses} of the groups)")
+    if "second" in part:
+        text += f", {100 * (part['second']['with'] - part['second']['without']):+.1f} on in-the-wild photos"
+    low, high = cfp["diff_ci95"]
+    return text + (": it helps" if low > 0 else ": it hurts" if high < 0 else ": no clear difference")
+
+
+def parts_sentence(evaluation: dict | None, parts: tuple[str, ...] | None = None) -> str:
+    """What each part (all, or those in `parts`) adds, measured by retraining without it (with it, for prior
+    preservation) on the same groups of people, in plain words; empty without that measurement."""
+    found = [p for p in (evaluation or {}).get("ablations", {}).get("parts", []) if parts is None or p["part"] in parts]
+    if not found:
+        return ""
+    seeds = len(evaluation["ablations"]["seeds"])
+    text = (f"What each part adds, measured by retraining the model without it (prior preservation: with it) on the "
+            f"same people ({seeds} training run{'s' if seeds > 1 else ''} per group; true matches accepted at 1 false "
+            f"accept in 1000, with minus without): " + "; ".join(part_sentence(p) for p in found) + ".")
+    if not any(p["cfp_fp"]["diff_ci95"][0] > 0 for p in found):
+        text += " None of these clearly helps."
     return text
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from viewdiff.demo import plots, split_plot
 from viewdiff.demo.calibration import Threshold
 from viewdiff.demo.engine import SWEEP_YAWS, PoseResult
+from viewdiff.demo.model_card import parts_sentence
 
 VOXEL_QUANTITIES = ("feature strength", "density")   # the grid's channel norm; its opacity
 MEAN_HEAD = -1  # the head control's value for the mean over heads
@@ -26,9 +27,7 @@ CAPTIONS = {   # per kind of model: one that reads the embedder's 7x7 map, or it
         "map": ("Which parts of the face the model looks at. The face recogniser sees the face cut into 7×7 "
                 "squares; brighter squares get more attention. Left: your photo; right: its mirror image, a free "
                 "second view of the same face that shows the hidden cheek. The percentages say how the attention "
-                "splits between the two. In the project's earlier tests on turned faces it had never seen, a "
-                "model of this kind looked at the visible and the hidden half about evenly, and recognised people "
-                "as well with plain attention as with this pose-aware kind."),
+                "splits between the two."),
         "vector": ("Which parts of its input the model looks at. Rows: the part that looks; columns: what it "
                    "looks at; each row sums to 1. `pose`: the head poses, `e0`..`e15`: 16 pieces of the face's "
                    "identity code, `3D`: the 3D view. This model reads the code, not regions of the face.")},
@@ -41,10 +40,7 @@ CAPTIONS = {   # per kind of model: one that reads the embedder's 7x7 map, or it
                 "The light dots (in 3D: the light sheet) are your face's surface as measured from the photo, "
                 "turned the same way: that is where the step places the photo's features before it looks at "
                 "them. \"Unsure\" beside it: the face was hard to measure (turned far away or partly hidden). "
-                "In the project's tests on people it never saw, placing the features on your own measured "
-                "surface recognised people no better than placing them on an average face, and the whole model "
-                "about as well as your photo averaged with its mirror image: the panel shows what the step does, "
-                "not a measured gain."),
+                "The panel shows what the step does, not that it helps."),
         "vector": ("The model's 3D step: a coarse {r}×{r}×{r} block of cells shaped by the 5 face landmarks, "
                    "turned from the photo's head pose to the target pose (one slice shown; each square is a "
                    "cell). The marks: the eyes, nose and mouth corners after the same turn; the light dots: your "
@@ -59,9 +55,14 @@ SIMILARITY_CAPTION = ("How much your face looks like each person in the gallery 
                       "gallery\".")
 
 
-def caption(panel: str, model_kind: str, resolution: int) -> str:
-    """The caption under a plot panel ("attention" / "voxels") for a model kind ("map" / "vector")."""
-    return CAPTIONS[panel][model_kind].format(r=resolution)
+CAPTION_PARTS = {"attention": ("lora", "mirror"), "voxels": ("projection", "surface")}   # what each panel shows
+
+
+def caption(panel: str, model_kind: str, resolution: int, evaluation: dict | None = None) -> str:
+    """The caption under a plot panel ("attention" / "voxels") for a model kind ("map" / "vector"); with the
+    weights' `evaluation` (``evaluation.json``), also what the parts the panel shows measurably add."""
+    return " ".join(filter(None, [CAPTIONS[panel][model_kind].format(r=resolution),
+                                  parts_sentence(evaluation, CAPTION_PARTS[panel])]))
 
 
 @dataclass

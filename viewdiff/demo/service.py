@@ -176,6 +176,11 @@ class DemoService(LiveCallbacks):
     def voxel_resolution(self) -> int:
         return int(self.weights_info.get("config", {}).get("voxel_resolution", 16))
 
+    @property
+    def evaluation(self) -> dict | None:
+        """What the held-out evaluation measured for the loaded weights' recipe (`read_evaluation`); None without."""
+        return self.weights_info.get("evaluation") if self.model is not None else None
+
     def model_card(self) -> str:
         """Markdown: what embedder, threshold and transformer weights are loaded, or what is missing and the fix."""
         if self.persistent:

@@ -28,9 +28,9 @@ test with the same metrics. Methods (`METHODS`):
 Figures are means over seeds of the per-fold values: accuracy, TAR @ FAR 1% and 0.1%, pAUC over FAR
 0.1%..1% and held-out rank-1 (a fold's profiles among the fold's own 50 identities). ``raw`` and
 ``flip_fused`` (the practitioner's bar: InsightFace's own CFP-FP figure is with flip) are always evaluated;
-`paired_test` compares each method with raw, flip_fused and DREAM fold by fold. The TARs and the pAUC get a
-95% bootstrap interval over identities (`BOOTSTRAP` resamples of each fold's identities, the same resamples
-for every method, thresholds recomputed), as does each method's difference from flip_fused.
+`paired_test` compares each method with raw, flip_fused, DREAM and ``--reference`` (an ablation's full model) fold
+by fold. The TARs and the pAUC, and each of those differences, get a 95% bootstrap interval over identities
+(`BOOTSTRAP` resamples of each fold's identities, the same resamples for every method, thresholds recomputed).
 Pointing'04 (never trained on): rank-1 per |yaw| bin with each seed's fold-1 model. CFP-FF
 (frontal-frontal) checks that frontal matching stays at the raw level.
 """
@@ -231,6 +231,21 @@ def select_recipe(method: str, test_fold: int, cfp: FaceRecords, pairs: dict[str
     return selection
 
 
+def compared(runs: dict[str, list[dict]], m: str, key: str, proto: str, metric: str, refs: list[str], boot: dict) -> dict:
+    """Method `m`'s cell of one metric: per-fold values (mean over seeds), their mean, the paired test against each
+    of `refs` evaluated, and, where `boot` (`bootstrap`) has the metric, its 95% interval and each difference's."""
+    per_fold = summarize(runs[m], key, proto, metric)
+    cell = {"per_fold": per_fold, "mean": float(np.mean(per_fold)),
+            "seed_means": [float(np.mean(r[key][proto][metric])) for r in runs[m]],
+            **{f"vs_{ref}": paired_test(per_fold, summarize(runs[ref], key, proto, metric))
+               for ref in refs if ref in runs and ref != m}}
+    if metric in boot.get(m, {}).get(proto, {}):
+        cell["ci95"] = interval(boot[m][proto][metric])
+        for ref in [r for r in refs if r in runs and r != m]:
+            cell[f"vs_{ref}"]["diff_ci95"] = interval(boot[m][proto][metric] - boot[ref][proto][metric])
+    return cell
+
+
 def fold_embeddings(method: str, fold: int, seed: int, cfp: FaceRecords, p04: FaceRecords | None,
                     fp_pairs: dict[str, np.ndarray], args: argparse.Namespace, second: FaceRecords | None = None) -> dict:
     """`method` fitted without CFP fold `fold` (and the folder dataset's fold `fold`) -> its embeddings of every
@@ -339,10 +354,13 @@ def main(argv: list[str] | None = None) -> dict:
                    "weights/thresholds.json (the demo uses the 0.1%% one)")
     p.add_argument("--jobs", type=int, default=1, help="folds fitted at once, one process each (with "
                    "--train_args '--threads 1', up to the number of CPU cores)")
+    p.add_argument("--reference", default=None, help="a method of --methods every other one is also compared with")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     folds = parse_folds(args.folds)
     methods = list(BASELINES) + [m for m in args.methods.split(",") if m and m not in BASELINES]
+    if args.reference and args.reference not in methods:
+        p.error(f"--reference {args.reference} is not evaluated: add it to --methods")
     if unknown := [m for m in methods if m != "raw" and m not in METHODS]:
         p.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -378,10 +396,11 @@ def main(argv: list[str] | None = None) -> dict:
             else contextlib.nullcontext() as pool:
         runs = {m: [evaluate_method(m, seed, folds, cfp, p04, pairs, all_pairs["FP"], args, pool, second, second_pairs)
                     for seed in (seeds if m != "raw" and METHODS[m] is not None else seeds[:1])] for m in methods}
+    refs = [*REFERENCES, *([args.reference] if args.reference else [])]
     results = {"folds": folds, "seeds": seeds, "datasets": args.datasets, "backend": args.backend, "fingerprint": cfp.fingerprint,
                "train_args": args.train_args, "coverage": f"{int(cfp.found.sum())}/{len(cfp)} CFP photos with a face",
                "bootstrap": {"resamples": BOOTSTRAP, "seed": BOOTSTRAP_SEED, "over": "identities within each fold"},
-               "methods": {}}
+               "reference": args.reference, "methods": {}}
     boot = bootstrap(runs, cfp, pairs["FP"])
     if second is not None:
         test2 = {k: v[np.isin(second_pairs["fold"], folds)] for k, v in second_pairs.items()}
@@ -394,29 +413,10 @@ def main(argv: list[str] | None = None) -> dict:
                  "recipe": None if m == "raw" or METHODS[m] is None else fold_config(m, 0, 0, args).command()}
         for key, proto, metric in [("cfp_fp", pr, mt) for pr in PROTOCOLS for mt in FP_METRICS] + \
                                   [("cfp_ff", "probe", mt) for mt in FP_METRICS[:-1]]:
-            per_fold = summarize(method_runs, key, proto, metric)
-            entry[f"{key}/{proto}/{metric}"] = {
-                "per_fold": per_fold, "mean": float(np.mean(per_fold)),
-                "seed_means": [float(np.mean(r[key][proto][metric])) for r in method_runs],
-                **{f"vs_{ref}": paired_test(per_fold, summarize(runs[ref], key, proto, metric))
-                   for ref in REFERENCES if ref in runs and ref != m}}
-            if key == "cfp_fp" and metric in boot[m][proto]:
-                entry[f"{key}/{proto}/{metric}"]["ci95"] = interval(boot[m][proto][metric])
-                if m != "flip_fused":
-                    entry[f"{key}/{proto}/{metric}"]["vs_flip_fused"]["diff_ci95"] = interval(
-                        boot[m][proto][metric] - boot["flip_fused"][proto][metric])
+            entry[f"{key}/{proto}/{metric}"] = compared(runs, m, key, proto, metric, refs, boot if key == "cfp_fp" else {})
         if second is not None:
             for proto, metric in [(pr, mt) for pr in PROTOCOLS for mt in FP_METRICS[:-1]]:
-                per_fold = summarize(method_runs, "second", proto, metric)
-                cell = {"per_fold": per_fold, "mean": float(np.mean(per_fold)),
-                        **{f"vs_{ref}": paired_test(per_fold, summarize(runs[ref], "second", proto, metric))
-                           for ref in REFERENCES if ref in runs and ref != m}}
-                if metric in boot2[m][proto]:
-                    cell["ci95"] = interval(boot2[m][proto][metric])
-                    if m != "flip_fused":
-                        cell["vs_flip_fused"]["diff_ci95"] = interval(boot2[m][proto][metric]
-                                                                      - boot2["flip_fused"][proto][metric])
-                entry[f"second/{proto}/{metric}"] = cell
+                entry[f"second/{proto}/{metric}"] = compared(runs, m, "second", proto, metric, refs, boot2)
         if p04 is not None:
             entry["pointing04"] = [{**row, "rank1": float(np.mean([r["pointing04"][i]["rank1"] for r in method_runs])),
                                     "similarity": float(np.mean([r["pointing04"][i]["similarity"] for r in method_runs]))}

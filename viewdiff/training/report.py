@@ -57,11 +57,12 @@ def protocol_table(results: dict, proto: str, key: str = "cfp_fp") -> list[str]:
     for m, entry in results["methods"].items():
         lines.append(f"| {m} | " + " | ".join(_value(entry[f"{key}/{proto}/{metric}"]) for metric, _ in metrics)
                      + " |")
-    lines += ["", "Paired with the baselines: method minus baseline (its bootstrap 95% interval against flip_fused), "
-              "wins/ties/losses over folds, p of the sign-flip test:", "",
+    refs = [*REFERENCES, *([results["reference"]] if results.get("reference") else [])]
+    lines += ["", f"Paired with {', '.join(refs)}: method minus that one (its bootstrap 95% interval where the metric "
+              "has one), wins/ties/losses over folds, p of the sign-flip test:", "",
               f"| method | vs | {' | '.join(name for _, name in metrics)} |", "|---|---|" + "---|" * len(metrics)]
     for m, entry in results["methods"].items():
-        for ref in REFERENCES:
+        for ref in refs:
             cells = [_versus(entry[f"{key}/{proto}/{metric}"], ref) for metric, _ in metrics]
             if any(cells):
                 lines.append(f"| {m} | {ref} | " + " | ".join(cells) + " |")
@@ -137,11 +138,47 @@ def write_report(results: dict, path: Path) -> str:
     return text
 
 
-def card_summary(results: dict, method: str, source: str) -> dict:
+# the ablations of the shipped recipe (`viewdiff.training.evaluate` METHODS): method -> (part, how it is tried)
+PARTS = {"enhanced_map_no_projection": ("projection", "off"), "enhanced_map_no_surface": ("surface", "off"),
+         "enhanced_map_no_lora": ("lora", "off"), "enhanced_map_no_adaln": ("adaln", "off"),
+         "enhanced_map_no_mirror": ("mirror", "off"), "enhanced_map_prior": ("prior", "on")}
+
+
+def part_figures(cell: dict, reference: str, full: dict, tried: str) -> dict:
+    """One part's TAR with and without it and the difference (with minus without: its 95% interval, wins/ties/losses
+    over folds), from an ablation's `cell` compared with the full model (`reference`, its cell `full`); `tried`:
+    ``off`` (the ablation removes the part) or ``on`` (it adds it)."""
+    versus = cell[f"vs_{reference}"]
+    ci, wtl = versus.get("diff_ci95") or [float("nan")] * 2, [versus["wins"], versus["ties"], versus["losses"]]
+    if tried == "on":
+        return {"with": cell["mean"], "without": full["mean"], "diff_ci95": ci, "wins_ties_losses": wtl}
+    return {"with": full["mean"], "without": cell["mean"], "diff_ci95": [-ci[1], -ci[0]], "wins_ties_losses": wtl[::-1]}
+
+
+def ablation_summary(ablations: dict, source: str) -> dict:
+    """Each part of the shipped recipe (`PARTS`) tried in an ablation run (``evaluate --reference``, the full model):
+    its `part_figures` at TAR @ FAR 0.1% in the demo's protocol on CFP-FP and on the second test."""
+    reference = ablations.get("reference")
+    if not reference or reference not in ablations["methods"]:
+        raise ValueError("the ablation results need the full model as --reference (evaluate --reference METHOD)")
+    parts = []
+    for m, entry in ablations["methods"].items():
+        if m in PARTS:
+            part, tried = PARTS[m]
+            parts.append({"part": part, "tried": tried, "method": m, **{
+                name: part_figures(entry[f"{key}/fused/tar_far01"], reference,
+                                   ablations["methods"][reference][f"{key}/fused/tar_far01"], tried)
+                for name, key in (("cfp_fp", "cfp_fp"), ("second", "second")) if f"{key}/fused/tar_far01" in entry}})
+    return {"reference": reference, "folds": len(ablations["folds"]), "seeds": ablations["seeds"], "source": source,
+            "parts": parts}
+
+
+def card_summary(results: dict, method: str, source: str, ablations: dict | None = None) -> dict:
     """What the demo's model card says about `method` (the shipped recipe) from an evaluation's results: TAR @ FAR
     0.1% in the demo's protocol (transformed probe vs flip-fused gallery photos) on CFP-FP and, when evaluated, on
     the folder dataset's cross-pose test, beside raw and flip_fused, with the difference from flip_fused (its 95%
-    interval and wins/ties/losses over folds); `source`: the results file, repo-relative."""
+    interval and wins/ties/losses over folds); `source`: the results file, repo-relative. With `ablations`
+    (`ablation_summary`), also what each part adds."""
     def figures(key: str) -> dict:
         cells = {m: results["methods"][m][f"{key}/fused/tar_far01"] for m in ("raw", "flip_fused", method)}
         versus = cells[method]["vs_flip_fused"]
@@ -152,6 +189,8 @@ def card_summary(results: dict, method: str, source: str) -> dict:
            "folds": len(results["folds"]), "seeds": results["seeds"], "source": source, "cfp_fp": figures("cfp_fp")}
     if "second" in results:
         out["second"] = {"dataset": results["second"]["dataset"], **figures("second")}
+    if ablations is not None:
+        out["ablations"] = ablations
     return out
 
 
@@ -164,10 +203,16 @@ if __name__ == "__main__":
     p.add_argument("results")
     p.add_argument("--card", default=None, help="the method, e.g. enhanced_map")
     p.add_argument("--card_out", default=None, help="e.g. weights/transformer/<fingerprint>/evaluation.json")
+    p.add_argument("--ablations", default=None, help="with --card: an ablation run's results.json (evaluate "
+                   "--reference METHOD), so the card also says what each part adds")
     args = p.parse_args()
     source = Path(args.results)
     results = json.loads(source.read_text())
     print(write_report(results, source.parent / "tables.md"))
     if args.card:
         from viewdiff.paths import repo_relative
-        Path(args.card_out).write_text(json.dumps(card_summary(results, args.card, repo_relative(source)), indent=2))
+        parts = None
+        if args.ablations:
+            parts = ablation_summary(json.loads(Path(args.ablations).read_text()), repo_relative(Path(args.ablations)))
+        Path(args.card_out).write_text(json.dumps(card_summary(results, args.card, repo_relative(source), parts),
+                                                  indent=2))
