@@ -1,7 +1,7 @@
 """The model card's plain-words account of what the shipped pose transformer measured."""
 from __future__ import annotations
 
-from viewdiff.demo.model_card import measured_sentence, parts_sentence
+from viewdiff.demo.model_card import measured_sentence, part_verdict, parts_sentence
 
 
 def _evaluation(low: float, high: float, second: bool = True) -> dict:
@@ -37,9 +37,19 @@ def _with_parts() -> dict:
 
 def test_the_card_says_what_each_part_adds_and_what_does_not_help():
     text = parts_sentence(_with_parts())
-    assert "the 3D step: +0.3 points on CFP (better in 4, equal in 3, worse in 3" in text
-    assert "-0.2 on in-the-wild photos: no clear difference" in text and "pose-aware attention" in text
+    assert "the 3D step: no clear difference (+0.3 points on CFP, better in 4, worse in 3 of 10 groups; -0.2 in the " \
+           "wild)" in text and "the pose-aware attention: it helps" in text
     assert "it helps" in text and "None of these clearly helps" not in text
     only = parts_sentence(_with_parts(), ("projection",))
     assert "3D step" in only and "attention" not in only and "None of these clearly helps." in only
     assert parts_sentence(_evaluation(-0.006, 0.009)) == "" and parts_sentence(None) == ""
+
+
+def test_a_part_ahead_in_nearly_every_group_is_not_called_clear_while_its_interval_includes_0():
+    def figures(low, high, wtl):
+        return {"with": 0.93, "without": 0.91, "diff_ci95": [low, high], "wins_ties_losses": wtl}
+    assert part_verdict(figures(-0.003, 0.045, [10, 0, 0])).startswith("better in nearly every group, though within")
+    assert part_verdict(figures(-0.045, 0.003, [0, 1, 9])).startswith("worse in nearly every group")
+    assert part_verdict(figures(-0.003, 0.045, [7, 1, 2])) == "no clear difference"
+    assert part_verdict(figures(0.001, 0.045, [6, 2, 2])) == "it helps"
+    assert part_verdict(figures(-0.03, -0.001, [2, 2, 6])) == "it hurts"
