@@ -58,3 +58,17 @@ def test_the_learned_change_is_what_the_model_adds_beyond_the_photo_and_its_mirr
     torch.testing.assert_close(out - learned, src + gate * model.mirror_weight * (mirror - src))
     stats = path_stats(model, rows, {f"id{k}": np.eye(32, dtype=np.float32)[k] for k in range(6)})
     assert -1 <= stats["cos_target_tangent"] <= 1 and stats["size_vs_gap"] > 0
+
+
+def test_the_surface_share_is_what_the_measured_surface_changes_in_the_learned_path():
+    rows, model = _rows(), _model()
+    with torch.no_grad():
+        model.map_tokenizer.fold.weight.normal_()
+    templates = {f"id{k}": np.eye(32, dtype=np.float32)[k] for k in range(6)}
+    assert "surface_share" not in path_stats(model, rows, templates)    # no measured surface: nothing to compare
+    rows.cell_depth = np.random.default_rng(1).normal(scale=0.3, size=(len(rows), 7, 7)).astype(np.float32)
+    share = path_stats(model, rows, templates)["surface_share"]
+    assert 0 < share < 10
+    _, measured = learned_change(model, rows)
+    _, average = learned_change(model, rows, average_face=True)
+    assert not torch.allclose(measured, average)   # the depths reach the learned path

@@ -19,7 +19,9 @@ the same profiles with their 7x7 maps (photo and mirror) given to other faces of
 kept; with a measured surface, the surface and keypoints swapped too), so the change can only use what does not
 depend on the face: the cosine between the learned change with
 the true maps and with shuffled ones (1: the change ignores the face), and the shuffled change's cosine with the
-target direction. Issue 25's bar: a cosine with the target direction >= 0.3, and face-dependent.
+target direction. Issue 25's bar: a cosine with the target direction >= 0.3, and face-dependent. With a measured
+surface, ``surface_share``: how much of the learned change the surface accounts for (the change with the average
+face's depths instead, `projection.MEAN_CELL_DEPTH`: the size of the difference against the size of the change).
 """
 from __future__ import annotations
 
@@ -49,10 +51,14 @@ def flip_fused_templates(records: FaceRecords) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def learned_change(model, rows: FaceRecords, order: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out [N, D], learned [N, D]) of `rows` sent to frontal; `order` gives each row another row's maps."""
+def learned_change(model, rows: FaceRecords, order: np.ndarray | None = None,
+                   average_face: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out [N, D], learned [N, D]) of `rows` sent to frontal; `order` gives each row another row's maps;
+    `average_face`: the average face's cell depths instead of the measured surface's."""
     model.eval()
     columns = record_inputs(rows, model)
+    if average_face:
+        columns.pop("cell_depth", None)
     if order is not None:   # the face's own appearance and shape swapped for another face's
         columns.update({k: columns[k][order] for k in ("feature_map", "feature_map_mirror", "cell_depth", "keypoints_3d")
                         if k in columns})
@@ -74,7 +80,11 @@ def path_stats(model, rows: FaceRecords, templates: dict[str, np.ndarray], seed:
     def tangent(v: torch.Tensor) -> torch.Tensor:   # the part of a change that survives normalisation
         return v - (v * unit).sum(-1, keepdim=True) * unit
 
-    return {"n": len(rows),
+    surface = {}
+    if "cell_depth" in record_inputs(rows, model):
+        _, average = learned_change(model, rows, average_face=True)
+        surface["surface_share"] = ((learned - average).norm(dim=-1) / learned.norm(dim=-1)).mean().item()
+    return {"n": len(rows), **surface,
             "cos_target": F.cosine_similarity(learned, gap, dim=-1).mean().item(),
             "cos_target_tangent": F.cosine_similarity(tangent(learned), tangent(gap), dim=-1).mean().item(),
             "size_vs_gap": (learned.norm(dim=-1) / gap.norm(dim=-1)).mean().item(),
