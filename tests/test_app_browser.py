@@ -252,7 +252,7 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     card = model_card(browser)
     assert "Pose transformer" in card and "not loaded" not in card and "/tmp/" not in card and str(REPO) not in card
     # what each part of the shipped model measurably adds (its evaluation.json), on the card and under the panels
-    assert "Its parts:" in card and "reading the mirror image as a second view:" in card
+    assert "What each part adds, measured by retraining" in card and "reading the mirror image as a second view:" in card
     assert "the 3D step:" in text(browser, "voxel-caption") and "pose-aware attention:" in text(browser, "attention-caption")
 
 

@@ -64,7 +64,7 @@ def _summary(describe: dict, fallback_reason: str | None, gallery_line: str, thr
         lines.append(f"- **Pose transformer:** reads {reads} and turns the identity code to the target pose{trained}. "
                      + measured_sentence(weights_info.get("evaluation")))
         if parts := parts_sentence(weights_info.get("evaluation")):
-            lines.append(f"- **Its parts:** {parts}")
+            lines.append(f"- **What each part adds**{parts.removeprefix('What each part adds')}")
     else:
         lines.append("- **Pose transformer: not loaded.** Face analysis, head pose and the raw similarity work "
                      f"without it. {weights_hint_text}")
