@@ -74,9 +74,13 @@ def test_the_card_says_what_each_part_adds_with_minus_without():
                                              "wins_ties_losses": [1, 0, 1]}
     # added: with (the ablation) minus without (the full model), as measured
     assert parts["prior"]["second"]["with"] == 0.90 and parts["prior"]["second"]["diff_ci95"] == [-0.05, -0.01]
-    card = card_summary(_results(), "enhanced_map", "docs/results/x/results.json", summary)
+    results = _results()
+    results["methods"]["enhanced_map_gallery"] = results["methods"]["enhanced_map"]
+    card = card_summary(results, "enhanced_map_gallery", "docs/results/x/results.json", summary)
     assert card["ablations"]["parts"] == summary["parts"]
     json.dumps(card)
+    with pytest.raises(ValueError, match="--reference enhanced_map"):   # another model's parts are not the card's
+        card_summary(_results(), "enhanced_map", "docs/results/x/results.json", summary)
 
 
 def test_an_ablation_run_without_its_full_model_is_refused():

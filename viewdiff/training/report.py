@@ -190,6 +190,9 @@ def card_summary(results: dict, method: str, source: str, ablations: dict | None
     if "second" in results:
         out["second"] = {"dataset": results["second"]["dataset"], **figures("second")}
     if ablations is not None:
+        if ablations["reference"] != method:
+            raise ValueError(f"the ablations compare their parts with {ablations['reference']}, not with {method}: run "
+                             f"them with --reference {method}")
         out["ablations"] = ablations
     return out
 
