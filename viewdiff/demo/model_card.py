@@ -63,8 +63,8 @@ def _summary(describe: dict, fallback_reason: str | None, gallery_line: str, thr
                    if {"datasets", "train_pairs", "epochs"} <= set(meta) else "")
         lines.append(f"- **Pose transformer:** reads {reads} and turns the identity code to the target pose{trained}. "
                      + measured_sentence(weights_info.get("evaluation")))
-        if parts := parts_sentence(weights_info.get("evaluation")):
-            lines.append(f"- **What each part adds**{parts.removeprefix('What each part adds')}")
+        if parts := parts_sentence(weights_info.get("evaluation"), heading="**What each part adds**"):
+            lines.append(f"- {parts}")
     else:
         lines.append("- **Pose transformer: not loaded.** Face analysis, head pose and the raw similarity work "
                      f"without it. {weights_hint_text}")
@@ -131,14 +131,15 @@ def part_sentence(part: dict) -> str:
     return text + ")"
 
 
-def parts_sentence(evaluation: dict | None, parts: tuple[str, ...] | None = None) -> str:
-    """What each part (all, or those in `parts`) adds, measured by retraining without it (with it, for prior
-    preservation) on the same groups of people, in plain words; empty without that measurement."""
+def parts_sentence(evaluation: dict | None, parts: tuple[str, ...] | None = None,
+                   heading: str = "What each part adds") -> str:
+    """`heading`, then what each part (all, or those in `parts`) adds, measured by retraining without it (with it, for
+    prior preservation) on the same groups of people, in plain words; empty without that measurement."""
     found = [p for p in (evaluation or {}).get("ablations", {}).get("parts", []) if parts is None or p["part"] in parts]
     if not found:
         return ""
     seeds = len(evaluation["ablations"]["seeds"])
-    text = (f"What each part adds, measured by retraining the model without it (prior preservation: with it), "
+    text = (f"{heading}, measured by retraining the model without it (prior preservation: with it), "
             f"{seeds} training run{'s' if seeds > 1 else ''} per group of people, true matches accepted at 1 false "
             f"accept in 1000, with minus without: " + "; ".join(part_sentence(p) for p in found) + ".")
     if not any(part_verdict(p["cfp_fp"]).startswith(("it helps", "better")) for p in found):

@@ -234,14 +234,13 @@ def select_recipe(method: str, test_fold: int, cfp: FaceRecords, pairs: dict[str
 def compared(runs: dict[str, list[dict]], m: str, key: str, proto: str, metric: str, refs: list[str], boot: dict) -> dict:
     """Method `m`'s cell of one metric: per-fold values (mean over seeds), their mean, the paired test against each
     of `refs` evaluated, and, where `boot` (`bootstrap`) has the metric, its 95% interval and each difference's."""
-    per_fold = summarize(runs[m], key, proto, metric)
+    per_fold, others = summarize(runs[m], key, proto, metric), [r for r in refs if r in runs and r != m]
     cell = {"per_fold": per_fold, "mean": float(np.mean(per_fold)),
             "seed_means": [float(np.mean(r[key][proto][metric])) for r in runs[m]],
-            **{f"vs_{ref}": paired_test(per_fold, summarize(runs[ref], key, proto, metric))
-               for ref in refs if ref in runs and ref != m}}
+            **{f"vs_{ref}": paired_test(per_fold, summarize(runs[ref], key, proto, metric)) for ref in others}}
     if metric in boot.get(m, {}).get(proto, {}):
         cell["ci95"] = interval(boot[m][proto][metric])
-        for ref in [r for r in refs if r in runs and r != m]:
+        for ref in others:
             cell[f"vs_{ref}"]["diff_ci95"] = interval(boot[m][proto][metric] - boot[ref][proto][metric])
     return cell
 
