@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from viewdiff.demo.allocator import bound_native_memory
@@ -25,11 +26,13 @@ bound_native_memory()   # before torch, onnxruntime and gradio start their threa
 os.environ.setdefault("VIEWDIFF_ORT_THREADS", "1")   # one thread per model: two photo analyses share the 2 cores
 
 import gradio as gr
+import numpy as np
 import plotly
 
 from starlette.middleware import Middleware
 
 from viewdiff.demo.examples import ASSETS, LOCAL_ASSETS, example_label, example_photos
+from viewdiff.demo.image_files import write_once
 from viewdiff.demo.panels import (EXPLANATION_CAPTION, FOCUSED_HEAD, MEAN_HEAD, SIMILARITY_CAPTION, VOXEL_QUANTITIES,
                                   caption)
 from viewdiff.demo.live import LIVE_TIME_LIMIT_S, STREAM_EVERY_S, FrameCounter
@@ -293,6 +296,20 @@ def pass_files_through(image: gr.Image) -> gr.Image:
     return image
 
 
+def whole_files(image: gr.Image) -> gr.Image:
+    """Make ``image`` show arrays through `write_once` (a whole file, never rewritten) instead of gradio's in-place
+    cache write, which a second request showing the same picture truncates while the first is being fetched.
+    The folder is outside gradio's cache, so gradio serves its own (atomic) copy and the folder can be pruned.
+    (Overridden on the instance, like `pass_files_through`.)"""
+    postprocess, folder = image.postprocess, tempfile.mkdtemp(prefix="viewdiff-pictures-")
+
+    def whole(value):
+        return postprocess(str(write_once(value, folder)) if isinstance(value, np.ndarray) else value)
+
+    image.postprocess = whole
+    return image
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
@@ -371,8 +388,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                         elem_id="examples")
                             gr.Markdown("<small>" + " · ".join(f"{i + 1}: {example_label(p)}" for i, p in enumerate(examples))
                                         + "</small>", elem_id="example-captions")
-                        face_image = gr.Image(label="Faces found: the one used (green) with its eyes, nose and mouth corners; others grey",
-                                              interactive=False, height=300, elem_id="face-image", format="jpeg")
+                        face_image = whole_files(gr.Image(label="Faces found: the one used (green) with its eyes, nose and mouth corners; others grey",
+                                              interactive=False, height=300, elem_id="face-image"))
                         face_info = gr.Markdown("No photo yet.", elem_id="face-info")
                     with gr.Column(scale=7):
                         with gr.Group():

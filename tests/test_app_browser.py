@@ -176,6 +176,10 @@ def test_upload_photo_drag_yaw_slider_and_plots_render(app_url, browser):
     wait(browser, lambda d: "estimated head pose" in text(d, "face-info"), "the photo was not analysed")
     assert "cameraman_gray.png" in text(browser, "face-info")
     assert not [e for e in browser.find_elements(By.ID, "results-hint") if e.is_displayed()]
+    # the detected-faces picture is served whole (viewdiff/demo/image_files.py) and decodes in the browser
+    wait(browser, lambda d: d.execute_script(
+        "const i = document.querySelector('#face-image img'); return i && i.complete && i.naturalWidth > 0"),
+        "the detected-faces picture did not load")
 
     # the three plots of the issue (attention, voxel slice, gallery similarity) and the pose sweep render
     rendered = {
