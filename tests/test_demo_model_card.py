@@ -1,7 +1,7 @@
 """The model card's plain-words account of what the shipped pose transformer measured."""
 from __future__ import annotations
 
-from viewdiff.demo.model_card import measured_sentence, part_verdict, parts_sentence
+from viewdiff.demo.model_card import measured_sentence, part_verdict, parts_sentence, signed
 
 
 def _evaluation(low: float, high: float, second: bool = True) -> dict:
@@ -43,6 +43,10 @@ def test_the_card_says_what_each_part_adds_and_what_does_not_help():
     only = parts_sentence(_with_parts(), ("projection",))
     assert "3D step" in only and "attention" not in only and "None of these clearly helps." in only
     assert parts_sentence(_evaluation(-0.006, 0.009)) == "" and parts_sentence(None) == ""
+
+
+def test_a_difference_that_rounds_to_zero_has_no_sign():
+    assert [signed(x) for x in (1.94, -0.2, -0.04, 0.04, 0.0)] == ["+1.9", "-0.2", "0.0", "0.0", "0.0"]
 
 
 def test_a_part_ahead_in_nearly_every_group_is_not_called_clear_while_its_interval_includes_0():

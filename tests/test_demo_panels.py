@@ -114,7 +114,8 @@ def test_each_panels_caption_says_what_its_parts_measurably_add():
     evaluation = {"ablations": {"seeds": [0], "parts": [{"part": name, "cfp_fp": figures} for name in
                                                         ("projection", "surface", "lora", "mirror", "adaln")]}}
     voxels, attention = caption("voxels", "map", 16, evaluation), caption("attention", "map", 16, evaluation)
-    assert "the 3D step: no clear difference (+0.0 points on CFP, better in 3, worse in 3 of 10 groups)" in voxels and "measured surface" in voxels and "attention:" not in voxels
+    assert ("the 3D step: no clear difference (0.0 points on CFP, better in 3, worse in 3 of 10 groups)" in voxels
+            and "measured surface" in voxels and "attention:" not in voxels)
     assert "pose-aware attention" in attention and "mirror image as a second view" in attention
     assert "modulation" not in voxels + attention   # on the model card only
     assert "None of these clearly helps." in voxels and "None of these" not in caption("voxels", "map", 16)

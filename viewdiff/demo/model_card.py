@@ -119,15 +119,22 @@ def part_verdict(figures: dict) -> str:
             "no clear difference")
 
 
+def signed(points: float) -> str:
+    """'+1.9', '-0.2'; '0.0' for what rounds to zero (not '-0.0')."""
+    text = f"{points:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
 def part_sentence(part: dict) -> str:
     """'the 3D step: no clear difference (-0.2 points on CFP, better in 1, worse in 5 of 10 groups; +0.2 in the
     wild)': one part's with-minus-without at 1 false accept in 1000, judged on CFP (`part_verdict`)."""
     cfp = part["cfp_fp"]
     wins, ties, losses = cfp["wins_ties_losses"]
-    text = (f"{PART_WORDS.get(part['part'], part['part'])}: {part_verdict(cfp)} ({100 * (cfp['with'] - cfp['without']):+.1f} "
-            f"points on CFP, better in {wins}, worse in {losses} of {wins + ties + losses} groups")
+    change = signed(100 * (cfp["with"] - cfp["without"]))
+    text = (f"{PART_WORDS.get(part['part'], part['part'])}: {part_verdict(cfp)} ({change} points on CFP, "
+            f"better in {wins}, worse in {losses} of {wins + ties + losses} groups")
     if "second" in part:
-        text += f"; {100 * (part['second']['with'] - part['second']['without']):+.1f} in the wild"
+        text += f"; {signed(100 * (part['second']['with'] - part['second']['without']))} in the wild"
     return text + ")"
 
 
