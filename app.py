@@ -388,8 +388,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                         elem_id="examples")
                             gr.Markdown("<small>" + " · ".join(f"{i + 1}: {example_label(p)}" for i, p in enumerate(examples))
                                         + "</small>", elem_id="example-captions")
-                        face_image = whole_files(gr.Image(label="Faces found: the one used (green) with its eyes, nose and mouth corners; others grey",
-                                              interactive=False, height=300, elem_id="face-image"))
+                        face_image = whole_files(gr.Image(
+                            label="Faces found: the one used (green) with its eyes, nose and mouth corners; others grey",
+                            interactive=False, height=300, elem_id="face-image"))
                         face_info = gr.Markdown("No photo yet.", elem_id="face-info")
                     with gr.Column(scale=7):
                         with gr.Group():
