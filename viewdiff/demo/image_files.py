@@ -7,6 +7,7 @@ server fails with "Too little data for declared Content-Length" and the picture 
 `write_once` encodes the picture, names the file after its bytes, writes it under a temporary name and renames it into
 place, and only when no such file exists: a name, once there, always holds the whole picture. gradio's own copy of a
 file path is atomic too (`save_file_to_cache`). The newest `KEEP` files are kept; gradio serves its copies.
+`benchmarks/picture_write_race.py` counts the partial reads of both ways of writing.
 """
 from __future__ import annotations
 
